@@ -1,0 +1,52 @@
+// Element types kiln's kernels consume directly, with their storage sizes and scalar conversions.
+// Quantised types are stored in blocks along a row: q8_0 = 32 int8 values + one f16 scale.
+#pragma once
+
+#include <cstdint>
+#include <cstring>
+#include <string_view>
+
+namespace kiln {
+
+enum class DType : uint8_t { kF32, kF16, kBF16, kQ8_0 };
+
+std::string_view dtype_name(DType t);
+// Elements per storage block (1 for plain types, 32 for q8_0) and bytes per block.
+int64_t dtype_block_elems(DType t);
+int64_t dtype_block_bytes(DType t);
+// Bytes of `n` elements; n must be a multiple of the block size (checked by callers).
+inline int64_t dtype_row_bytes(DType t, int64_t n) {
+  return n / dtype_block_elems(t) * dtype_block_bytes(t);
+}
+
+inline constexpr int kQ8Block = 32;
+struct BlockQ8_0 {
+  uint16_t d;            // f16 scale
+  int8_t qs[kQ8Block];   // value = d * qs[i]
+};
+static_assert(sizeof(BlockQ8_0) == 34);
+
+inline float bf16_to_f32(uint16_t h) {
+  uint32_t bits = static_cast<uint32_t>(h) << 16;
+  float f;
+  std::memcpy(&f, &bits, 4);
+  return f;
+}
+// Round to nearest even; NaN stays NaN.
+inline uint16_t f32_to_bf16(float f) {
+  uint32_t bits;
+  std::memcpy(&bits, &f, 4);
+  if ((bits & 0x7fffffffu) > 0x7f800000u) return static_cast<uint16_t>((bits >> 16) | 0x40);
+  bits += 0x7fffu + ((bits >> 16) & 1u);
+  return static_cast<uint16_t>(bits >> 16);
+}
+float f16_to_f32(uint16_t h);
+uint16_t f32_to_f16(float f);
+
+// Quantises n values (n % 32 == 0) to q8_0 the way ggml does (d = amax/127, round to nearest).
+void quantize_row_q8_0(const float* x, BlockQ8_0* out, int64_t n);
+void dequantize_row_q8_0(const BlockQ8_0* in, float* y, int64_t n);
+// Converts one row of `n` stored elements of type t to f32.
+void dequantize_row(DType t, const void* src, float* dst, int64_t n);
+
+}  // namespace kiln
