@@ -1,0 +1,159 @@
+// cpu::matmul and embedding_lookup. Threads split the weight rows into contiguous units.
+// n ≤ 3 tokens (decode): tiles convert the stored dtype in registers, so each weight byte is
+// streamed once per call. n ≥ 4 (prefill): each group of 4 rows is converted to f32 once into a
+// thread-local buffer and reused across a block of tokens by 4×3 register tiles.
+#include "kernels/cpu/gemm.h"
+
+#include <algorithm>
+#include <cstring>
+#include <vector>
+
+#include "kernels/base/check.h"
+#include "kernels/cpu/gemm_tiles.h"
+
+namespace kiln::cpu {
+namespace gemm_detail {
+
+void convert_row(DType t, const std::byte* src, int64_t n, float* dst) {
+  const int64_t n8 = n & ~int64_t{7};
+  switch (t) {
+    case DType::kF32:
+      std::memcpy(dst, src, static_cast<size_t>(n) * sizeof(float));
+      return;
+    case DType::kF16:
+      for (int64_t k = 0; k < n8; k += 8) _mm256_storeu_ps(dst + k, LoadF16::load8(src, k));
+      for (int64_t k = n8; k < n; ++k) dst[k] = LoadF16::at(src, k);
+      return;
+    case DType::kBF16:
+      for (int64_t k = 0; k < n8; k += 8) _mm256_storeu_ps(dst + k, LoadBF16::load8(src, k));
+      for (int64_t k = n8; k < n; ++k) dst[k] = LoadBF16::at(src, k);
+      return;
+    case DType::kQ8_0: {
+      const auto* blk = reinterpret_cast<const BlockQ8_0*>(src);
+      for (int64_t b = 0; b < n / kQ8Block; ++b) {
+        const __m256 d = _mm256_set1_ps(f16_to_f32(blk[b].d));
+        for (int g = 0; g < kQ8Block; g += 8) {
+          const __m128i q = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(blk[b].qs + g));
+          _mm256_storeu_ps(dst + b * kQ8Block + g,
+                           _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(q)), d));
+        }
+      }
+      return;
+    }
+  }
+}
+
+}  // namespace gemm_detail
+
+namespace {
+
+using namespace gemm_detail;
+
+constexpr int64_t kRowUnit = 16;         // rows per parallel unit: 64 B of each y row
+constexpr int64_t kXBlockBytes = 192 << 10;  // token block of x kept in L2 while rows stream
+constexpr int64_t kSerialMacs = 1 << 16;  // below this much work, threads cost more than they save
+
+template <class L>
+struct PlainTile {
+  template <int MR, int NR>
+  static void run(const std::byte* w, int64_t ws, const float* x, int64_t xs, int64_t K, float* y,
+                  int64_t ys) {
+    tile<L, MR, NR>(w, ws, x, xs, K, y, ys);
+  }
+};
+struct Q8Tile {
+  template <int MR, int NR>
+  static void run(const std::byte* w, int64_t ws, const float* x, int64_t xs, int64_t K, float* y,
+                  int64_t ys) {
+    tile_q8<MR, NR>(w, ws, x, xs, K, y, ys);
+  }
+};
+
+// Rows [0, m) × NR tokens, MR rows per tile then single rows.
+template <class Tk, int MR, int NR>
+void rows_tile(const std::byte* w, int64_t ws, int64_t m, const float* x, int64_t xs, int64_t K,
+               float* y, int64_t ys) {
+  int64_t r = 0;
+  for (; r + MR <= m; r += MR) Tk::template run<MR, NR>(w + r * ws, ws, x, xs, K, y + r, ys);
+  for (; r < m; ++r) Tk::template run<1, NR>(w + r * ws, ws, x, xs, K, y + r, ys);
+}
+
+// Rows [0, m) × tokens [0, nt): groups of 3 tokens, then the 2- or 1-token remainder.
+template <class Tk, int MR>
+void rows_tokens(const std::byte* w, int64_t ws, int64_t m, const float* x, int64_t xs,
+                 int64_t nt, int64_t K, float* y, int64_t ys) {
+  int64_t t = 0;
+  for (; t + 3 <= nt; t += 3) rows_tile<Tk, MR, 3>(w, ws, m, x + t * xs, xs, K, y + t * ys, ys);
+  if (nt - t == 2) rows_tile<Tk, MR, 2>(w, ws, m, x + t * xs, xs, K, y + t * ys, ys);
+  if (nt - t == 1) rows_tile<Tk, 8, 1>(w, ws, m, x + t * xs, xs, K, y + t * ys, ys);
+}
+
+int64_t token_block(int64_t K) {
+  const int64_t nb = kXBlockBytes / (K * static_cast<int64_t>(sizeof(float)));
+  return std::max<int64_t>(6, nb / 3 * 3);
+}
+
+// Weights converted in registers: decode, and every f32 matmul (nothing to convert).
+template <class Tk>
+void rows_direct(const MatrixView& w, int64_t r0, int64_t r1, const float* x, int64_t xs,
+                 int64_t n, float* y, int64_t ys) {
+  const int64_t tb = token_block(w.cols);
+  for (int64_t t0 = 0; t0 < n; t0 += tb) {
+    rows_tokens<Tk, 4>(w.row(r0), w.row_stride, r1 - r0, x + t0 * xs, xs, std::min(tb, n - t0),
+                       w.cols, y + t0 * ys + r0, ys);
+  }
+}
+
+// Each group of 4 rows is converted to f32 once per token block and reused by every token.
+void rows_buffered(const MatrixView& w, int64_t r0, int64_t r1, const float* x, int64_t xs,
+                   int64_t n, float* y, int64_t ys) {
+  thread_local std::vector<float> buf;  // [4][K] f32, grows once
+  const int64_t K = w.cols;
+  if (buf.size() < static_cast<size_t>(4 * K)) buf.resize(static_cast<size_t>(4 * K));
+  const auto* wb = reinterpret_cast<const std::byte*>(buf.data());
+  const int64_t wbs = K * static_cast<int64_t>(sizeof(float));
+  const int64_t tb = token_block(K);
+  for (int64_t t0 = 0; t0 < n; t0 += tb) {
+    const int64_t nt = std::min(tb, n - t0);
+    for (int64_t r = r0; r < r1; r += 4) {
+      const int64_t m = std::min<int64_t>(4, r1 - r);
+      for (int64_t i = 0; i < m; ++i) convert_row(w.dtype, w.row(r + i), K, buf.data() + i * K);
+      rows_tokens<PlainTile<LoadF32>, 4>(wb, wbs, m, x + t0 * xs, xs, nt, K, y + t0 * ys + r,
+                                         ys);
+    }
+  }
+}
+
+void rows_any(const MatrixView& w, int64_t r0, int64_t r1, const float* x, int64_t xs, int64_t n,
+              float* y, int64_t ys) {
+  if (n >= 4 && w.dtype != DType::kF32) return rows_buffered(w, r0, r1, x, xs, n, y, ys);
+  switch (w.dtype) {
+    case DType::kF32: return rows_direct<PlainTile<LoadF32>>(w, r0, r1, x, xs, n, y, ys);
+    case DType::kF16: return rows_direct<PlainTile<LoadF16>>(w, r0, r1, x, xs, n, y, ys);
+    case DType::kBF16: return rows_direct<PlainTile<LoadBF16>>(w, r0, r1, x, xs, n, y, ys);
+    case DType::kQ8_0: return rows_direct<Q8Tile>(w, r0, r1, x, xs, n, y, ys);
+  }
+}
+
+}  // namespace
+
+void matmul(ThreadPool& pool, const MatrixView& w, const float* x, int64_t x_stride, int64_t n,
+            float* y, int64_t y_stride) {
+  KILN_CHECK(w.cols % dtype_block_elems(w.dtype) == 0);
+  KILN_CHECK(n <= 1 || (x_stride >= w.cols && y_stride >= w.rows));
+  if (n <= 0 || w.rows <= 0) return;
+  const int64_t units = (w.rows + kRowUnit - 1) / kRowUnit;
+  const bool small = w.rows * w.cols * n < kSerialMacs;
+  pool.parallel_for(units, small ? units : 1, [&](int64_t b, int64_t e) {
+    rows_any(w, b * kRowUnit, std::min(w.rows, e * kRowUnit), x, x_stride, n, y, y_stride);
+  });
+}
+
+void embedding_lookup(const MatrixView& table, const int32_t* ids, int64_t n, float* out) {
+  for (int64_t t = 0; t < n; ++t) {
+    KILN_CHECK_MSG(ids[t] >= 0 && ids[t] < table.rows, "token id out of range");
+    convert_row(table.dtype, table.row(ids[t]), table.cols, out + t * table.cols);
+  }
+}
+
+}  // namespace kiln::cpu

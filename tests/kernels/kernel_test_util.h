@@ -1,0 +1,102 @@
+// Helpers shared by the kernel parity tests: seeded random data, stored-dtype weight matrices,
+// and an error report (max abs error, NMSE, first mismatch) for cpu-vs-ref comparisons.
+#pragma once
+
+#include <cmath>
+#include <cstddef>
+#include <cstdint>
+#include <random>
+#include <string>
+#include <vector>
+
+#include <fmt/format.h>
+#include <gtest/gtest.h>
+
+#include "kernels/base/dtype.h"
+#include "kernels/base/matrix.h"
+
+namespace kiln::test {
+
+inline std::vector<float> random_vec(size_t n, uint32_t seed, float lo = -1.0f, float hi = 1.0f) {
+  std::mt19937 rng(seed);
+  std::uniform_real_distribution<float> dist(lo, hi);
+  std::vector<float> v(n);
+  for (auto& x : v) x = dist(rng);
+  return v;
+}
+
+// A [rows][cols] weight matrix stored in `dtype`, with `pad` extra elements (or q8 blocks) per
+// row so rows are strided. Owns its bytes.
+struct StoredMatrix {
+  std::vector<std::byte> bytes;
+  MatrixView view;
+};
+
+inline StoredMatrix make_matrix(DType dtype, int64_t rows, int64_t cols, const float* src,
+                                int64_t pad = 0) {
+  StoredMatrix m;
+  const int64_t stride = dtype_row_bytes(dtype, cols) + pad * dtype_block_bytes(dtype);
+  m.bytes.resize(static_cast<size_t>(rows * stride + 64));
+  for (int64_t r = 0; r < rows; ++r) {
+    std::byte* dst = m.bytes.data() + r * stride;
+    const float* s = src + r * cols;
+    for (int64_t c = 0; c < cols; ++c) {
+      switch (dtype) {
+        case DType::kF32: std::memcpy(dst + 4 * c, &s[c], 4); break;
+        case DType::kF16: {
+          const uint16_t h = f32_to_f16(s[c]);
+          std::memcpy(dst + 2 * c, &h, 2);
+          break;
+        }
+        case DType::kBF16: {
+          const uint16_t h = f32_to_bf16(s[c]);
+          std::memcpy(dst + 2 * c, &h, 2);
+          break;
+        }
+        case DType::kQ8_0: break;
+      }
+    }
+    if (dtype == DType::kQ8_0) quantize_row_q8_0(s, reinterpret_cast<BlockQ8_0*>(dst), cols);
+  }
+  m.view = {dtype, m.bytes.data(), rows, cols, stride};
+  return m;
+}
+
+struct ErrorStats {
+  double max_abs = 0.0;
+  double nmse = 0.0;  // Σ(a−b)² / Σb²
+  int64_t worst = -1;
+  std::string describe(const float* got, const float* want) const {
+    if (worst < 0) return fmt::format("max_abs={:.3g} nmse={:.3g}", max_abs, nmse);
+    return fmt::format("max_abs={:.3g} nmse={:.3g} worst index {}: got {} want {}", max_abs, nmse,
+                       worst, got[worst], want[worst]);
+  }
+};
+
+inline ErrorStats compare(const float* got, const float* want, int64_t n) {
+  ErrorStats s;
+  double num = 0.0, den = 0.0;
+  for (int64_t i = 0; i < n; ++i) {
+    const double d = double(got[i]) - double(want[i]);
+    if (!(std::fabs(d) <= s.max_abs)) {
+      s.max_abs = std::fabs(d);
+      s.worst = i;
+    }
+    num += d * d;
+    den += double(want[i]) * want[i];
+  }
+  s.nmse = den > 0 ? num / den : num;
+  return s;
+}
+
+// Fails with the full error report unless NMSE ≤ max_nmse and max_abs ≤ max_abs_err.
+inline void expect_close(const std::vector<float>& got, const std::vector<float>& want,
+                         double max_nmse, double max_abs_err, const std::string& what) {
+  ASSERT_EQ(got.size(), want.size()) << what;
+  const ErrorStats s = compare(got.data(), want.data(), static_cast<int64_t>(got.size()));
+  EXPECT_TRUE(s.nmse <= max_nmse && s.max_abs <= max_abs_err)
+      << what << ": " << s.describe(got.data(), want.data()) << " (limits nmse " << max_nmse
+      << ", abs " << max_abs_err << ")";
+}
+
+}  // namespace kiln::test
