@@ -1,0 +1,68 @@
+// The Kimi-Linear blocks (KDA, MLA, dense MLP, MoE) over a batch of sequences whose tokens are
+// concatenated row by row. Each block reads x [T][D] (already normalised) and writes out [T][D].
+// Per-sequence work (conv, recurrence, attention) uses each sequence's own state slot.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <vector>
+
+#include "kernels/cpu/thread_pool.h"
+#include "shard/config.h"
+#include "shard/state.h"
+#include "shard/weights.h"
+
+namespace kiln {
+
+// One sequence's part of a batch: rows [begin, begin + n) of the batch, positions
+// [pos0, pos0 + n) of the sequence held in state slot `slot`.
+struct SeqSpan {
+  int64_t slot = 0;
+  int64_t pos0 = 0;
+  int64_t begin = 0;
+  int64_t n = 0;
+};
+
+// Scratch buffers shared by all blocks, grown on demand and then reused (no allocation in the
+// steady state). Each id is one buffer; blocks document which ids they use.
+class Workspace {
+ public:
+  enum Id { kA, kB, kC, kD, kE, kF, kG, kH, kI, kJ, kCount };
+  float* get(Id id, int64_t n_floats) {
+    auto& v = bufs_[id];
+    if (static_cast<int64_t>(v.size()) < n_floats) v.resize(static_cast<size_t>(n_floats));
+    return v.data();
+  }
+  std::vector<int32_t>& ints(int i) { return ints_[i]; }
+
+ private:
+  std::vector<float> bufs_[kCount];
+  std::vector<int32_t> ints_[4];
+};
+
+// Called with every tagged intermediate activation when set (layer, name, [rows][cols]).
+using ActivationHook =
+    std::function<void(int64_t layer, const char* name, const float* data, int64_t rows, int64_t cols)>;
+
+struct BatchContext {
+  cpu::ThreadPool& pool;
+  StateCache& state;
+  const std::vector<SeqSpan>& seqs;
+  int64_t n_tokens;
+  Workspace& ws;
+  const ActivationHook* hook = nullptr;
+  // KDA prefill chunk size; spans of one token use the recurrent step.
+  int64_t kda_chunk = 16;
+};
+
+void kda_forward(const ModelConfig& c, const KdaWeights& w, int64_t kda_index,
+                 const BatchContext& b, const float* x, float* out);
+void mla_forward(const ModelConfig& c, const MlaWeights& w, int64_t mla_index,
+                 const BatchContext& b, const float* x, float* out);
+// SwiGLU MLP over n rows: out = down(SiLU(gate x) ⊙ up x). Uses workspace ids kI, kJ.
+void mlp_forward(const MlpWeights& w, cpu::ThreadPool& pool, Workspace& ws, const float* x,
+                 int64_t n, float* out);
+void moe_forward(const ModelConfig& c, const MoeWeights& w, const BatchContext& b, const float* x,
+                 float* out);
+
+}  // namespace kiln

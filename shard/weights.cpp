@@ -1,0 +1,273 @@
+// Maps HF and GGUF tensor names onto ModelWeights, checking every shape.
+#include "shard/weights.h"
+
+#include <cmath>
+#include <cstring>
+
+#include <fmt/format.h>
+
+namespace kiln {
+namespace {
+
+class Loader {
+ public:
+  explicit Loader(const Checkpoint& ck) : ck_(ck) {}
+
+  StatusOr<const TensorRef*> get(const std::string& name) const {
+    const TensorRef* t = ck_.find(name);
+    if (t == nullptr) return not_found("{}: missing tensor '{}'", ck_.path(), name);
+    return t;
+  }
+
+  Status check_shape(const TensorRef& t, const std::vector<int64_t>& expected) const {
+    TensorRef e;
+    e.shape = expected;
+    if (t.squeezed() != e.squeezed()) {
+      return invalid_argument("{}: tensor '{}' has shape {} but the config implies {}", ck_.path(),
+                              t.name, shape_string(t.shape), shape_string(expected));
+    }
+    return {};
+  }
+
+  // A [rows][cols] matrix (a GGUF {cols, rows}).
+  StatusOr<MatrixView> matrix(const std::string& name, int64_t rows, int64_t cols) const {
+    KILN_ASSIGN_OR_RETURN(const TensorRef* t, get(name));
+    KILN_RETURN_IF_ERROR(check_shape(*t, {rows, cols}));
+    if (cols % dtype_block_elems(t->dtype) != 0) {
+      return invalid_argument("{}: tensor '{}' is {} with {} columns, not a multiple of {}",
+                              ck_.path(), name, dtype_name(t->dtype), cols,
+                              dtype_block_elems(t->dtype));
+    }
+    return MatrixView::contiguous(t->dtype, t->data, rows, cols);
+  }
+
+  // `count` stacked [rows][cols] matrices (GGUF {cols, rows, count}).
+  StatusOr<std::vector<MatrixView>> stacked(const std::string& name, int64_t count, int64_t rows,
+                                            int64_t cols) const {
+    KILN_ASSIGN_OR_RETURN(const TensorRef* t, get(name));
+    KILN_RETURN_IF_ERROR(check_shape(*t, {count, rows, cols}));
+    std::vector<MatrixView> out;
+    const int64_t row_bytes = dtype_row_bytes(t->dtype, cols);
+    for (int64_t i = 0; i < count; ++i) {
+      out.push_back(MatrixView::contiguous(t->dtype, t->data + i * rows * row_bytes, rows, cols));
+    }
+    return out;
+  }
+
+  // Any small tensor widened to f32, checked against `shape`.
+  StatusOr<std::vector<float>> vector(const std::string& name,
+                                      const std::vector<int64_t>& shape) const {
+    KILN_ASSIGN_OR_RETURN(const TensorRef* t, get(name));
+    KILN_RETURN_IF_ERROR(check_shape(*t, shape));
+    std::vector<float> out(static_cast<size_t>(t->numel()));
+    if (t->numel() % dtype_block_elems(t->dtype) != 0) {
+      return invalid_argument("{}: tensor '{}' size is not a multiple of its block", ck_.path(),
+                              name);
+    }
+    dequantize_row(t->dtype, t->data, out.data(), t->numel());
+    return out;
+  }
+
+  bool has(const std::string& name) const { return ck_.find(name) != nullptr; }
+
+ private:
+  const Checkpoint& ck_;
+};
+
+// Transposes per-head [N][R] blocks of an [H*(N+V)][R] kv_b matrix into [R][N] per head.
+std::vector<MatrixView> transpose_k_b(const MatrixView& kv_b, int64_t H, int64_t N, int64_t V,
+                                      int64_t R, std::vector<std::vector<std::byte>>& owned) {
+  const bool plain = kv_b.dtype != DType::kQ8_0;
+  const DType out_t = plain ? kv_b.dtype : DType::kF32;
+  const int64_t esz = dtype_block_bytes(out_t);
+  std::vector<MatrixView> heads;
+  std::vector<float> row(static_cast<size_t>(R));
+  for (int64_t h = 0; h < H; ++h) {
+    std::vector<std::byte> buf(static_cast<size_t>(R * N * esz));
+    for (int64_t n = 0; n < N; ++n) {
+      const std::byte* src = kv_b.row(h * (N + V) + n);
+      if (plain) {
+        for (int64_t r = 0; r < R; ++r) std::memcpy(&buf[(r * N + n) * esz], src + r * esz, esz);
+      } else {
+        dequantize_row(kv_b.dtype, src, row.data(), R);
+        for (int64_t r = 0; r < R; ++r) std::memcpy(&buf[(r * N + n) * esz], &row[r], esz);
+      }
+    }
+    owned.push_back(std::move(buf));
+    heads.push_back(MatrixView::contiguous(out_t, owned.back().data(), R, N));
+  }
+  return heads;
+}
+
+std::vector<MatrixView> v_b_from_kv_b(const MatrixView& kv_b, int64_t H, int64_t N, int64_t V) {
+  std::vector<MatrixView> heads;
+  for (int64_t h = 0; h < H; ++h) heads.push_back(kv_b.slice_rows(h * (N + V) + N, V));
+  return heads;
+}
+
+struct Names {
+  bool hf;
+  std::string layer(int64_t i, const char* hf_name, const char* gguf_name) const {
+    return hf ? fmt::format("model.layers.{}.{}", i, hf_name) : fmt::format("blk.{}.{}", i, gguf_name);
+  }
+};
+
+Status load_kda(const Loader& L, const Names& n, const ModelConfig& c, int64_t i, KdaWeights& w) {
+  const int64_t D = c.hidden_size, H = c.kda_num_heads, K = c.kda_head_dim, C = H * K;
+  const int64_t r = c.kda_gate_rank, taps = c.kda_conv_kernel;
+  KILN_ASSIGN_OR_RETURN(w.q, L.matrix(n.layer(i, "self_attn.q_proj.weight", "attn_q.weight"), C, D));
+  KILN_ASSIGN_OR_RETURN(w.k, L.matrix(n.layer(i, "self_attn.k_proj.weight", "attn_k.weight"), C, D));
+  KILN_ASSIGN_OR_RETURN(w.v, L.matrix(n.layer(i, "self_attn.v_proj.weight", "attn_v.weight"), C, D));
+  KILN_ASSIGN_OR_RETURN(w.f_a, L.matrix(n.layer(i, "self_attn.f_a_proj.weight", "ssm_f_a.weight"), r, D));
+  KILN_ASSIGN_OR_RETURN(w.f_b, L.matrix(n.layer(i, "self_attn.f_b_proj.weight", "ssm_f_b.weight"), C, r));
+  KILN_ASSIGN_OR_RETURN(w.b, L.matrix(n.layer(i, "self_attn.b_proj.weight", "ssm_beta.weight"), H, D));
+  KILN_ASSIGN_OR_RETURN(w.g_a, L.matrix(n.layer(i, "self_attn.g_a_proj.weight", "ssm_g_a.weight"), r, D));
+  KILN_ASSIGN_OR_RETURN(w.g_b, L.matrix(n.layer(i, "self_attn.g_b_proj.weight", "ssm_g_b.weight"), C, r));
+  KILN_ASSIGN_OR_RETURN(w.o, L.matrix(n.layer(i, "self_attn.o_proj.weight", "attn_output.weight"), D, C));
+  KILN_ASSIGN_OR_RETURN(w.conv_q, L.vector(n.layer(i, "self_attn.q_conv1d.weight", "ssm_conv1d_q.weight"), {C, taps}));
+  KILN_ASSIGN_OR_RETURN(w.conv_k, L.vector(n.layer(i, "self_attn.k_conv1d.weight", "ssm_conv1d_k.weight"), {C, taps}));
+  KILN_ASSIGN_OR_RETURN(w.conv_v, L.vector(n.layer(i, "self_attn.v_conv1d.weight", "ssm_conv1d_v.weight"), {C, taps}));
+  KILN_ASSIGN_OR_RETURN(w.dt_bias, L.vector(n.layer(i, "self_attn.dt_bias", "ssm_dt.bias"), {C}));
+  KILN_ASSIGN_OR_RETURN(w.o_norm, L.vector(n.layer(i, "self_attn.o_norm.weight", "ssm_norm.weight"), {K}));
+  KILN_ASSIGN_OR_RETURN(w.a_neg, L.vector(n.layer(i, "self_attn.A_log", "ssm_a"), {H}));
+  if (n.hf) {
+    for (float& a : w.a_neg) a = -std::exp(a);  // HF stores A_log; GGUF already −exp(A_log)
+  }
+  return {};
+}
+
+Status load_mla(const Loader& L, const Names& n, const ModelConfig& c, int64_t i, MlaWeights& w,
+                std::vector<std::vector<std::byte>>& owned) {
+  const int64_t D = c.hidden_size, H = c.mla_num_heads, N = c.qk_nope_head_dim;
+  const int64_t P = c.qk_rope_head_dim, R = c.kv_lora_rank, V = c.v_head_dim;
+  KILN_ASSIGN_OR_RETURN(w.q, L.matrix(n.layer(i, "self_attn.q_proj.weight", "attn_q.weight"), H * (N + P), D));
+  KILN_ASSIGN_OR_RETURN(w.kv_a, L.matrix(n.layer(i, "self_attn.kv_a_proj_with_mqa.weight", "attn_kv_a_mqa.weight"), R + P, D));
+  KILN_ASSIGN_OR_RETURN(w.kv_a_norm, L.vector(n.layer(i, "self_attn.kv_a_layernorm.weight", "attn_kv_a_norm.weight"), {R}));
+  KILN_ASSIGN_OR_RETURN(w.o, L.matrix(n.layer(i, "self_attn.o_proj.weight", "attn_output.weight"), D, H * V));
+  const std::string k_b = n.layer(i, "", "attn_k_b.weight");
+  if (!n.hf && L.has(k_b)) {
+    KILN_ASSIGN_OR_RETURN(w.k_b, L.stacked(k_b, H, R, N));
+    KILN_ASSIGN_OR_RETURN(w.v_b, L.stacked(n.layer(i, "", "attn_v_b.weight"), H, V, R));
+    return {};
+  }
+  // HF kv_b_proj, or a legacy GGUF's combined attn_kv_b: [H*(N+V)][R].
+  KILN_ASSIGN_OR_RETURN(MatrixView kv_b, L.matrix(n.layer(i, "self_attn.kv_b_proj.weight", "attn_kv_b.weight"), H * (N + V), R));
+  w.k_b = transpose_k_b(kv_b, H, N, V, R, owned);
+  w.v_b = v_b_from_kv_b(kv_b, H, N, V);
+  return {};
+}
+
+Status load_mlp(const Loader& L, const std::string& gate, const std::string& up,
+                const std::string& down, int64_t F, int64_t D, MlpWeights& w) {
+  KILN_ASSIGN_OR_RETURN(w.gate, L.matrix(gate, F, D));
+  KILN_ASSIGN_OR_RETURN(w.up, L.matrix(up, F, D));
+  KILN_ASSIGN_OR_RETURN(w.down, L.matrix(down, D, F));
+  return {};
+}
+
+Status load_moe(const Loader& L, const Names& n, const ModelConfig& c, int64_t i, MoeWeights& w) {
+  const int64_t D = c.hidden_size, E = c.num_experts, F = c.moe_intermediate_size;
+  KILN_ASSIGN_OR_RETURN(w.router, L.matrix(n.layer(i, "block_sparse_moe.gate.weight", "ffn_gate_inp.weight"), E, D));
+  const std::string bias = n.layer(i, "block_sparse_moe.gate.e_score_correction_bias", "exp_probs_b.bias");
+  if (L.has(bias)) {
+    KILN_ASSIGN_OR_RETURN(w.bias, L.vector(bias, {E}));
+  }
+  if (n.hf) {
+    w.experts.resize(static_cast<size_t>(E));
+    for (int64_t e = 0; e < E; ++e) {
+      auto name = [&](const char* m) {
+        return fmt::format("model.layers.{}.block_sparse_moe.experts.{}.{}.weight", i, e, m);
+      };
+      KILN_RETURN_IF_ERROR(load_mlp(L, name("w1"), name("w3"), name("w2"), F, D, w.experts[e]));
+    }
+  } else {
+    KILN_ASSIGN_OR_RETURN(auto gate, L.stacked(n.layer(i, "", "ffn_gate_exps.weight"), E, F, D));
+    KILN_ASSIGN_OR_RETURN(auto up, L.stacked(n.layer(i, "", "ffn_up_exps.weight"), E, F, D));
+    KILN_ASSIGN_OR_RETURN(auto down, L.stacked(n.layer(i, "", "ffn_down_exps.weight"), E, D, F));
+    for (int64_t e = 0; e < E; ++e) w.experts.push_back({gate[e], up[e], down[e]});
+  }
+  w.has_shared = c.num_shared_experts > 0;
+  if (w.has_shared) {
+    const int64_t Fs = F * c.num_shared_experts;
+    KILN_RETURN_IF_ERROR(load_mlp(
+        L, n.layer(i, "block_sparse_moe.shared_experts.gate_proj.weight", "ffn_gate_shexp.weight"),
+        n.layer(i, "block_sparse_moe.shared_experts.up_proj.weight", "ffn_up_shexp.weight"),
+        n.layer(i, "block_sparse_moe.shared_experts.down_proj.weight", "ffn_down_shexp.weight"),
+        Fs, D, w.shared));
+  }
+  return {};
+}
+
+Status load_layer(const Loader& L, const Names& n, const ModelConfig& c, int64_t i,
+                  LayerWeights& w, std::vector<std::vector<std::byte>>& owned) {
+  const int64_t D = c.hidden_size;
+  KILN_ASSIGN_OR_RETURN(w.attn_norm, L.vector(n.layer(i, "input_layernorm.weight", "attn_norm.weight"), {D}));
+  KILN_ASSIGN_OR_RETURN(w.ffn_norm, L.vector(n.layer(i, "post_attention_layernorm.weight", "ffn_norm.weight"), {D}));
+  if (c.is_kda(i)) {
+    KILN_RETURN_IF_ERROR(load_kda(L, n, c, i, w.kda));
+  } else {
+    KILN_RETURN_IF_ERROR(load_mla(L, n, c, i, w.mla, owned));
+  }
+  if (c.is_moe(i)) return load_moe(L, n, c, i, w.moe);
+  return load_mlp(L, n.layer(i, "mlp.gate_proj.weight", "ffn_gate.weight"),
+                  n.layer(i, "mlp.up_proj.weight", "ffn_up.weight"),
+                  n.layer(i, "mlp.down_proj.weight", "ffn_down.weight"), c.intermediate_size, D,
+                  w.dense);
+}
+
+}  // namespace
+
+StatusOr<ModelWeights> load_weights(const Checkpoint& ck) {
+  const ModelConfig& c = ck.config();
+  const Names n{ck.format() == CheckpointFormat::kHf};
+  Loader L(ck);
+  ModelWeights w;
+  const int64_t D = c.hidden_size, Vocab = c.vocab_size;
+  KILN_ASSIGN_OR_RETURN(w.embed, L.matrix(n.hf ? "model.embed_tokens.weight" : "token_embd.weight", Vocab, D));
+  KILN_ASSIGN_OR_RETURN(w.final_norm, L.vector(n.hf ? "model.norm.weight" : "output_norm.weight", {D}));
+  const std::string head = n.hf ? "lm_head.weight" : "output.weight";
+  if (c.tie_word_embeddings || (!n.hf && !L.has(head))) {
+    w.lm_head = w.embed;
+  } else {
+    KILN_ASSIGN_OR_RETURN(w.lm_head, L.matrix(head, Vocab, D));
+  }
+  w.layers.resize(static_cast<size_t>(c.num_layers));
+  for (int64_t i = 0; i < c.num_layers; ++i) {
+    KILN_RETURN_IF_ERROR(load_layer(L, n, c, i, w.layers[i], w.owned));
+  }
+  return w;
+}
+
+namespace {
+uint64_t bytes_of(const MatrixView& m) { return static_cast<uint64_t>(m.rows * m.row_stride); }
+uint64_t bytes_of(const MlpWeights& m) { return bytes_of(m.gate) + bytes_of(m.up) + bytes_of(m.down); }
+}  // namespace
+
+uint64_t ModelWeights::active_bytes_per_token(const ModelConfig& c) const {
+  uint64_t total = bytes_of(lm_head);
+  for (int64_t i = 0; i < c.num_layers; ++i) {
+    const LayerWeights& l = layers[i];
+    if (c.is_kda(i)) {
+      const KdaWeights& k = l.kda;
+      for (const MatrixView* m : {&k.q, &k.k, &k.v, &k.f_a, &k.f_b, &k.b, &k.g_a, &k.g_b, &k.o}) {
+        total += bytes_of(*m);
+      }
+    } else {
+      total += bytes_of(l.mla.q) + bytes_of(l.mla.kv_a) + bytes_of(l.mla.o);
+      for (const MatrixView& m : l.mla.k_b) total += bytes_of(m);
+      for (const MatrixView& m : l.mla.v_b) total += bytes_of(m);
+    }
+    if (c.is_moe(i)) {
+      total += bytes_of(l.moe.router);
+      if (!l.moe.experts.empty()) {
+        total += bytes_of(l.moe.experts[0]) * static_cast<uint64_t>(c.experts_per_token);
+      }
+      if (l.moe.has_shared) total += bytes_of(l.moe.shared);
+    } else {
+      total += bytes_of(l.dense);
+    }
+  }
+  return total;
+}
+
+}  // namespace kiln

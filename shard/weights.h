@@ -1,0 +1,76 @@
+// ModelWeights: every tensor the forward pass reads, as views into the memory-mapped checkpoint
+// in the file's dtype. Both formats (HF names, GGUF names) map here; a missing or mis-shaped
+// tensor is an error naming the tensor and both shapes. Small vectors (norm weights, conv taps,
+// A_log, dt_bias, the router bias) are widened to f32 at load; they are < 0.1% of the bytes.
+// MLA's W_UK is kept in the absorbed orientation [R][N] per head (GGUF's attn_k_b layout); HF's
+// kv_b_proj rows are transposed once at load into an owned buffer of the same dtype.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "kernels/base/matrix.h"
+#include "shard/checkpoint.h"
+#include "shard/config.h"
+
+namespace kiln {
+
+struct KdaWeights {
+  MatrixView q, k, v;          // [H*K][D]
+  MatrixView f_a, f_b;         // [rank][D], [H*K][rank]: decay gate (low rank)
+  MatrixView b;                // [H][D]: beta logits
+  MatrixView g_a, g_b;         // [rank][D], [H*V][rank]: output gate (low rank)
+  MatrixView o;                // [D][H*V]
+  std::vector<float> conv_q, conv_k, conv_v;  // [H*K][taps], tap taps−1 = current token
+  std::vector<float> a_neg;    // [H] = −exp(A_log)
+  std::vector<float> dt_bias;  // [H*K]
+  std::vector<float> o_norm;   // [V], shared by all heads
+};
+
+struct MlaWeights {
+  MatrixView q;                   // [H*(N+P)][D], per head [nope | pe]
+  MatrixView kv_a;                // [R+P][D]: [latent c | k_pe]
+  std::vector<float> kv_a_norm;   // [R]
+  std::vector<MatrixView> k_b;    // per head [R][N]: q̄ = k_b · q_nope (absorbed W_UKᵀ)
+  std::vector<MatrixView> v_b;    // per head [V][R]: o = v_b · ō
+  MatrixView o;                   // [D][H*V]
+};
+
+struct MlpWeights {
+  MatrixView gate, up;  // [F][D]
+  MatrixView down;      // [D][F]
+};
+
+struct MoeWeights {
+  MatrixView router;             // [E][D]
+  std::vector<float> bias;       // [E] selection-only bias (empty when absent)
+  std::vector<MlpWeights> experts;
+  bool has_shared = false;
+  MlpWeights shared;             // intermediate = num_shared × moe_intermediate
+};
+
+struct LayerWeights {
+  std::vector<float> attn_norm, ffn_norm;  // [D]
+  KdaWeights kda;     // when the layer is KDA
+  MlaWeights mla;     // when the layer is MLA
+  MlpWeights dense;   // when the layer is dense
+  MoeWeights moe;     // when the layer is MoE
+};
+
+struct ModelWeights {
+  MatrixView embed;              // [vocab][D]
+  MatrixView lm_head;            // [vocab][D]
+  std::vector<float> final_norm; // [D]
+  std::vector<LayerWeights> layers;
+  std::vector<std::vector<std::byte>> owned;  // transposed copies (HF W_UK)
+
+  // Bytes of the matrices read for one token (all layers, experts_per_token experts each),
+  // excluding the embedding table: the decode memory-traffic figure.
+  uint64_t active_bytes_per_token(const ModelConfig& cfg) const;
+};
+
+StatusOr<ModelWeights> load_weights(const Checkpoint& ck);
+
+}  // namespace kiln
