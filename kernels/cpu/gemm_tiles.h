@@ -10,15 +10,11 @@
 #include <immintrin.h>
 
 #include "kernels/base/dtype.h"
+#include "kernels/cpu/vec_math.h"
 
 namespace kiln::cpu::gemm_detail {
 
-inline float hsum(__m256 v) {
-  __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-  s = _mm_add_ss(s, _mm_movehdup_ps(s));
-  return _mm_cvtss_f32(s);
-}
+using vec::hsum;
 
 // Loaders for the plain types: 8 elements starting at element k of a row, and one element.
 struct LoadF32 {
