@@ -1,9 +1,28 @@
-// The kiln command line. Sub-commands are registered from cmd_*.cpp files.
+// The kiln command line: parses the sub-command and runs it.
 #include <cstdio>
 
 #include "cluster/version.h"
+#include "launcher/commands.h"
 
-int main() {
-  std::printf("kiln %s\n", kiln::version_string());
-  return 0;
+int main(int argc, char** argv) {
+  CLI::App app{"kiln: a Kimi-Linear inference engine"};
+  app.set_version_flag("--version", kiln::version_string());
+  app.require_subcommand(1);
+  kiln::launcher::Runner run;
+  kiln::launcher::register_make_model(app, run);
+  kiln::launcher::register_inspect(app, run);
+  kiln::launcher::register_generate(app, run);
+  kiln::launcher::register_eval(app, run);
+  kiln::launcher::register_bench(app, run);
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::CallForHelp& e) {
+    return app.exit(e);
+  } catch (const CLI::CallForVersion& e) {
+    return app.exit(e);
+  } catch (const CLI::ParseError& e) {
+    std::fprintf(stderr, "kiln: error: %s\n", e.what());
+    return e.get_exit_code() == 0 ? 2 : e.get_exit_code();
+  }
+  return run ? run() : 2;
 }

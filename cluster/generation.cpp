@@ -1,0 +1,56 @@
+#include "cluster/generation.h"
+
+#include <algorithm>
+#include <chrono>
+
+#include "cluster/sampler.h"
+
+namespace kiln {
+
+StatusOr<text::Tokenizer> load_tokenizer(const Checkpoint& checkpoint) {
+  if (checkpoint.gguf() != nullptr) return text::Tokenizer::from_gguf(*checkpoint.gguf());
+  return text::Tokenizer::from_hf_dir(checkpoint.path());
+}
+
+Status generate(KimiLinearModel& model, cpu::ThreadPool& pool, const text::Tokenizer& tokenizer,
+                const std::vector<int32_t>& prompt, const GenerationOptions& options,
+                const std::function<void(std::string_view)>& on_text, GenerationStats* stats) {
+  using Clock = std::chrono::steady_clock;
+  if (prompt.empty()) return invalid_argument("the prompt is empty");
+  const int64_t vocab = model.config().vocab_size;
+  const int64_t context = static_cast<int64_t>(prompt.size()) + options.max_tokens;
+  if (context > model.config().max_context) {
+    return invalid_argument("prompt ({} tokens) + max tokens ({}) exceeds the model context ({})",
+                            prompt.size(), options.max_tokens, model.config().max_context);
+  }
+  StateCache state(model.config(), 1, context);
+  Sampler sampler(options.sampling, options.seed);
+  text::StreamDecoder decoder(tokenizer);
+  const std::vector<int32_t> eos = tokenizer.eos_ids();
+  std::vector<float> logits;
+  GenerationStats st;
+  st.prompt_tokens = static_cast<int64_t>(prompt.size());
+  st.finish_reason = "length";
+
+  auto t0 = Clock::now();
+  KILN_RETURN_IF_ERROR(model.forward(pool, state, {{0, prompt, false}}, logits));
+  auto t1 = Clock::now();
+  st.prefill_seconds = std::chrono::duration<double>(t1 - t0).count();
+  for (int64_t i = 0; i < options.max_tokens; ++i) {
+    const int32_t token = sampler.sample(logits.data(), vocab);
+    if (options.stop_at_eos && std::find(eos.begin(), eos.end(), token) != eos.end()) {
+      st.finish_reason = "stop";
+      break;
+    }
+    ++st.generated_tokens;
+    on_text(decoder.push(token));
+    if (i + 1 == options.max_tokens) break;
+    KILN_RETURN_IF_ERROR(model.forward(pool, state, {{0, {token}, false}}, logits));
+  }
+  on_text(decoder.flush());
+  st.decode_seconds = std::chrono::duration<double>(Clock::now() - t1).count();
+  if (stats != nullptr) *stats = st;
+  return {};
+}
+
+}  // namespace kiln

@@ -1,0 +1,39 @@
+// Single-sequence text generation on one rank: prefill the prompt, then decode token by token,
+// streaming UTF-8-safe text. Used by `kiln generate` (the server has its own scheduler).
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <string_view>
+#include <vector>
+
+#include "cluster/text/tokenizer.h"
+#include "kernels/cpu/sampling.h"
+#include "kernels/cpu/thread_pool.h"
+#include "shard/model.h"
+
+namespace kiln {
+
+struct GenerationOptions {
+  int64_t max_tokens = 64;
+  cpu::SamplingParams sampling;
+  uint64_t seed = 0;
+  bool stop_at_eos = true;
+};
+
+struct GenerationStats {
+  int64_t prompt_tokens = 0;
+  int64_t generated_tokens = 0;
+  double prefill_seconds = 0.0;
+  double decode_seconds = 0.0;
+  std::string finish_reason;  // "stop" (end-of-generation token) or "length"
+};
+
+Status generate(KimiLinearModel& model, cpu::ThreadPool& pool, const text::Tokenizer& tokenizer,
+                const std::vector<int32_t>& prompt, const GenerationOptions& options,
+                const std::function<void(std::string_view)>& on_text, GenerationStats* stats);
+
+// The tokenizer stored with a checkpoint (GGUF vocabulary or the HF directory's files).
+StatusOr<text::Tokenizer> load_tokenizer(const Checkpoint& checkpoint);
+
+}  // namespace kiln

@@ -1,0 +1,8 @@
+#!/usr/bin/env bash
+# Fresh machine → every test passing: installs dependencies, builds with warnings as errors,
+# runs the whole ctest suite (labels: unit, parity).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/install-deps.sh
+scripts/build.sh -DKILN_BUILD_TESTS=ON -DKILN_WERROR=ON
+ctest --test-dir build --output-on-failure -j "$(nproc)"

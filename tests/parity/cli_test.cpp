@@ -1,0 +1,83 @@
+// The kiln command line from the outside: `kiln eval` reproduces the golden logits through its
+// stable flags, and bad arguments or files give a one-line error and a non-zero exit.
+#include <sys/wait.h>
+
+#include <cstdio>
+
+#include <gtest/gtest.h>
+
+#include "parity_util.h"
+
+namespace kiln {
+namespace {
+
+struct Result {
+  int code;
+  std::string output;  // stdout + stderr
+};
+
+Result run_kiln(const std::string& args) {
+  const std::string cmd = std::string(KILN_BINARY) + " " + args + " 2>&1";
+  FILE* p = ::popen(cmd.c_str(), "r");
+  Result r{-1, {}};
+  if (p == nullptr) return r;
+  char buf[4096];
+  size_t n;
+  while ((n = std::fread(buf, 1, sizeof(buf), p)) > 0) r.output.append(buf, n);
+  const int status = ::pclose(p);
+  r.code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+  return r;
+}
+
+TEST(CliTest, EvalReproducesGoldenLogitsInBothModes) {
+  const std::string model = testing::data_path("golden/kimi-micro-f32.gguf");
+  const auto dir = testing::temp_dir("cli");
+  for (const std::string mode : {"batch", "seq"}) {
+    const std::string stem = "micro_f32_rand100_" + mode;
+    const std::string out = (dir / (stem + ".bin")).string();
+    const Result r = run_kiln("eval --model " + model + " --tokens-file " +
+                              testing::data_path("golden/rand100_ids.txt") + " --mode " + mode +
+                              " --threads 2 --dump-logits " + out);
+    ASSERT_EQ(r.code, 0) << r.output;
+    const std::vector<float> got = testing::read_f32(out);
+    const std::vector<float> want = testing::read_f32(testing::data_path("golden/" + stem + ".bin"));
+    const testing::Comparison c = testing::compare_logits(got, want, 640, 2e-4, 1e-3);
+    EXPECT_LE(c.max_abs, 2e-4) << testing::describe(c, got, want, 640);
+  }
+}
+
+TEST(CliTest, BadInputsGiveOneLineErrors) {
+  const std::string model = testing::data_path("golden/kimi-micro-f32.gguf");
+  struct Case {
+    std::string args, expect;
+  };
+  const std::vector<Case> cases = {
+      {"eval --model /nonexistent.gguf --tokens 1,2", "/nonexistent.gguf"},
+      {"eval --model " + model + " --tokens 1,x,3", "'x'"},
+      {"eval --model " + model + " --tokens 1,99999", "99999"},
+      {"eval --model " + model + " --tokens-file /nonexistent.txt", "/nonexistent.txt"},
+      {"eval --model " + model, "--tokens"},
+      {"eval --model " + model + " --tokens 1 --mode sideways", "--mode"},
+      {"inspect --model " + testing::data_path("golden/README.md"), "README.md"},
+      {"make-model --preset huge --out /tmp/x", "--preset"},
+      {"generate --model " + model + " --prompt hi --temperature -1", "--temperature"},
+      {"frobnicate", "frobnicate"},
+  };
+  for (const Case& c : cases) {
+    const Result r = run_kiln(c.args);
+    EXPECT_NE(r.code, 0) << c.args;
+    EXPECT_LT(r.code, 128) << "crashed: " << c.args << "\n" << r.output;
+    EXPECT_NE(r.output.find(c.expect), std::string::npos) << c.args << " → " << r.output;
+    EXPECT_NE(r.output.find("error"), std::string::npos) << c.args << " → " << r.output;
+  }
+}
+
+TEST(CliTest, InspectShowsConfigAndStateSizes) {
+  const Result r = run_kiln("inspect --model " + testing::data_path("golden/kimi-micro-f32.gguf"));
+  ASSERT_EQ(r.code, 0) << r.output;
+  EXPECT_NE(r.output.find("per-sequence state"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("MLA: 4 heads"), std::string::npos) << r.output;
+}
+
+}  // namespace
+}  // namespace kiln

@@ -1,0 +1,102 @@
+// Helpers for the parity tests: reading golden files, comparing logit matrices with a report
+// of the first mismatch and the max/relative error, and making temporary demo models.
+#pragma once
+
+#include <unistd.h>
+
+#include <cmath>
+#include <cstring>
+#include <cstdint>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include <gtest/gtest.h>
+
+#include "kernels/cpu/sampling.h"
+
+namespace kiln::testing {
+
+inline std::string data_path(const std::string& rel) { return std::string(KILN_TEST_DATA_DIR) + "/" + rel; }
+
+inline std::vector<float> read_f32(const std::string& path) {
+  std::ifstream f(path, std::ios::binary);
+  EXPECT_TRUE(f.good()) << "cannot open " << path;
+  std::vector<char> bytes((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
+  std::vector<float> out(bytes.size() / 4);
+  std::memcpy(out.data(), bytes.data(), out.size() * 4);
+  return out;
+}
+
+// Values of the line starting with `key ` in a golden .bin.txt (e.g. "tokens", "greedy").
+inline std::vector<int32_t> read_ids_line(const std::string& path, const std::string& key) {
+  std::ifstream f(path);
+  std::string line;
+  while (std::getline(f, line)) {
+    if (line.rfind(key + " ", 0) == 0) {
+      std::istringstream in(line.substr(key.size() + 1));
+      std::vector<int32_t> ids;
+      int32_t v;
+      while (in >> v) ids.push_back(v);
+      return ids;
+    }
+  }
+  ADD_FAILURE() << "no '" << key << "' line in " << path;
+  return {};
+}
+
+struct Comparison {
+  double max_abs = 0.0;
+  double max_rel = 0.0;
+  int64_t first_bad = -1;  // flat index of the first element over tolerance
+  int64_t argmax_mismatches = 0;  // rows whose argmax differs where the reference margin > min_margin
+};
+
+// Compares [rows][vocab] logits; argmax only checked where the reference's top-1/top-2 margin
+// exceeds min_margin.
+inline Comparison compare_logits(const std::vector<float>& got, const std::vector<float>& want,
+                                 int64_t vocab, double tol, double min_margin) {
+  Comparison c;
+  EXPECT_EQ(got.size(), want.size());
+  const size_t n = std::min(got.size(), want.size());
+  for (size_t i = 0; i < n; ++i) {
+    const double d = std::fabs(static_cast<double>(got[i]) - want[i]);
+    c.max_abs = std::max(c.max_abs, d);
+    c.max_rel = std::max(c.max_rel, d / std::max(1e-6, std::fabs(static_cast<double>(want[i]))));
+    if (d > tol && c.first_bad < 0) c.first_bad = static_cast<int64_t>(i);
+  }
+  for (size_t r = 0; r < n / static_cast<size_t>(vocab); ++r) {
+    const float* w = want.data() + r * vocab;
+    const float* g = got.data() + r * vocab;
+    const int32_t top = cpu::argmax(w, vocab);
+    float second = -INFINITY;
+    for (int64_t j = 0; j < vocab; ++j) {
+      if (j != top) second = std::max(second, w[j]);
+    }
+    if (w[top] - second > min_margin && cpu::argmax(g, vocab) != top) ++c.argmax_mismatches;
+  }
+  return c;
+}
+
+inline std::string describe(const Comparison& c, const std::vector<float>& got,
+                            const std::vector<float>& want, int64_t vocab) {
+  std::ostringstream s;
+  s << "max |d| = " << c.max_abs << ", max rel = " << c.max_rel
+    << ", argmax mismatches = " << c.argmax_mismatches;
+  if (c.first_bad >= 0) {
+    s << "; first over tolerance at row " << c.first_bad / vocab << " col " << c.first_bad % vocab
+      << ": got " << got[c.first_bad] << " want " << want[c.first_bad];
+  }
+  return s.str();
+}
+
+// A scratch directory removed at the end of the test program.
+inline std::filesystem::path temp_dir(const std::string& name) {
+  auto p = std::filesystem::temp_directory_path() / ("kiln-test-" + std::to_string(::getpid()) + "-" + name);
+  std::filesystem::create_directories(p);
+  return p;
+}
+
+}  // namespace kiln::testing
