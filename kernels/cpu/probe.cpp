@@ -3,7 +3,6 @@
 #include <algorithm>
 #include <chrono>
 #include <cstring>
-#include <memory>
 #include <vector>
 
 #include <immintrin.h>
@@ -11,11 +10,12 @@
 namespace kiln::cpu {
 
 double probe_read_bandwidth(ThreadPool& pool, int64_t bytes, int reps) {
-  const int64_t n = bytes / 32;  // __m256 elements
-  std::unique_ptr<__m256[]> buf(new __m256[static_cast<size_t>(n)]);
+  const int64_t n = bytes / 32;  // 8-float vectors
+  std::vector<float> storage(static_cast<size_t>(n) * 8);
+  float* buf = storage.data();
   // Touch every page first (on the threads that will read it) so the probe measures reads only.
   pool.parallel_for(n, 4096, [&](int64_t b, int64_t e) {
-    std::memset(static_cast<void*>(buf.get() + b), 1, static_cast<size_t>(e - b) * 32);
+    std::memset(buf + b * 8, 1, static_cast<size_t>(e - b) * 32);
   });
   std::vector<float> sink(static_cast<size_t>(pool.size()) * 16, 0.0f);
   double best = 0.0;
@@ -25,12 +25,12 @@ double probe_read_bandwidth(ThreadPool& pool, int64_t bytes, int reps) {
       __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
       int64_t i = b;
       for (; i + 4 <= e; i += 4) {
-        a0 = _mm256_add_ps(a0, buf[i]);
-        a1 = _mm256_add_ps(a1, buf[i + 1]);
-        a2 = _mm256_add_ps(a2, buf[i + 2]);
-        a3 = _mm256_add_ps(a3, buf[i + 3]);
+        a0 = _mm256_add_ps(a0, _mm256_loadu_ps(buf + i * 8));
+        a1 = _mm256_add_ps(a1, _mm256_loadu_ps(buf + (i + 1) * 8));
+        a2 = _mm256_add_ps(a2, _mm256_loadu_ps(buf + (i + 2) * 8));
+        a3 = _mm256_add_ps(a3, _mm256_loadu_ps(buf + (i + 3) * 8));
       }
-      for (; i < e; ++i) a0 = _mm256_add_ps(a0, buf[i]);
+      for (; i < e; ++i) a0 = _mm256_add_ps(a0, _mm256_loadu_ps(buf + i * 8));
       __m256 s = _mm256_add_ps(_mm256_add_ps(a0, a1), _mm256_add_ps(a2, a3));
       _mm256_storeu_ps(&sink[static_cast<size_t>(ThreadPool::thread_index()) * 16], s);
     });
