@@ -42,18 +42,19 @@ void write_row_dot(float* row, float kd, const float* bu, float qd, float* acc, 
   }
 }
 
-// One head over T tokens; S: [K][V], scratch: 2V floats.
+// One head over T tokens; S: [K][V], scratch: 2V + K floats.
 void recurrent_head(const float* q, const float* k, const float* v, const float* g,
                     const float* beta, int64_t T, int64_t H, int64_t K, int64_t V, float* S,
                     float* o, float* scratch) {
-  float* pred = scratch;      // Sᵀk, then β·u
-  float* out = scratch + V;   // Sᵀq
+  float* pred = scratch;         // Sᵀk, then β·u
+  float* out = scratch + V;      // Sᵀq
+  float* alpha = scratch + 2 * V;  // exp(g_t)
   for (int64_t t = 0; t < T; ++t) {
     const float* qt = q + t * H * K;
     const float* kt = k + t * H * K;
-    const float* gt = g + t * H * K;
+    vec::exp_of(g + t * H * K, K, alpha);
     std::fill(pred, pred + V, 0.0f);
-    for (int64_t d = 0; d < K; ++d) decay_row_dot(S + d * V, std::exp(gt[d]), kt[d], pred, V);
+    for (int64_t d = 0; d < K; ++d) decay_row_dot(S + d * V, alpha[d], kt[d], pred, V);
     const float b = beta[t * H];
     const float* vt = v + t * H * V;
     for (int64_t j = 0; j < V; ++j) pred[j] = b * (vt[j] - pred[j]);
@@ -82,8 +83,9 @@ void kda_recurrent(ThreadPool& pool, const float* q, const float* k, const float
                    const float* g, const float* beta, int64_t T, int64_t H, int64_t K, int64_t V,
                    float* state, float* o) {
   pool.parallel_for(H, 1, [&](int64_t h0, int64_t h1) {
-    thread_local std::vector<float> scratch;  // [2][V], grows once
-    if (scratch.size() < static_cast<size_t>(2 * V)) scratch.resize(static_cast<size_t>(2 * V));
+    thread_local std::vector<float> scratch;  // [2V + K], grows once
+    const auto need = static_cast<size_t>(2 * V + K);
+    if (scratch.size() < need) scratch.resize(need);
     for (int64_t h = h0; h < h1; ++h) {
       recurrent_head(q + h * K, k + h * K, v + h * V, g + h * K, beta + h, T, H, K, V,
                      state + h * K * V, o + h * V, scratch.data());

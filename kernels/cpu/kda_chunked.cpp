@@ -132,14 +132,16 @@ void chunk_prepare(const HeadView& hv, int64_t t0, int64_t n, int64_t C, Scratch
   const float* glast = s.G.data() + (n - 1) * K;
   for (int64_t r = 0; r < n; ++r) {
     const float* kr = hv.kr(t0 + r);
-    const float* qr = hv.qr(t0 + r);
     const float* Gr = s.G.data() + r * K;
-    for (int64_t d = 0; d < K; ++d) {
-      const float gam = std::exp(Gr[d]);
-      s.KG[r * K + d] = gam * kr[d];
-      s.QG[r * K + d] = gam * qr[d];
-      s.KDt[d * C + r] = kr[d] * std::exp(glast[d] - Gr[d]);
-    }
+    float* kg = s.KG.data() + r * K;
+    float* qg = s.QG.data() + r * K;
+    float* kd = s.Wn.data();  // Wn is free until the products below; row of k ⊙ exp(G_last − G_r)
+    vec::exp_of(Gr, K, kg);
+    vec::exp_diff(glast, Gr, K, kd);
+    vec::mul(kg, hv.qr(t0 + r), K, qg);
+    vec::mul(kg, kr, K, kg);
+    vec::mul(kd, kr, K, kd);
+    for (int64_t d = 0; d < K; ++d) s.KDt[d * C + r] = kd[d];
   }
   // Wn = −T·(Γ⊙K) (negated so V_new = U + Wn·S is a plain accumulate), U = T·V.
   std::fill(s.Wn.begin(), s.Wn.begin() + n * K, 0.0f);
@@ -158,7 +160,9 @@ void chunk_apply(const HeadView& hv, int64_t t0, int64_t n, int64_t C, Scratch& 
   gemm_acc(n, V, K, s.QG.data(), K, S, V, o, ldo);
   gemm_acc(n, V, n, s.A.data(), C, s.U.data(), V, o, ldo);
   const float* glast = s.G.data() + (n - 1) * K;
-  for (int64_t d = 0; d < K; ++d) vec::scale(std::exp(glast[d]), S + d * V, V);
+  float* gam_last = s.Wn.data();  // Wn is no longer needed
+  vec::exp_of(glast, K, gam_last);
+  for (int64_t d = 0; d < K; ++d) vec::scale(gam_last[d], S + d * V, V);
   gemm_acc(K, V, n, s.KDt.data(), C, s.U.data(), V, S, V);
 }
 

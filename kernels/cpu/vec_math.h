@@ -3,6 +3,7 @@
 // [−87.3, 88.3]; inputs below clamp to ≈1e−38 rather than 0, which no caller can observe).
 #pragma once
 
+#include <cmath>
 #include <cstdint>
 
 #include <immintrin.h>
@@ -95,6 +96,31 @@ inline void scale(float a, float* x, int64_t n) {
   int64_t i = 0;
   for (; i + 8 <= n; i += 8) _mm256_storeu_ps(x + i, _mm256_mul_ps(av, _mm256_loadu_ps(x + i)));
   for (; i < n; ++i) x[i] *= a;
+}
+
+// y[i] = exp(x[i])
+inline void exp_of(const float* x, int64_t n, float* y) {
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8) _mm256_storeu_ps(y + i, exp(_mm256_loadu_ps(x + i)));
+  for (; i < n; ++i) y[i] = std::exp(x[i]);
+}
+
+// y[i] = exp(a[i] − b[i])
+inline void exp_diff(const float* a, const float* b, int64_t n, float* y) {
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    _mm256_storeu_ps(y + i, exp(_mm256_sub_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i))));
+  }
+  for (; i < n; ++i) y[i] = std::exp(a[i] - b[i]);
+}
+
+// y[i] = a[i] · b[i]; y may alias a or b.
+inline void mul(const float* a, const float* b, int64_t n, float* y) {
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    _mm256_storeu_ps(y + i, _mm256_mul_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i)));
+  }
+  for (; i < n; ++i) y[i] = a[i] * b[i];
 }
 
 }  // namespace kiln::cpu::vec
