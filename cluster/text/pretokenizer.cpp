@@ -1,7 +1,8 @@
-// PCRE2 pre-tokenizers. The Kimi K2 pattern (kimi-linear.md §6.2) is written for Rust's regex,
-// whose `[X&&[^\p{Han}]]` intersection PCRE2 cannot parse; each such class becomes
-// `(?:(?!\p{Han})[X])`. `\s` is spelled out as the Unicode White_Space set, which is what the
-// Rust and Python regex engines match (PCRE2's UCP `\s` leaves out U+0085).
+// PCRE2 pre-tokenizers. The Kimi K2 pattern (kimi-linear.md §6.2) is written for Rust's regex
+// (tiktoken), whose `[X&&[^\p{Han}]]` intersection PCRE2 cannot parse; each such class becomes
+// `(?:(?!\p{sc:Han})[X])`. Rust's bare `\p{Han}` is the Script property while PCRE2's is Script
+// Extensions (which adds CJK punctuation such as U+3001), hence `sc:`. `\s` is spelled out as the
+// Unicode White_Space set that Rust matches (PCRE2's UCP `\s` leaves out U+0085).
 #include "cluster/text/pretokenizer.h"
 
 #define PCRE2_CODE_UNIT_WIDTH 8
@@ -13,12 +14,12 @@ namespace kiln::text {
 namespace {
 
 #define KILN_WS "\\t\\n\\x{0B}\\f\\r\\x{20}\\x{85}\\x{A0}\\x{1680}\\x{2000}-\\x{200A}\\x{2028}\\x{2029}\\x{202F}\\x{205F}\\x{3000}"
-#define KILN_UPPERISH "(?:(?!\\p{Han})[\\p{Lu}\\p{Lt}\\p{Lm}\\p{Lo}\\p{M}])"
-#define KILN_LOWERISH "(?:(?!\\p{Han})[\\p{Ll}\\p{Lm}\\p{Lo}\\p{M}])"
+#define KILN_UPPERISH "(?:(?!\\p{sc:Han})[\\p{Lu}\\p{Lt}\\p{Lm}\\p{Lo}\\p{M}])"
+#define KILN_LOWERISH "(?:(?!\\p{sc:Han})[\\p{Ll}\\p{Lm}\\p{Lo}\\p{M}])"
 #define KILN_CONTRACTION "(?i:'s|'t|'re|'ve|'m|'ll|'d)"
 
 constexpr std::string_view kKimiPattern =
-    "\\p{Han}+"
+    "\\p{sc:Han}+"
     "|[^\\r\\n\\p{L}\\p{N}]?" KILN_UPPERISH "*" KILN_LOWERISH "+" KILN_CONTRACTION "?"
     "|[^\\r\\n\\p{L}\\p{N}]?" KILN_UPPERISH "+" KILN_LOWERISH "*" KILN_CONTRACTION "?"
     "|\\p{N}{1,3}"
@@ -37,6 +38,44 @@ constexpr std::string_view kGpt2Pattern =
 #undef KILN_CONTRACTION
 
 pcre2_code* as_code(const std::shared_ptr<void>& p) { return static_cast<pcre2_code*>(p.get()); }
+
+// Per-thread JIT stack: repeated groups such as `(?:(?!\p{sc:Han})[...])*` keep one frame per
+// character, so the 32 KiB default overflows on long letter runs. The reservation is virtual
+// memory; pages are committed only as a match needs them.
+constexpr size_t kJitStackMax = size_t{256} << 20;
+
+pcre2_match_context* thread_match_context() {
+  struct Holder {
+    pcre2_jit_stack* stack = pcre2_jit_stack_create(32 * 1024, kJitStackMax, nullptr);
+    pcre2_match_context* context = pcre2_match_context_create(nullptr);
+    Holder() {
+      if (stack != nullptr && context != nullptr) pcre2_jit_stack_assign(context, nullptr, stack);
+    }
+    ~Holder() {
+      pcre2_match_context_free(context);
+      pcre2_jit_stack_free(stack);
+    }
+  };
+  thread_local Holder holder;
+  return holder.context;
+}
+
+bool is_white_space(std::string_view text, size_t pos) {
+  static constexpr std::string_view kAscii = "\t\n\v\f\r ";
+  return kAscii.find(text[pos]) != std::string_view::npos;
+}
+
+// Fallback when PCRE2 gives up (a resource limit): the run of characters up to the next change
+// between whitespace and non-whitespace becomes one piece. Never hit on ordinary text.
+size_t fallback_piece_len(std::string_view text, size_t pos) {
+  const bool ws = is_white_space(text, pos);
+  size_t end = pos;
+  while (end < text.size() && is_white_space(text, end) == ws) {
+    const size_t n = utf8_char_len(text, end);
+    end += n > 0 ? n : 1;
+  }
+  return end - pos;
+}
 
 }  // namespace
 
@@ -95,15 +134,14 @@ void PreTokenizerRegex::split_valid(std::string_view text,
   while (pos < text.size()) {
     // The caller validated the UTF-8, so the per-call check (O(n) each time) is skipped.
     const int rc = pcre2_match(code, subject, text.size(), pos, PCRE2_NO_UTF_CHECK, md.get(),
-                               nullptr);
+                               thread_match_context());
     if (rc == PCRE2_ERROR_NOMATCH) {
       pieces.push_back(text.substr(pos));
       return;
     }
     const PCRE2_SIZE* ov = pcre2_get_ovector_pointer(md.get());
     if (rc < 0 || ov[1] <= pos) {
-      // A resource limit was hit (or an empty match): take one character and go on.
-      const size_t n = utf8_char_len(text, pos);
+      const size_t n = fallback_piece_len(text, pos);
       pieces.push_back(text.substr(pos, n));
       pos += n;
       continue;
