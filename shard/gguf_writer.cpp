@@ -11,6 +11,7 @@ namespace kiln {
 namespace {
 
 constexpr uint64_t kDefaultAlignment = 32;
+constexpr uint64_t kMaxAlignment = uint64_t{1} << 20;  // as GgufFile accepts
 
 template <typename T>
 void put(std::string* out, T v) {
@@ -80,13 +81,13 @@ void GgufWriter::add_tensor(const std::string& name, GgmlType type,
 }
 
 std::string GgufWriter::serialize() const {
-  // Honour a caller-set general.alignment when it is usable; otherwise pad to the default.
+  // Honour a caller-set general.alignment when readers accept it; otherwise pad to the default.
   uint64_t alignment = kDefaultAlignment;
   for (const Kv& kv : kvs_) {
     if (kv.key != "general.alignment" || kv.type != GgufValueType::kUint32) continue;
     uint32_t a = 0;
     std::memcpy(&a, kv.payload.data(), sizeof(a));
-    if (a != 0 && std::has_single_bit(a)) alignment = a;
+    if (std::has_single_bit(a) && a <= kMaxAlignment) alignment = a;
   }
   std::string out = "GGUF";
   put<uint32_t>(&out, 3);
