@@ -93,10 +93,10 @@ struct HeadView {
   const float* gr(int64_t t) const { return g + t * H * K; }
 };
 
-// Steps 1–5 of §3.3 for rows [0, n) of the chunk starting at token t0: G, L→T, W (negated), U, A,
-// Q⊙Γ and (K ⊙ exp(G_last − G))ᵀ.
-void chunk_prepare(const HeadView& hv, int64_t t0, int64_t n, int64_t C, Scratch& s) {
-  const int64_t K = hv.K, V = hv.V;
+// Steps 1, 2 and 5 of §3.3 for rows [0, n) of the chunk at token t0: the chunk-local cumulative
+// log decay G, the strictly lower L (with β_r) and the lower-with-diagonal A.
+void decay_matrices(const HeadView& hv, int64_t t0, int64_t n, int64_t C, Scratch& s) {
+  const int64_t K = hv.K;
   for (int64_t r = 0; r < n; ++r) {
     const float* gr = hv.gr(t0 + r);
     for (int64_t d = 0; d < K; ++d) s.G[r * K + d] = (r ? s.G[(r - 1) * K + d] : 0.0f) + gr[d];
@@ -113,22 +113,31 @@ void chunk_prepare(const HeadView& hv, int64_t t0, int64_t n, int64_t C, Scratch
       s.A[r * C + sc] = qk;
     }
   }
-  // (I + L)⁻¹ by forward substitution, in place over L's rows, then T = (I + L)⁻¹ Diag(β).
-  std::vector<float>& X = s.L;
+}
+
+// Step 3, in place over L: T = (I + L)⁻¹ Diag(β) by forward substitution.
+void ut_transform(const HeadView& hv, int64_t t0, int64_t n, int64_t C, Scratch& s) {
+  float* X = s.L.data();
   for (int64_t r = 0; r < n; ++r) {
-    float* xr = X.data() + r * C;
+    float* xr = X + r * C;
     // Row r of X is e_r − Σ_{m<r} L[r][m] X[m]; row r of L is only overwritten at the end.
     float acc[kMaxChunk];
     std::fill(acc, acc + r + 1, 0.0f);
     acc[r] = 1.0f;
     for (int64_t m = 0; m < r; ++m) {
       const float l = xr[m];
-      if (l != 0.0f) vec::axpy(-l, X.data() + m * C, m + 1, acc);
+      if (l != 0.0f) vec::axpy(-l, X + m * C, m + 1, acc);
     }
     std::copy(acc, acc + r + 1, xr);
   }
   for (int64_t r = 0; r < n; ++r)
     for (int64_t c = 0; c <= r; ++c) X[r * C + c] *= hv.beta[(t0 + c) * hv.H];
+}
+
+// Step 4 and the decayed operands of step 6: Wn = −T·(Γ⊙K) (negated so V_new = U + Wn·S is a
+// plain accumulate), U = T·V, QG = Q⊙Γ, KDt = (K ⊙ exp(G_last − G))ᵀ.
+void wy_factors(const HeadView& hv, int64_t t0, int64_t n, int64_t C, Scratch& s) {
+  const int64_t K = hv.K, V = hv.V;
   const float* glast = s.G.data() + (n - 1) * K;
   for (int64_t r = 0; r < n; ++r) {
     const float* kr = hv.kr(t0 + r);
@@ -143,12 +152,11 @@ void chunk_prepare(const HeadView& hv, int64_t t0, int64_t n, int64_t C, Scratch
     vec::mul(kd, kr, K, kd);
     for (int64_t d = 0; d < K; ++d) s.KDt[d * C + r] = kd[d];
   }
-  // Wn = −T·(Γ⊙K) (negated so V_new = U + Wn·S is a plain accumulate), U = T·V.
   std::fill(s.Wn.begin(), s.Wn.begin() + n * K, 0.0f);
   std::fill(s.U.begin(), s.U.begin() + n * V, 0.0f);
-  gemm_acc(n, K, n, X.data(), C, s.KG.data(), K, s.Wn.data(), K);
+  gemm_acc(n, K, n, s.L.data(), C, s.KG.data(), K, s.Wn.data(), K);
   for (int64_t i = 0; i < n * K; ++i) s.Wn[size_t(i)] = -s.Wn[size_t(i)];
-  gemm_acc(n, V, n, X.data(), C, hv.v + t0 * hv.H * V, hv.H * V, s.U.data(), V);
+  gemm_acc(n, V, n, s.L.data(), C, hv.v + t0 * hv.H * V, hv.H * V, s.U.data(), V);
 }
 
 // Step 6: V_new = U − W·S;  O = (Q⊙Γ)·S + A·V_new;  S ← Diag(Γ_last)·S + (K⊙exp(G_last−G))ᵀ·V_new.
@@ -179,7 +187,9 @@ void kda_chunked(ThreadPool& pool, const float* q, const float* k, const float* 
       const HeadView hv{q + h * K, k + h * K, v + h * V, g + h * K, beta + h, o + h * V, H, K, V};
       for (int64_t t0 = 0; t0 < T; t0 += chunk) {
         const int64_t n = std::min(chunk, T - t0);
-        chunk_prepare(hv, t0, n, chunk, scratch);
+        decay_matrices(hv, t0, n, chunk, scratch);
+        ut_transform(hv, t0, n, chunk, scratch);
+        wy_factors(hv, t0, n, chunk, scratch);
         chunk_apply(hv, t0, n, chunk, scratch, state + h * K * V);
       }
     }
