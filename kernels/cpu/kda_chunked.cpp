@@ -14,6 +14,7 @@ namespace kiln::cpu {
 namespace {
 
 constexpr int64_t kMaxChunk = 256;
+constexpr int64_t kSub = 16;  // sub-block of the intra-chunk matrices with pairwise decays
 
 // Cm[M][N] += Am[M][P] · Bm[P][N]; leading dimensions in floats.
 void gemm_acc(int64_t M, int64_t N, int64_t P, const float* Am, int64_t lda, const float* Bm,
@@ -72,13 +73,14 @@ void decayed_dots(const float* a, const float* c, const float* b, const float* x
 
 // Per-thread scratch for one chunk of up to C rows, sized once.
 struct Scratch {
-  std::vector<float> G, L, A, KG, Wn, U, QG, KDt;
+  std::vector<float> G, L, A, KG, Wn, U, QG, KDt, Ka, Qa, Kbt;
   void ensure(int64_t C, int64_t K, int64_t V) {
     auto grow = [](std::vector<float>& b, int64_t n) {
       if (b.size() < static_cast<size_t>(n)) b.resize(static_cast<size_t>(n));
     };
     grow(G, C * K), grow(L, C * C), grow(A, C * C), grow(KG, C * K), grow(Wn, C * K);
     grow(U, C * V), grow(QG, C * K), grow(KDt, K * C);
+    grow(Ka, kSub * K), grow(Qa, kSub * K), grow(Kbt, K * kSub);
   }
 };
 
@@ -93,8 +95,27 @@ struct HeadView {
   const float* gr(int64_t t) const { return g + t * H * K; }
 };
 
+// Off-diagonal sub-block rows [i0, i1) × columns [j0, j1), j1 ≤ i0, of L and A as small GEMMs.
+// Anchoring at row i0 splits exp(G_r − G_s) = exp(G_r − G_{i0}) · exp(G_{i0} − G_s) with both
+// exponents ≤ 0 (s < i0 ≤ r), so neither factor can overflow.
+void offdiag_block(const HeadView& hv, int64_t t0, int64_t i0, int64_t i1, int64_t j0, int64_t j1,
+                   int64_t C, Scratch& s) {
+  const int64_t K = hv.K, nj = j1 - j0;
+  const float* ga = s.G.data() + i0 * K;
+  float* tmp = s.Wn.data();  // free until wy_factors
+  for (int64_t sc = j0; sc < j1; ++sc) {
+    vec::exp_diff(ga, s.G.data() + sc * K, K, tmp);
+    vec::mul(tmp, hv.kr(t0 + sc), K, tmp);
+    for (int64_t d = 0; d < K; ++d) s.Kbt[d * kSub + (sc - j0)] = tmp[d];
+  }
+  gemm_acc(i1 - i0, nj, K, s.Ka.data(), K, s.Kbt.data(), kSub, s.L.data() + i0 * C + j0, C);
+  gemm_acc(i1 - i0, nj, K, s.Qa.data(), K, s.Kbt.data(), kSub, s.A.data() + i0 * C + j0, C);
+  for (int64_t r = i0; r < i1; ++r) vec::scale(hv.beta[(t0 + r) * hv.H], s.L.data() + r * C + j0, nj);
+}
+
 // Steps 1, 2 and 5 of §3.3 for rows [0, n) of the chunk at token t0: the chunk-local cumulative
-// log decay G, the strictly lower L (with β_r) and the lower-with-diagonal A.
+// log decay G, the strictly lower L (with β_r) and the lower-with-diagonal A. Diagonal 16×16
+// sub-blocks use pairwise exp(G_r − G_s); the others are anchored GEMMs (offdiag_block).
 void decay_matrices(const HeadView& hv, int64_t t0, int64_t n, int64_t C, Scratch& s) {
   const int64_t K = hv.K;
   for (int64_t r = 0; r < n; ++r) {
@@ -103,15 +124,25 @@ void decay_matrices(const HeadView& hv, int64_t t0, int64_t n, int64_t C, Scratc
   }
   std::fill(s.A.begin(), s.A.begin() + n * C, 0.0f);
   std::fill(s.L.begin(), s.L.begin() + n * C, 0.0f);
-  for (int64_t r = 0; r < n; ++r) {
-    const float br = hv.beta[(t0 + r) * hv.H];
-    for (int64_t sc = 0; sc <= r; ++sc) {
-      float kk, qk;
-      decayed_dots(hv.kr(t0 + r), hv.qr(t0 + r), hv.kr(t0 + sc), s.G.data() + r * K,
-                   s.G.data() + sc * K, K, &kk, &qk);
-      if (sc < r) s.L[r * C + sc] = br * kk;
-      s.A[r * C + sc] = qk;
+  for (int64_t i0 = 0; i0 < n; i0 += kSub) {
+    const int64_t i1 = std::min(n, i0 + kSub);
+    for (int64_t r = i0; r < i1; ++r) {
+      const float br = hv.beta[(t0 + r) * hv.H];
+      for (int64_t sc = i0; sc <= r; ++sc) {
+        float kk, qk;
+        decayed_dots(hv.kr(t0 + r), hv.qr(t0 + r), hv.kr(t0 + sc), s.G.data() + r * K,
+                     s.G.data() + sc * K, K, &kk, &qk);
+        if (sc < r) s.L[r * C + sc] = br * kk;
+        s.A[r * C + sc] = qk;
+      }
     }
+    if (i0 == 0) continue;
+    for (int64_t r = i0; r < i1; ++r) {  // row factors anchored at i0, shared by every column block
+      vec::exp_diff(s.G.data() + r * K, s.G.data() + i0 * K, K, s.Ka.data() + (r - i0) * K);
+      vec::mul(s.Ka.data() + (r - i0) * K, hv.qr(t0 + r), K, s.Qa.data() + (r - i0) * K);
+      vec::mul(s.Ka.data() + (r - i0) * K, hv.kr(t0 + r), K, s.Ka.data() + (r - i0) * K);
+    }
+    for (int64_t j0 = 0; j0 < i0; j0 += kSub) offdiag_block(hv, t0, i0, i1, j0, j0 + kSub, C, s);
   }
 }
 

@@ -83,8 +83,9 @@ inline float dot(const float* a, const float* b, int64_t n) {
 // y[i] += a · x[i]
 inline void axpy(float a, const float* x, int64_t n, float* y) {
   const __m256 av = _mm256_set1_ps(a);
+  const int64_t n8 = n & ~int64_t{7};
   int64_t i = 0;
-  for (; i + 8 <= n; i += 8) {
+  for (; i < n8; i += 8) {
     _mm256_storeu_ps(y + i, _mm256_fmadd_ps(av, _mm256_loadu_ps(x + i), _mm256_loadu_ps(y + i)));
   }
   for (; i < n; ++i) y[i] += a * x[i];
@@ -93,22 +94,25 @@ inline void axpy(float a, const float* x, int64_t n, float* y) {
 // x[i] *= a
 inline void scale(float a, float* x, int64_t n) {
   const __m256 av = _mm256_set1_ps(a);
+  const int64_t n8 = n & ~int64_t{7};
   int64_t i = 0;
-  for (; i + 8 <= n; i += 8) _mm256_storeu_ps(x + i, _mm256_mul_ps(av, _mm256_loadu_ps(x + i)));
+  for (; i < n8; i += 8) _mm256_storeu_ps(x + i, _mm256_mul_ps(av, _mm256_loadu_ps(x + i)));
   for (; i < n; ++i) x[i] *= a;
 }
 
 // y[i] = exp(x[i])
 inline void exp_of(const float* x, int64_t n, float* y) {
+  const int64_t n8 = n & ~int64_t{7};
   int64_t i = 0;
-  for (; i + 8 <= n; i += 8) _mm256_storeu_ps(y + i, exp(_mm256_loadu_ps(x + i)));
+  for (; i < n8; i += 8) _mm256_storeu_ps(y + i, exp(_mm256_loadu_ps(x + i)));
   for (; i < n; ++i) y[i] = std::exp(x[i]);
 }
 
 // y[i] = exp(a[i] − b[i])
 inline void exp_diff(const float* a, const float* b, int64_t n, float* y) {
+  const int64_t n8 = n & ~int64_t{7};
   int64_t i = 0;
-  for (; i + 8 <= n; i += 8) {
+  for (; i < n8; i += 8) {
     _mm256_storeu_ps(y + i, exp(_mm256_sub_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i))));
   }
   for (; i < n; ++i) y[i] = std::exp(a[i] - b[i]);
@@ -116,8 +120,9 @@ inline void exp_diff(const float* a, const float* b, int64_t n, float* y) {
 
 // y[i] = a[i] · b[i]; y may alias a or b.
 inline void mul(const float* a, const float* b, int64_t n, float* y) {
+  const int64_t n8 = n & ~int64_t{7};
   int64_t i = 0;
-  for (; i + 8 <= n; i += 8) {
+  for (; i < n8; i += 8) {
     _mm256_storeu_ps(y + i, _mm256_mul_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i)));
   }
   for (; i < n; ++i) y[i] = a[i] * b[i];

@@ -1,5 +1,5 @@
 // KDA: gate vs ref; cpu recurrence vs ref recurrence; chunked == recurrence for every length up to
-// 3 chunks (chunk 16, and 64 for a few lengths), from zero and non-zero initial states, with
+// 3 chunks (chunk 16, and 64, 40, 7 for a few lengths), from zero and non-zero initial states, with
 // decays down to −20 per step (overflow safety, §8.2); prefill-then-continue at every split.
 // Tolerances (all fp32 algebra, different association orders): NMSE ≤ 1e-9, |err| ≤ 2e-4 on
 // outputs and states of magnitude O(1).
@@ -112,6 +112,9 @@ TEST(Kda, ChunkedOddShapesAndChunk64) {
     check_chunked(pool, KdaInputs(T, 1, 32, 32, uint32_t(T + 1), false), 64, false);
   }
   check_chunked(pool, KdaInputs(37, 1, 7, 9, 3, true), 16, true);
+  // Chunks that are not a multiple of the 16-row sub-block.
+  check_chunked(pool, KdaInputs(95, 2, 12, 8, 5, true), 40, true);
+  check_chunked(pool, KdaInputs(30, 2, 12, 8, 6, true), 7, true);
   check_chunked(pool, KdaInputs(37, 5, 128, 128, 4, true), 16, true);
 }
 
