@@ -4,12 +4,58 @@
 #include <chrono>
 
 #include "cluster/sampler.h"
+#include "cluster/text/chat_template.h"
+
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+
+#include <boost/json.hpp>
 
 namespace kiln {
 
 StatusOr<text::Tokenizer> load_tokenizer(const Checkpoint& checkpoint) {
   if (checkpoint.gguf() != nullptr) return text::Tokenizer::from_gguf(*checkpoint.gguf());
   return text::Tokenizer::from_hf_dir(checkpoint.path());
+}
+
+namespace {
+
+// The checkpoint's chat template text, if it has one.
+std::optional<std::string> chat_template_text(const Checkpoint& ck) {
+  if (ck.gguf() != nullptr) {
+    auto t = ck.gguf()->get_string("tokenizer.chat_template");
+    if (t.ok()) return *t;
+    return std::nullopt;
+  }
+  const std::filesystem::path dir(ck.path());
+  for (const char* name : {"chat_template.jinja", "tokenizer_config.json"}) {
+    std::ifstream f(dir / name, std::ios::binary);
+    if (!f) continue;
+    std::stringstream ss;
+    ss << f.rdbuf();
+    if (std::string(name) == "chat_template.jinja") return ss.str();
+    boost::system::error_code ec;
+    boost::json::value v = boost::json::parse(ss.str(), ec);
+    if (ec || !v.is_object()) continue;
+    const auto* t = v.as_object().if_contains("chat_template");
+    if (t != nullptr && t->is_string()) return std::string(t->as_string());
+  }
+  return std::nullopt;
+}
+
+}  // namespace
+
+StatusOr<std::string> render_chat_prompt(const Checkpoint& checkpoint, const std::string& system,
+                                         const std::string& user) {
+  text::ChatOptions options;
+  if (auto tmpl = chat_template_text(checkpoint)) {
+    if (auto d = text::default_system_from_template(*tmpl)) options.default_system = *d;
+  }
+  std::vector<text::ChatMessage> messages;
+  if (!system.empty()) messages.push_back({"system", system, {}, {}, {}});
+  messages.push_back({"user", user, {}, {}, {}});
+  return text::render_chat(messages, options);
 }
 
 Status generate(KimiLinearModel& model, cpu::ThreadPool& pool, const text::Tokenizer& tokenizer,

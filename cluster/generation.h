@@ -37,3 +37,10 @@ Status generate(KimiLinearModel& model, cpu::ThreadPool& pool, const text::Token
 StatusOr<text::Tokenizer> load_tokenizer(const Checkpoint& checkpoint);
 
 }  // namespace kiln
+
+namespace kiln {
+// The prompt as one user turn in the checkpoint's chat format: the default system text comes
+// from the checkpoint's chat template when it has one (system, when not empty, overrides it).
+StatusOr<std::string> render_chat_prompt(const Checkpoint& checkpoint, const std::string& system,
+                                         const std::string& user);
+}  // namespace kiln

@@ -14,6 +14,11 @@ int main(int argc, char** argv) {
   kiln::launcher::register_generate(app, run);
   kiln::launcher::register_eval(app, run);
   kiln::launcher::register_bench(app, run);
+  if (argc > 1 && argv[1][0] != '-' && app.get_subcommand_no_throw(argv[1]) == nullptr) {
+    std::fprintf(stderr, "kiln: error: unknown command '%s' (run 'kiln --help' for the list)\n",
+                 argv[1]);
+    return 2;
+  }
   try {
     app.parse(argc, argv);
   } catch (const CLI::CallForHelp& e) {

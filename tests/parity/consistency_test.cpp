@@ -79,7 +79,7 @@ TEST_P(CrossFormatTest, HfAndGgufGiveTheSameLogits) {
 INSTANTIATE_TEST_SUITE_P(Dtypes, CrossFormatTest,
                          ::testing::Values(FormatCase{DType::kF32, 1e-5}, FormatCase{DType::kBF16, 1e-4},
                                            FormatCase{DType::kQ8_0, 5e-2}),
-                         [](const auto& info) { return std::string(dtype_name(info.param.dtype)); });
+                         [](const ::testing::TestParamInfo<FormatCase>& p) { return std::string(dtype_name(p.param.dtype)); });
 
 class SplitTest : public ::testing::Test {
  protected:
