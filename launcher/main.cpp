@@ -14,7 +14,13 @@ int main(int argc, char** argv) {
   kiln::launcher::register_generate(app, run);
   kiln::launcher::register_eval(app, run);
   kiln::launcher::register_bench(app, run);
-  if (argc > 1 && argv[1][0] != '-' && app.get_subcommand_no_throw(argv[1]) == nullptr) {
+  auto is_command = [&app](const std::string& name) {
+    for (const CLI::App* sub : app.get_subcommands([](CLI::App*) { return true; })) {
+      if (sub->get_name() == name) return true;
+    }
+    return false;
+  };
+  if (argc > 1 && argv[1][0] != '-' && !is_command(argv[1])) {
     std::fprintf(stderr, "kiln: error: unknown command '%s' (run 'kiln --help' for the list)\n",
                  argv[1]);
     return 2;

@@ -192,8 +192,9 @@ Status layer_kinds_from_lists(const std::vector<int64_t>& kda, const std::vector
                                 "1..{} (the lists are 1-based)", field, l, cfg.num_layers);
       }
       if (seen[static_cast<size_t>(l - 1)]++ != 0) {
-        return invalid_argument("config field 'linear_attn_config.{}': layer {} appears in both "
-                                "lists or twice", field, l);
+        return invalid_argument("config field 'linear_attn_config.{}': layer {} is listed twice "
+                                "(each layer must appear once across kda_layers and "
+                                "full_attn_layers)", field, l);
       }
       cfg.layer_kinds[static_cast<size_t>(l - 1)] = kind;
     }

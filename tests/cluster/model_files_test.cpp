@@ -25,6 +25,13 @@ fs::path micro_hf() {
     EXPECT_TRUE(s.ok()) << s.status().to_string();
     return d;
   }();
+  struct Cleanup {
+    ~Cleanup() {
+      std::error_code ec;
+      fs::remove_all(dir, ec);
+    }
+  };
+  static Cleanup cleanup;
   return dir;
 }
 

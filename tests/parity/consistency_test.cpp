@@ -74,11 +74,12 @@ TEST_P(CrossFormatTest, HfAndGgufGiveTheSameLogits) {
   EXPECT_EQ(c.argmax_mismatches, 0);
 }
 
-// f32 and bf16: same numbers, same kernels → equal up to summation order. q8_0: the HF twin holds
-// the dequantised values in f32, so the difference is the q8_0 kernel's activation rounding.
+// Both layouts hold the same numbers (the HF twin of a q8_0 GGUF holds the dequantised values in
+// f32), and the q8_0 kernels accumulate the dequantised weights in fp32 like the f32 ones, so
+// only summation order may differ.
 INSTANTIATE_TEST_SUITE_P(Dtypes, CrossFormatTest,
                          ::testing::Values(FormatCase{DType::kF32, 1e-5}, FormatCase{DType::kBF16, 1e-4},
-                                           FormatCase{DType::kQ8_0, 5e-2}),
+                                           FormatCase{DType::kQ8_0, 1e-4}),
                          [](const ::testing::TestParamInfo<FormatCase>& p) { return std::string(dtype_name(p.param.dtype)); });
 
 class SplitTest : public ::testing::Test {

@@ -92,10 +92,18 @@ inline std::string describe(const Comparison& c, const std::vector<float>& got,
   return s.str();
 }
 
-// A scratch directory removed at the end of the test program.
+// A scratch directory removed when the test program exits.
 inline std::filesystem::path temp_dir(const std::string& name) {
+  struct Cleanup {
+    std::vector<std::filesystem::path> dirs;
+    ~Cleanup() {
+      std::error_code ec;
+      for (const auto& d : dirs) std::filesystem::remove_all(d, ec);
+    }
+  };
+  static Cleanup cleanup;
   auto p = std::filesystem::temp_directory_path() / ("kiln-test-" + std::to_string(::getpid()) + "-" + name);
-  std::filesystem::create_directories(p);
+  if (std::filesystem::create_directories(p)) cleanup.dirs.push_back(p);
   return p;
 }
 
