@@ -93,7 +93,7 @@ int64_t token_block(int64_t K) {
   return std::max<int64_t>(6, nb / 3 * 3);
 }
 
-// Weights converted in registers: decode, and every f32 matmul (nothing to convert).
+// Weights converted in registers, each row read once per group of ≤ 3 tokens: decode.
 template <class Tk>
 void rows_direct(const MatrixView& w, int64_t r0, int64_t r1, const float* x, int64_t xs,
                  int64_t n, float* y, int64_t ys) {
@@ -104,12 +104,15 @@ void rows_direct(const MatrixView& w, int64_t r0, int64_t r1, const float* x, in
   }
 }
 
-// Each group of 4 rows is converted to f32 once per token block and reused by every token.
+// Each group of 4 rows is converted to f32 once per token block and reused by every token of
+// the block while it sits in L1 (f32 rows are used in place).
 void rows_buffered(const MatrixView& w, int64_t r0, int64_t r1, const float* x, int64_t xs,
                    int64_t n, float* y, int64_t ys) {
   thread_local std::vector<float> buf;  // [4][K] f32, grows once
   const int64_t K = w.cols;
-  if (buf.size() < static_cast<size_t>(4 * K)) buf.resize(static_cast<size_t>(4 * K));
+  if (w.dtype != DType::kF32 && buf.size() < static_cast<size_t>(4 * K)) {
+    buf.resize(static_cast<size_t>(4 * K));
+  }
   const auto* wb = reinterpret_cast<const std::byte*>(buf.data());
   const int64_t wbs = K * static_cast<int64_t>(sizeof(float));
   const int64_t tb = token_block(K);
@@ -117,6 +120,11 @@ void rows_buffered(const MatrixView& w, int64_t r0, int64_t r1, const float* x, 
     const int64_t nt = std::min(tb, n - t0);
     for (int64_t r = r0; r < r1; r += 4) {
       const int64_t m = std::min<int64_t>(4, r1 - r);
+      if (w.dtype == DType::kF32) {  // already f32: use the stored rows in place
+        rows_tokens<PlainTile<LoadF32>, 4>(w.row(r), w.row_stride, m, x + t0 * xs, xs, nt, K,
+                                           y + t0 * ys + r, ys);
+        continue;
+      }
       for (int64_t i = 0; i < m; ++i) convert_row(w.dtype, w.row(r + i), K, buf.data() + i * K);
       rows_tokens<PlainTile<LoadF32>, 4>(wb, wbs, m, x + t0 * xs, xs, nt, K, y + t0 * ys + r,
                                          ys);
@@ -126,7 +134,7 @@ void rows_buffered(const MatrixView& w, int64_t r0, int64_t r1, const float* x, 
 
 void rows_any(const MatrixView& w, int64_t r0, int64_t r1, const float* x, int64_t xs, int64_t n,
               float* y, int64_t ys) {
-  if (n >= 4 && w.dtype != DType::kF32) return rows_buffered(w, r0, r1, x, xs, n, y, ys);
+  if (n >= 4) return rows_buffered(w, r0, r1, x, xs, n, y, ys);
   switch (w.dtype) {
     case DType::kF32: return rows_direct<PlainTile<LoadF32>>(w, r0, r1, x, xs, n, y, ys);
     case DType::kF16: return rows_direct<PlainTile<LoadF16>>(w, r0, r1, x, xs, n, y, ys);
