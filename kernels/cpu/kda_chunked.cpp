@@ -1,7 +1,8 @@
 // KDA chunked (WY / UT-transform) form, kimi-linear.md §3.3, for prefill. Per head the chunks are
 // scanned in order; inside a chunk the work is small dense products (C×K by K×V), done with a
-// 4×16 register-tiled kernel. Every decay factor is exp of a non-positive number: pairwise
-// exp(G_r − G_s) for s ≤ r, exp(G_r) and exp(G_last − G_r) (§8.2), so no overflow for any g ≤ 0.
+// 4×16 register-tiled kernel. Every decay factor is exp of a non-positive number (§8.2): pairwise
+// exp(G_r − G_s) inside 16-row diagonal sub-blocks, factors anchored at the sub-block's first row
+// elsewhere, exp(G_r) and exp(G_last − G_r); so no overflow for any g ≤ 0.
 #include <algorithm>
 #include <cmath>
 #include <vector>
