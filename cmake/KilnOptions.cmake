@@ -2,7 +2,7 @@
 add_library(kiln_options INTERFACE)
 target_compile_options(kiln_options INTERFACE
   $<$<COMPILE_LANGUAGE:CXX>:-Wall -Wextra -Wpedantic -Wshadow -Wnon-virtual-dtor -Wcast-align
-    -Woverloaded-virtual -Wnull-dereference -Wimplicit-fallthrough>)
+    -Woverloaded-virtual -Wimplicit-fallthrough>)
 if(KILN_WERROR)
   target_compile_options(kiln_options INTERFACE $<$<COMPILE_LANGUAGE:CXX>:-Werror>)
 endif()
