@@ -28,9 +28,6 @@ int64_t dtype_block_bytes(DType t) {
   return 0;
 }
 
-float f16_to_f32(uint16_t h) { return _cvtsh_ss(h); }
-uint16_t f32_to_f16(float f) { return _cvtss_sh(f, _MM_FROUND_TO_NEAREST_INT); }
-
 void quantize_row_q8_0(const float* x, BlockQ8_0* out, int64_t n) {
   for (int64_t b = 0; b < n / kQ8Block; ++b) {
     const float* xb = x + b * kQ8Block;

@@ -6,6 +6,8 @@
 #include <cstring>
 #include <string_view>
 
+#include <immintrin.h>
+
 namespace kiln {
 
 enum class DType : uint8_t { kF32, kF16, kBF16, kQ8_0 };
@@ -40,8 +42,10 @@ inline uint16_t f32_to_bf16(float f) {
   bits += 0x7fffu + ((bits >> 16) & 1u);
   return static_cast<uint16_t>(bits >> 16);
 }
-float f16_to_f32(uint16_t h);
-uint16_t f32_to_f16(float f);
+// F16C conversions (every kiln target is built with -mf16c); inline because the q8_0 kernels
+// convert one block scale per 32 weights.
+inline float f16_to_f32(uint16_t h) { return _cvtsh_ss(h); }
+inline uint16_t f32_to_f16(float f) { return _cvtss_sh(f, _MM_FROUND_TO_NEAREST_INT); }
 
 // Quantises n values (n % 32 == 0) to q8_0 the way ggml does (d = amax/127, round to nearest).
 void quantize_row_q8_0(const float* x, BlockQ8_0* out, int64_t n);
