@@ -62,10 +62,18 @@ struct PlainTile {
   }
 };
 struct Q8Tile {
+  // tile_q8 holds two accumulators per (row, token); MR rows are run as sub-tiles of at most
+  // kSub rows so everything stays in the 16 vector registers.
   template <int MR, int NR>
   static void run(const std::byte* w, int64_t ws, const float* x, int64_t xs, int64_t K, float* y,
                   int64_t ys) {
-    tile_q8<MR, NR>(w, ws, x, xs, K, y, ys);
+    constexpr int kSub = NR == 1 ? 4 : 2;
+    if constexpr (MR <= kSub) {
+      tile_q8<MR, NR>(w, ws, x, xs, K, y, ys);
+    } else {
+      tile_q8<kSub, NR>(w, ws, x, xs, K, y, ys);
+      run<MR - kSub, NR>(w + kSub * ws, ws, x, xs, K, y + kSub, ys);
+    }
   }
 };
 

@@ -70,7 +70,9 @@ inline void tile(const std::byte* w, int64_t w_stride, const float* x, int64_t x
   }
 }
 
-// q8_0 tile: each 32-block is dequantised 8 values at a time (int8 → f32 × block scale).
+// q8_0 tile: per 32-block, the int8 values are widened to f32 and dotted with x into a block
+// sum; the block scale is applied once per block (acc += d · Σ q·x), not per element.
+// Register use is 2·MR·NR + NR + 1 vectors, so callers keep MR·NR small (see Q8Tile).
 template <int MR, int NR>
 inline void tile_q8(const std::byte* w, int64_t w_stride, const float* x, int64_t x_stride,
                     int64_t K, float* y, int64_t y_stride) {
@@ -79,21 +81,23 @@ inline void tile_q8(const std::byte* w, int64_t w_stride, const float* x, int64_
     for (int j = 0; j < NR; ++j) acc[i][j] = _mm256_setzero_ps();
   const int64_t nb = K / kQ8Block;
   for (int64_t b = 0; b < nb; ++b) {
-    float d[MR];
-    const BlockQ8_0* blk[MR];
-    for (int i = 0; i < MR; ++i) {
-      blk[i] = reinterpret_cast<const BlockQ8_0*>(w + i * w_stride) + b;
-      d[i] = f16_to_f32(blk[i]->d);
-    }
+    __m256 part[MR][NR];
+    for (int i = 0; i < MR; ++i)
+      for (int j = 0; j < NR; ++j) part[i][j] = _mm256_setzero_ps();
     for (int g = 0; g < kQ8Block; g += 8) {
       __m256 xv[NR];
       for (int j = 0; j < NR; ++j) xv[j] = _mm256_loadu_ps(x + j * x_stride + b * kQ8Block + g);
       for (int i = 0; i < MR; ++i) {
-        const __m128i q = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(blk[i]->qs + g));
-        const __m256 wv = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(q)),
-                                        _mm256_broadcast_ss(&d[i]));
-        for (int j = 0; j < NR; ++j) acc[i][j] = _mm256_fmadd_ps(wv, xv[j], acc[i][j]);
+        const auto* blk = reinterpret_cast<const BlockQ8_0*>(w + i * w_stride) + b;
+        const __m128i q = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(blk->qs + g));
+        const __m256 wv = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(q));
+        for (int j = 0; j < NR; ++j) part[i][j] = _mm256_fmadd_ps(wv, xv[j], part[i][j]);
       }
+    }
+    for (int i = 0; i < MR; ++i) {
+      const auto* blk = reinterpret_cast<const BlockQ8_0*>(w + i * w_stride) + b;
+      const __m256 d = _mm256_set1_ps(f16_to_f32(blk->d));
+      for (int j = 0; j < NR; ++j) acc[i][j] = _mm256_fmadd_ps(part[i][j], d, acc[i][j]);
     }
   }
   for (int i = 0; i < MR; ++i)
