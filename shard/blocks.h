@@ -53,6 +53,12 @@ struct BatchContext {
   const ActivationHook* hook = nullptr;
   // KDA prefill chunk size; spans of one token use the recurrent step.
   int64_t kda_chunk = 16;
+  int64_t layer = 0;  // the layer being run (for activation tags)
+
+  // Passes a tagged activation [rows][cols] to the hook, if one is set.
+  void dump(const char* name, const float* data, int64_t rows, int64_t cols) const {
+    if (hook != nullptr) (*hook)(layer, name, data, rows, cols);
+  }
 };
 
 void kda_forward(const ModelConfig& c, const KdaWeights& w, int64_t kda_index,

@@ -58,10 +58,11 @@ void kda_forward(const ModelConfig& c, const KdaWeights& w, int64_t kda_index,
   }
   cpu::l2_norm(q, T * H, K, 1e-6f, 1.0f / std::sqrt(static_cast<float>(K)));
   cpu::l2_norm(k, T * H, K, 1e-6f, 1.0f);
-  if (b.hook != nullptr) {
-    (*b.hook)(-1, "kda.q", q, T, C);
-    (*b.hook)(-1, "kda.g", gate, T, C);
-  }
+  b.dump("kda.q", q, T, C);
+  b.dump("kda.k", k, T, C);
+  b.dump("kda.v", v, T, C);
+  b.dump("kda.g", gate, T, C);
+  b.dump("kda.beta", beta, T, H);
 
   for (const SeqSpan& s : b.seqs) {
     const int64_t off = s.begin * C;
@@ -74,7 +75,7 @@ void kda_forward(const ModelConfig& c, const KdaWeights& w, int64_t kda_index,
                        K, b.kda_chunk, state, o + off);
     }
   }
-  if (b.hook != nullptr) (*b.hook)(-1, "kda.core", o, T, C);
+  b.dump("kda.core", o, T, C);
   cpu::gated_rms_norm_sigmoid(o, z, w.o_norm.data(), T * H, K, c.rms_norm_eps, o);
   cpu::matmul(pool, w.o, o, C, T, out, D);
 }

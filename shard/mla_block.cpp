@@ -51,7 +51,8 @@ void mla_forward(const ModelConfig& c, const MlaWeights& w, int64_t mla_index,
   for (int64_t h = 0; h < H; ++h) {
     cpu::matmul(pool, w.v_b[h], ol + h * R, H * R, T, ov + h * V, H * V);
   }
-  if (b.hook != nullptr) (*b.hook)(-1, "mla.heads", ov, T, H * V);
+  b.dump("mla.latent", kv, T, L);
+  b.dump("mla.heads", ov, T, H * V);
   cpu::matmul(pool, w.o, ov, H * V, T, out, D);
 }
 

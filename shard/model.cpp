@@ -18,7 +18,7 @@ StatusOr<std::unique_ptr<KimiLinearModel>> KimiLinearModel::load(const std::stri
   return m;
 }
 
-void KimiLinearModel::run_layers(const BatchContext& b) {
+void KimiLinearModel::run_layers(BatchContext& b) {
   const ModelConfig& c = config();
   const int64_t T = b.n_tokens, D = c.hidden_size;
   float* h = h_.data();
@@ -26,22 +26,23 @@ void KimiLinearModel::run_layers(const BatchContext& b) {
   float* delta = delta_.data();
   for (int64_t i = 0; i < c.num_layers; ++i) {
     const LayerWeights& w = weights_.layers[i];
+    b.layer = i;
     cpu::rms_norm(h, w.attn_norm.data(), T, D, c.rms_norm_eps, x);
     if (c.is_kda(i)) {
       kda_forward(c, w.kda, state_index_[i], b, x, delta);
     } else {
       mla_forward(c, w.mla, state_index_[i], b, x, delta);
     }
-    if (hook_) hook_(i, "attn_out", delta, T, D);
+    b.dump("attn_out", delta, T, D);
     cpu::add_rms_norm(h, delta, w.ffn_norm.data(), T, D, c.rms_norm_eps, x);
     if (c.is_moe(i)) {
       moe_forward(c, w.moe, b, x, delta);
     } else {
       mlp_forward(w.dense, b.pool, ws_, x, T, delta);
     }
-    if (hook_) hook_(i, "ffn_out", delta, T, D);
+    b.dump("ffn_out", delta, T, D);
     for (int64_t j = 0; j < T * D; ++j) h[j] += delta[j];
-    if (hook_) hook_(i, "residual", h, T, D);
+    b.dump("residual", h, T, D);
   }
 }
 
@@ -79,6 +80,7 @@ Status KimiLinearModel::forward(cpu::ThreadPool& pool, StateCache& state,
 
   cpu::embedding_lookup(weights_.embed, ids_.data(), T, h_.data());
   BatchContext b{pool, state, spans, T, ws_, hook_ ? &hook_ : nullptr, kda_chunk_};
+  b.dump("embedding", h_.data(), T, D);
   run_layers(b);
 
   // Final norm only on the rows whose logits are wanted, gathered into x.

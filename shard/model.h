@@ -40,12 +40,15 @@ class KimiLinearModel {
   Status forward(cpu::ThreadPool& pool, StateCache& state, const std::vector<SeqInput>& seqs,
                  std::vector<float>& logits);
 
+  // Every tagged intermediate activation (layer, name, [rows][cols]) goes to `hook`; used to
+  // diff kiln layer by layer against a reference. Names: embedding; per layer attn_out, ffn_out,
+  // residual, and kda.{q,k,v,g,beta,core} or mla.{latent,heads}.
   void set_activation_hook(ActivationHook hook) { hook_ = std::move(hook); }
   void set_kda_chunk(int64_t chunk) { kda_chunk_ = chunk; }
 
  private:
   KimiLinearModel() = default;
-  void run_layers(const BatchContext& b);
+  void run_layers(BatchContext& b);
 
   std::unique_ptr<Checkpoint> checkpoint_;
   ModelWeights weights_;

@@ -1,6 +1,8 @@
 // Self-consistency of the engine on generated models: the HF directory and the GGUF written from
 // the same weights give the same logits; prefill-then-decode equals one prefill at every split;
 // a batch of sequences equals each sequence alone.
+#include <map>
+
 #include <gtest/gtest.h>
 
 #include "cluster/make_model.h"
@@ -161,6 +163,35 @@ TEST_F(SplitTest, RejectsBadTokensAndContextOverflow) {
   s = model_->forward(pool_, state, {{0, {static_cast<int32_t>(model_->config().vocab_size)}, false}}, logits);
   EXPECT_FALSE(s.ok());
   EXPECT_NE(s.message().find("token id"), std::string::npos) << s.message();
+}
+
+}  // namespace
+}  // namespace kiln
+
+namespace kiln {
+namespace {
+
+// The activation hook sees every layer's tagged activations, with the right layer numbers and
+// shapes, and the last residual row is what the final norm and lm_head consume.
+TEST_F(SplitTest, ActivationHookTagsEveryLayer) {
+  const ModelConfig& c = model_->config();
+  std::map<std::pair<int64_t, std::string>, std::pair<int64_t, int64_t>> seen;
+  model_->set_activation_hook([&](int64_t layer, const char* name, const float*, int64_t rows,
+                                  int64_t cols) { seen[{layer, name}] = {rows, cols}; });
+  StateCache state(c, 1, 8);
+  std::vector<float> logits;
+  ASSERT_TRUE(model_->forward(pool_, state, {{0, {1, 2, 3, 4, 5}, false}}, logits).ok());
+  model_->set_activation_hook(nullptr);
+  EXPECT_TRUE(seen.count({0, "embedding"}));
+  for (int64_t i = 0; i < c.num_layers; ++i) {
+    for (const char* name : {"attn_out", "ffn_out", "residual"}) {
+      ASSERT_TRUE(seen.count({i, name})) << "layer " << i << " " << name;
+      const auto shape = seen[{i, name}];
+      EXPECT_EQ(shape, std::make_pair(int64_t{5}, c.hidden_size));
+    }
+    const char* core = c.is_kda(i) ? "kda.core" : "mla.heads";
+    EXPECT_TRUE(seen.count({i, core})) << "layer " << i << " " << core;
+  }
 }
 
 }  // namespace
