@@ -12,6 +12,7 @@
 
 #include "cluster/make_model_vocab.h"
 #include "shard/gguf.h"
+#include "shard/mapped_file.h"
 #include "shard/safetensors.h"
 
 namespace kiln {
@@ -395,12 +396,8 @@ StatusOr<std::string> make_model(const ModelConfig& config, const MakeModelOptio
 
   Emitter em(options);
   emit_all(em, c);
-  auto write_text = [](const fs::path& p, const std::string& text) -> Status {
-    std::ofstream f(p, std::ios::binary);
-    f << text;
-    f.close();
-    if (!f) return invalid_argument("make-model: cannot write '{}'", p.string());
-    return {};
+  auto write_text = [](const fs::path& p, const std::string& text) {
+    return write_file(p.string(), text);
   };
   std::string summary = fmt::format("{}: {} layers, hidden {}, vocab {}, dtype {}, seed {}", c.name,
                                     c.num_layers, c.hidden_size, c.vocab_size,

@@ -3,7 +3,6 @@
 // alignment). It writes what it is given without validating it; GgufFile is the validator.
 #include <bit>
 #include <cstring>
-#include <fstream>
 
 #include "shard/gguf.h"
 
@@ -119,14 +118,6 @@ std::string GgufWriter::serialize() const {
   return out;
 }
 
-Status GgufWriter::write(const std::string& path) const {
-  const std::string bytes = serialize();
-  std::ofstream f(path, std::ios::binary | std::ios::trunc);
-  if (!f) return invalid_argument("{}: cannot open for writing", path);
-  f.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
-  f.close();
-  if (!f) return invalid_argument("{}: write failed", path);
-  return {};
-}
+Status GgufWriter::write(const std::string& path) const { return write_file(path, serialize()); }
 
 }  // namespace kiln

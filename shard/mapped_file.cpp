@@ -6,7 +6,9 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstdio>
 #include <cstring>
+#include <fstream>
 
 namespace kiln {
 
@@ -50,6 +52,26 @@ std::shared_ptr<MappedFile> MappedFile::from_bytes(std::string bytes, std::strin
   f->size_ = f->owned_.size();
   f->path_ = std::move(name);
   return f;
+}
+
+Status write_file(const std::string& path, std::string_view bytes) {
+  const std::string tmp = path + ".tmp" + std::to_string(::getpid());
+  {
+    std::ofstream f(tmp, std::ios::binary | std::ios::trunc);
+    if (!f) return invalid_argument("{}: cannot open for writing", path);
+    f.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
+    f.close();
+    if (!f) {
+      std::remove(tmp.c_str());
+      return invalid_argument("{}: write failed", path);
+    }
+  }
+  if (std::rename(tmp.c_str(), path.c_str()) != 0) {
+    const int e = errno;
+    std::remove(tmp.c_str());
+    return invalid_argument("{}: cannot rename into place: {}", path, std::strerror(e));
+  }
+  return {};
 }
 
 MappedFile::~MappedFile() {

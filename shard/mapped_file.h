@@ -5,6 +5,7 @@
 #include <cstddef>
 #include <memory>
 #include <string>
+#include <string_view>
 
 #include "kernels/base/status.h"
 
@@ -31,5 +32,9 @@ class MappedFile {
   std::string path_;
   std::string owned_;
 };
+
+// Writes `bytes` to `path` through a temporary file in the same directory renamed into place,
+// so a reader never sees a partial file and a failed write leaves any old file intact.
+Status write_file(const std::string& path, std::string_view bytes);
 
 }  // namespace kiln

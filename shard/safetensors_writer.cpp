@@ -2,7 +2,6 @@
 // "__metadata__" first, tensors in insertion order with contiguous data offsets from 0, and the
 // JSON header padded with spaces to a multiple of 8 bytes.
 #include <cstring>
-#include <fstream>
 
 #include <boost/json.hpp>
 
@@ -61,14 +60,6 @@ std::string SafetensorsWriter::serialize() const {
   return out;
 }
 
-Status SafetensorsWriter::write(const std::string& path) const {
-  const std::string bytes = serialize();
-  std::ofstream f(path, std::ios::binary | std::ios::trunc);
-  if (!f) return invalid_argument("{}: cannot open for writing", path);
-  f.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
-  f.close();
-  if (!f) return invalid_argument("{}: write failed", path);
-  return {};
-}
+Status SafetensorsWriter::write(const std::string& path) const { return write_file(path, serialize()); }
 
 }  // namespace kiln

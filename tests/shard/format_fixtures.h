@@ -150,10 +150,9 @@ class TempDir {
   std::filesystem::path path_;
 };
 
-inline void write_file(const std::string& path, const std::string& bytes) {
-  std::ofstream f(path, std::ios::binary | std::ios::trunc);
-  f.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
-  ASSERT_TRUE(f.good()) << path;
+inline void write_test_file(const std::string& path, const std::string& bytes) {
+  const Status s = kiln::write_file(path, bytes);
+  ASSERT_TRUE(s.ok()) << s.to_string();
 }
 
 }  // namespace kiln::testing_fixtures

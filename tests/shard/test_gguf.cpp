@@ -365,7 +365,7 @@ TEST(GgufFiles, OpenFromPathAndErrorsNameThePath) {
   std::string bad = full_gguf_writer().serialize();
   patch<uint32_t>(&bad, 4, 7);
   const std::string bad_path = dir.file("bad.gguf");
-  write_file(bad_path, bad);
+  write_test_file(bad_path, bad);
   auto b = GgufFile::open(bad_path);
   expect_error(b.status(), {"unsupported GGUF version 7"});
   EXPECT_EQ(b.status().message().rfind(bad_path + ": ", 0), 0u) << b.status().message();
@@ -373,7 +373,7 @@ TEST(GgufFiles, OpenFromPathAndErrorsNameThePath) {
   EXPECT_EQ(missing.status().code(), StatusCode::kNotFound);
   expect_error(missing.status(), {dir.file("missing.gguf")});
   expect_error(GgufFile::open(dir.path()).status(), {dir.path()});
-  write_file(dir.file("empty.gguf"), "");
+  write_test_file(dir.file("empty.gguf"), "");
   expect_error(GgufFile::open(dir.file("empty.gguf")).status(), {"empty.gguf", "truncated"});
 }
 

@@ -230,7 +230,7 @@ TEST(SafetensorsFiles, OpenFromPathAndErrorsNameThePath) {
   ASSERT_TRUE(f.ok()) << f.status().to_string();
   EXPECT_EQ(f->tensors()[0].file, path);
   const std::string bad = dir.file("bad.safetensors");
-  write_file(bad, raw_safetensors("{" + entry("w", "[1]", 0, 4, "I64") + "}", f32_bytes(1)));
+  write_test_file(bad, raw_safetensors("{" + entry("w", "[1]", 0, 4, "I64") + "}", f32_bytes(1)));
   auto b = SafetensorsFile::open(bad);
   expect_error(b.status(), {"I64"});
   EXPECT_EQ(b.status().message().rfind(bad + ": ", 0), 0u) << b.status().message();
@@ -266,7 +266,7 @@ void write_sharded(const TempDir& dir, const std::string& extra = "") {
   s2.add("c", DType::kF16, {2, 2}, u16_bytes(4, 9));
   ASSERT_TRUE(s1.write(dir.file("model-00001-of-00002.safetensors")).ok());
   ASSERT_TRUE(s2.write(dir.file("model-00002-of-00002.safetensors")).ok());
-  write_file(dir.file("model.safetensors.index.json"),
+  write_test_file(dir.file("model.safetensors.index.json"),
              "{\"metadata\":{\"total_size\":30},\"weight_map\":{"
              "\"a\":\"model-00001-of-00002.safetensors\","
              "\"b\":\"model-00001-of-00002.safetensors\"," + extra +
@@ -295,7 +295,7 @@ TEST(SafetensorsSetTest, IndexNamingAMissingShard) {
 TEST(SafetensorsSetTest, TensorInTheWrongShard) {
   TempDir dir;
   write_sharded(dir);
-  write_file(dir.file("model.safetensors.index.json"),
+  write_test_file(dir.file("model.safetensors.index.json"),
              "{\"weight_map\":{\"a\":\"model-00002-of-00002.safetensors\","
              "\"b\":\"model-00001-of-00002.safetensors\","
              "\"c\":\"model-00002-of-00002.safetensors\"}}");
@@ -324,13 +324,13 @@ TEST(SafetensorsSetTest, BadIndexes) {
     expect_error(SafetensorsSet::open_dir(dir.path()).status(), {"'d'", "plain file name"});
   }
   const std::string index = dir.file("model.safetensors.index.json");
-  write_file(index, "{\"weight_map\":{\"a\":\"x\",\"a\":\"y\"}}");
+  write_test_file(index, "{\"weight_map\":{\"a\":\"x\",\"a\":\"y\"}}");
   expect_error(SafetensorsSet::open_dir(dir.path()).status(), {index, "duplicate key 'a'"});
-  write_file(index, "{\"metadata\":{}}");
+  write_test_file(index, "{\"metadata\":{}}");
   expect_error(SafetensorsSet::open_dir(dir.path()).status(), {index, "weight_map"});
-  write_file(index, "{\"weight_map\":{\"a\":1}}");
+  write_test_file(index, "{\"weight_map\":{\"a\":1}}");
   expect_error(SafetensorsSet::open_dir(dir.path()).status(), {"'a'", "not a string"});
-  write_file(index, "not json");
+  write_test_file(index, "not json");
   expect_error(SafetensorsSet::open_dir(dir.path()).status(), {index, "JSON"});
 }
 
@@ -339,7 +339,7 @@ TEST(SafetensorsSetTest, BadShardContentNamesTheShard) {
   write_sharded(dir);
   std::string bad = full_safetensors_writer().serialize();
   bad.resize(bad.size() - 1);
-  write_file(dir.file("model-00002-of-00002.safetensors"), bad);
+  write_test_file(dir.file("model-00002-of-00002.safetensors"), bad);
   expect_error(SafetensorsSet::open_dir(dir.path()).status(),
                {"model-00002-of-00002.safetensors", "data length"});
 }
