@@ -1,0 +1,62 @@
+// Communicator: the data-plane collectives one rank uses inside one group (a TP group, a PP
+// chain, the whole world). Layers call only this interface; the implementations (MPI, Local
+// threads, later NCCL) live in cluster/. This header must not depend on MPI.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <vector>
+
+namespace kiln {
+
+// Contract shared by every implementation:
+// * Each object is one rank's endpoint of one group and is used by one thread at a time.
+// * Every rank of the group calls the same collectives in the same order with matching sizes.
+// * A failure of the transport is a bug or a dead peer: it is fatal (KILN_CHECK → abort handler →
+//   MPI_Abort), so no peer is left waiting. Nothing here returns an error.
+// * Buffers are owned by the caller; they are not retained after the call returns.
+// * all_reduce_sum sums in rank order (rank 0 + rank 1 + ...) element by element, so every rank
+//   gets bit-identical results that do not depend on timing, in every implementation.
+class Communicator {
+ public:
+  virtual ~Communicator() = default;
+
+  virtual int rank() const = 0;  // rank within this group, in [0, size)
+  virtual int size() const = 0;
+
+  // data[n] ← Σ_r data_r[n], in place.
+  virtual void all_reduce_sum(float* data, int64_t n) = 0;
+  // recv[size][n] ← send_r[n] for each rank r, in rank order. send and recv must not overlap.
+  virtual void all_gather(const float* send, int64_t n, float* recv) = 0;
+  // recv[Σ counts] ← the counts[r] floats of each rank r, concatenated in rank order; n must equal
+  // counts[rank()] and counts must be the same on every rank.
+  virtual void all_gather_v(const float* send, int64_t n, float* recv,
+                            const std::vector<int64_t>& counts) = 0;
+  // data[bytes] on every rank ← data[bytes] of `root`.
+  virtual void broadcast(void* data, int64_t bytes, int root) = 0;
+  // Point to point: returns once `data` may be reused. Messages between one (sender, receiver) pair
+  // are received in the order they were sent; recv's `bytes` must equal the matching send's.
+  virtual void send(const void* data, int64_t bytes, int peer) = 0;
+  virtual void recv(void* data, int64_t bytes, int peer) = 0;
+  virtual void barrier() = 0;
+
+  // Wall seconds spent inside the calls above (waiting included) since construction; read from the
+  // thread that uses this communicator.
+  virtual double busy_seconds() const = 0;
+};
+
+// Adds the wall time of its scope to `total` (seconds); implementations wrap each call with one.
+class ScopedBusyTimer {
+ public:
+  explicit ScopedBusyTimer(double& total) : total_(total), start_(Clock::now()) {}
+  ~ScopedBusyTimer() { total_ += std::chrono::duration<double>(Clock::now() - start_).count(); }
+  ScopedBusyTimer(const ScopedBusyTimer&) = delete;
+  ScopedBusyTimer& operator=(const ScopedBusyTimer&) = delete;
+
+ private:
+  using Clock = std::chrono::steady_clock;
+  double& total_;
+  Clock::time_point start_;
+};
+
+}  // namespace kiln
