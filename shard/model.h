@@ -6,12 +6,15 @@
 
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
 #include "kernels/cpu/thread_pool.h"
 #include "shard/blocks.h"
 #include "shard/checkpoint.h"
+#include "shard/communicator.h"
+#include "shard/partition.h"
 #include "shard/config.h"
 #include "shard/state.h"
 #include "shard/weights.h"
@@ -25,18 +28,38 @@ struct SeqInput {
   bool all_logits = false;  // logits for every token, else only for the last
 };
 
+// Where this rank sits in a tensor × pipeline job. The default is a single rank with the whole
+// model. Communicators are owned by the caller and must outlive the model.
+struct ParallelContext {
+  std::optional<RankPlan> plan;  // empty = the whole model
+  Communicator* tp = nullptr;    // this rank's TP group (rank = tp_rank); needed when tensor > 1
+  Communicator* pp = nullptr;    // ranks with this tp_rank, one per stage (rank = stage); needed
+                                 // when pipeline > 1
+};
+
 class KimiLinearModel {
  public:
-  // Opens the checkpoint at `path` (HF directory or GGUF) and maps its weights.
-  static StatusOr<std::unique_ptr<KimiLinearModel>> load(const std::string& path);
+  // Opens the checkpoint at `path` (HF directory or GGUF) and maps this rank's share of the
+  // weights (all of them on a single rank).
+  static StatusOr<std::unique_ptr<KimiLinearModel>> load(const std::string& path,
+                                                         ParallelContext parallel = {});
 
+  // The checkpoint's config (global sizes).
   const ModelConfig& config() const { return checkpoint_->config(); }
+  // The config as this rank sees it: head counts and FFN sizes of its slices. Size the rank's
+  // StateCache with it (new_state()).
+  const ModelConfig& shard_config() const { return shard_config_; }
+  const RankPlan& plan() const { return plan_; }
+  // A state cache for this rank's heads and its stage's layers.
+  std::unique_ptr<StateCache> new_state(int64_t n_slots, int64_t max_context) const;
   const Checkpoint& checkpoint() const { return *checkpoint_; }
   const ModelWeights& weights() const { return weights_; }
 
   // Runs the sequences' tokens, appending them to their slots (positions continue from
   // state.length(slot)). logits: [rows][vocab] where rows counts, per sequence in order, either
   // all its tokens or one. Token ids must be valid (checked: InvalidArgument naming the id).
+  // In a parallel job every rank calls forward with the same sequences; the logits arrive on
+  // global rank 0 (stage 0, tp_rank 0) and on the last stage's TP group; elsewhere they are empty.
   Status forward(cpu::ThreadPool& pool, StateCache& state, const std::vector<SeqInput>& seqs,
                  std::vector<float>& logits);
 
@@ -49,8 +72,16 @@ class KimiLinearModel {
  private:
   KimiLinearModel() = default;
   void run_layers(BatchContext& b);
+  void embed(const std::vector<int32_t>& ids, float* h);
+  void head(int64_t rows, std::vector<float>& logits);
 
   std::unique_ptr<Checkpoint> checkpoint_;
+  ModelConfig shard_config_;
+  RankPlan plan_;
+  ParallelContext parallel_;
+  std::vector<Range> tp_vocab_;  // vocab rows of every rank of the TP group
+  std::vector<float> local_logits_, gathered_;
+  cpu::ThreadPool* pool_ = nullptr;  // the pool of the forward in progress
   ModelWeights weights_;
   std::vector<int64_t> state_index_;  // per layer: index among KDA layers or among MLA layers
   Workspace ws_;

@@ -7,10 +7,10 @@
 
 namespace kiln {
 
-StateSizes StateSizes::from_config(const ModelConfig& c) {
+StateSizes StateSizes::from_config(const ModelConfig& c, Range layers) {
+  if (layers.size() == 0) layers = {0, c.num_layers};
   StateSizes s;
-  s.n_kda_layers = c.num_kda_layers();
-  s.n_mla_layers = c.num_mla_layers();
+  for (int64_t i = layers.begin; i < layers.end; ++i) (c.is_kda(i) ? s.n_kda_layers : s.n_mla_layers) += 1;
   s.conv_floats = 3 * (c.kda_conv_kernel - 1) * c.kda_proj_dim();
   s.recurrent_floats = c.kda_num_heads * c.kda_head_dim * c.kda_head_dim;
   s.latent_floats = c.mla_latent_dim();
@@ -22,8 +22,9 @@ int64_t StateSizes::kda_bytes_per_slot() const {
 }
 int64_t StateSizes::mla_bytes_per_token() const { return n_mla_layers * latent_floats * 4; }
 
-StateCache::StateCache(const ModelConfig& config, int64_t n_slots, int64_t max_context)
-    : sizes_(StateSizes::from_config(config)), n_slots_(n_slots), max_context_(max_context) {
+StateCache::StateCache(const ModelConfig& config, int64_t n_slots, int64_t max_context,
+                       Range layers)
+    : sizes_(StateSizes::from_config(config, layers)), n_slots_(n_slots), max_context_(max_context) {
   KILN_CHECK(n_slots > 0 && max_context > 0);
   conv_chunk_ = (config.kda_conv_kernel - 1) * config.kda_proj_dim();
   kda_.assign(static_cast<size_t>(n_slots * sizes_.n_kda_layers *

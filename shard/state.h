@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "shard/config.h"
+#include "shard/partition.h"
 
 namespace kiln {
 
@@ -17,13 +18,16 @@ struct StateSizes {
   int64_t latent_floats = 0;     // per MLA layer per token: R + P
   int64_t kda_bytes_per_slot() const;      // all KDA layers
   int64_t mla_bytes_per_token() const;     // all MLA layers
-  static StateSizes from_config(const ModelConfig& c);
+  // Sizes for the layers in `layers` (all layers when empty).
+  static StateSizes from_config(const ModelConfig& c, Range layers = {});
   int64_t n_kda_layers = 0, n_mla_layers = 0;
 };
 
 class StateCache {
  public:
-  StateCache(const ModelConfig& config, int64_t n_slots, int64_t max_context);
+  // config gives this rank's head counts (KimiLinearModel::shard_config()); only the KDA/MLA
+  // layers in `layers` get state (all layers when empty), indexed in layer order.
+  StateCache(const ModelConfig& config, int64_t n_slots, int64_t max_context, Range layers = {});
 
   int64_t n_slots() const { return n_slots_; }
   int64_t max_context() const { return max_context_; }

@@ -105,6 +105,21 @@ std::vector<MatrixView> v_b_from_kv_b(const MatrixView& kv_b, int64_t H, int64_t
   return heads;
 }
 
+// Elements [begin, end) of a vector.
+std::vector<float> sub(const std::vector<float>& v, int64_t begin, int64_t end) {
+  return {v.begin() + begin, v.begin() + end};
+}
+
+// Row-parallel slices of quantised weights must start and end on a block boundary.
+Status check_cols_aligned(const MatrixView& m, const Range& r, const std::string& what) {
+  const int64_t b = dtype_block_elems(m.dtype);
+  if (r.begin % b != 0 || r.size() % b != 0) {
+    return invalid_argument("{}: input slice [{}, {}) is not aligned to the {}-element blocks of {}",
+                            what, r.begin, r.end, b, dtype_name(m.dtype));
+  }
+  return {};
+}
+
 struct Names {
   bool hf;
   std::string layer(int64_t i, const char* hf_name, const char* gguf_name) const {
@@ -112,79 +127,120 @@ struct Names {
   }
 };
 
-Status load_kda(const Loader& L, const Names& n, const ModelConfig& c, int64_t i, KdaWeights& w) {
+Status load_kda(const Loader& L, const Names& n, const ModelConfig& c, int64_t i,
+                const RankPlan& p, KdaWeights& w) {
   const int64_t D = c.hidden_size, H = c.kda_num_heads, K = c.kda_head_dim, C = H * K;
   const int64_t r = c.kda_gate_rank, taps = c.kda_conv_kernel;
-  KILN_ASSIGN_OR_RETURN(w.q, L.matrix(n.layer(i, "self_attn.q_proj.weight", "attn_q.weight"), C, D));
-  KILN_ASSIGN_OR_RETURN(w.k, L.matrix(n.layer(i, "self_attn.k_proj.weight", "attn_k.weight"), C, D));
-  KILN_ASSIGN_OR_RETURN(w.v, L.matrix(n.layer(i, "self_attn.v_proj.weight", "attn_v.weight"), C, D));
+  const int64_t h0 = p.kda_heads.begin, h1 = p.kda_heads.end;
+  const Range ch{h0 * K, h1 * K};  // this rank's channels
+  MatrixView q, k, v, f_b, b, g_b, o;
+  KILN_ASSIGN_OR_RETURN(q, L.matrix(n.layer(i, "self_attn.q_proj.weight", "attn_q.weight"), C, D));
+  KILN_ASSIGN_OR_RETURN(k, L.matrix(n.layer(i, "self_attn.k_proj.weight", "attn_k.weight"), C, D));
+  KILN_ASSIGN_OR_RETURN(v, L.matrix(n.layer(i, "self_attn.v_proj.weight", "attn_v.weight"), C, D));
   KILN_ASSIGN_OR_RETURN(w.f_a, L.matrix(n.layer(i, "self_attn.f_a_proj.weight", "ssm_f_a.weight"), r, D));
-  KILN_ASSIGN_OR_RETURN(w.f_b, L.matrix(n.layer(i, "self_attn.f_b_proj.weight", "ssm_f_b.weight"), C, r));
-  KILN_ASSIGN_OR_RETURN(w.b, L.matrix(n.layer(i, "self_attn.b_proj.weight", "ssm_beta.weight"), H, D));
+  KILN_ASSIGN_OR_RETURN(f_b, L.matrix(n.layer(i, "self_attn.f_b_proj.weight", "ssm_f_b.weight"), C, r));
+  KILN_ASSIGN_OR_RETURN(b, L.matrix(n.layer(i, "self_attn.b_proj.weight", "ssm_beta.weight"), H, D));
   KILN_ASSIGN_OR_RETURN(w.g_a, L.matrix(n.layer(i, "self_attn.g_a_proj.weight", "ssm_g_a.weight"), r, D));
-  KILN_ASSIGN_OR_RETURN(w.g_b, L.matrix(n.layer(i, "self_attn.g_b_proj.weight", "ssm_g_b.weight"), C, r));
-  KILN_ASSIGN_OR_RETURN(w.o, L.matrix(n.layer(i, "self_attn.o_proj.weight", "attn_output.weight"), D, C));
-  KILN_ASSIGN_OR_RETURN(w.conv_q, L.vector(n.layer(i, "self_attn.q_conv1d.weight", "ssm_conv1d_q.weight"), {C, taps}));
-  KILN_ASSIGN_OR_RETURN(w.conv_k, L.vector(n.layer(i, "self_attn.k_conv1d.weight", "ssm_conv1d_k.weight"), {C, taps}));
-  KILN_ASSIGN_OR_RETURN(w.conv_v, L.vector(n.layer(i, "self_attn.v_conv1d.weight", "ssm_conv1d_v.weight"), {C, taps}));
-  KILN_ASSIGN_OR_RETURN(w.dt_bias, L.vector(n.layer(i, "self_attn.dt_bias", "ssm_dt.bias"), {C}));
+  KILN_ASSIGN_OR_RETURN(g_b, L.matrix(n.layer(i, "self_attn.g_b_proj.weight", "ssm_g_b.weight"), C, r));
+  KILN_ASSIGN_OR_RETURN(o, L.matrix(n.layer(i, "self_attn.o_proj.weight", "attn_output.weight"), D, C));
+  KILN_RETURN_IF_ERROR(check_cols_aligned(o, ch, n.layer(i, "self_attn.o_proj.weight", "attn_output.weight")));
+  w.q = q.slice_rows(ch.begin, ch.size());
+  w.k = k.slice_rows(ch.begin, ch.size());
+  w.v = v.slice_rows(ch.begin, ch.size());
+  w.f_b = f_b.slice_rows(ch.begin, ch.size());
+  w.g_b = g_b.slice_rows(ch.begin, ch.size());
+  w.b = b.slice_rows(h0, h1 - h0);
+  w.o = o.slice_cols(ch.begin, ch.size());
+  std::vector<float> conv;
+  KILN_ASSIGN_OR_RETURN(conv, L.vector(n.layer(i, "self_attn.q_conv1d.weight", "ssm_conv1d_q.weight"), {C, taps}));
+  w.conv_q = sub(conv, ch.begin * taps, ch.end * taps);
+  KILN_ASSIGN_OR_RETURN(conv, L.vector(n.layer(i, "self_attn.k_conv1d.weight", "ssm_conv1d_k.weight"), {C, taps}));
+  w.conv_k = sub(conv, ch.begin * taps, ch.end * taps);
+  KILN_ASSIGN_OR_RETURN(conv, L.vector(n.layer(i, "self_attn.v_conv1d.weight", "ssm_conv1d_v.weight"), {C, taps}));
+  w.conv_v = sub(conv, ch.begin * taps, ch.end * taps);
+  KILN_ASSIGN_OR_RETURN(conv, L.vector(n.layer(i, "self_attn.dt_bias", "ssm_dt.bias"), {C}));
+  w.dt_bias = sub(conv, ch.begin, ch.end);
   KILN_ASSIGN_OR_RETURN(w.o_norm, L.vector(n.layer(i, "self_attn.o_norm.weight", "ssm_norm.weight"), {K}));
-  KILN_ASSIGN_OR_RETURN(w.a_neg, L.vector(n.layer(i, "self_attn.A_log", "ssm_a"), {H}));
+  KILN_ASSIGN_OR_RETURN(conv, L.vector(n.layer(i, "self_attn.A_log", "ssm_a"), {H}));
+  w.a_neg = sub(conv, h0, h1);
   if (n.hf) {
     for (float& a : w.a_neg) a = -std::exp(a);  // HF stores A_log; GGUF already −exp(A_log)
   }
   return {};
 }
 
-Status load_mla(const Loader& L, const Names& n, const ModelConfig& c, int64_t i, MlaWeights& w,
-                std::vector<std::vector<std::byte>>& owned) {
+Status load_mla(const Loader& L, const Names& n, const ModelConfig& c, int64_t i,
+                const RankPlan& p, MlaWeights& w, std::vector<std::vector<std::byte>>& owned) {
   const int64_t D = c.hidden_size, H = c.mla_num_heads, N = c.qk_nope_head_dim;
   const int64_t P = c.qk_rope_head_dim, R = c.kv_lora_rank, V = c.v_head_dim;
-  KILN_ASSIGN_OR_RETURN(w.q, L.matrix(n.layer(i, "self_attn.q_proj.weight", "attn_q.weight"), H * (N + P), D));
+  const int64_t h0 = p.mla_heads.begin, h1 = p.mla_heads.end;
+  MatrixView q, o;
+  KILN_ASSIGN_OR_RETURN(q, L.matrix(n.layer(i, "self_attn.q_proj.weight", "attn_q.weight"), H * (N + P), D));
   KILN_ASSIGN_OR_RETURN(w.kv_a, L.matrix(n.layer(i, "self_attn.kv_a_proj_with_mqa.weight", "attn_kv_a_mqa.weight"), R + P, D));
   KILN_ASSIGN_OR_RETURN(w.kv_a_norm, L.vector(n.layer(i, "self_attn.kv_a_layernorm.weight", "attn_kv_a_norm.weight"), {R}));
-  KILN_ASSIGN_OR_RETURN(w.o, L.matrix(n.layer(i, "self_attn.o_proj.weight", "attn_output.weight"), D, H * V));
+  KILN_ASSIGN_OR_RETURN(o, L.matrix(n.layer(i, "self_attn.o_proj.weight", "attn_output.weight"), D, H * V));
+  const Range cols{h0 * V, h1 * V};
+  KILN_RETURN_IF_ERROR(check_cols_aligned(o, cols, n.layer(i, "self_attn.o_proj.weight", "attn_output.weight")));
+  w.q = q.slice_rows(h0 * (N + P), (h1 - h0) * (N + P));
+  w.o = o.slice_cols(cols.begin, cols.size());
   const std::string k_b = n.layer(i, "", "attn_k_b.weight");
   if (!n.hf && L.has(k_b)) {
-    KILN_ASSIGN_OR_RETURN(w.k_b, L.stacked(k_b, H, R, N));
-    KILN_ASSIGN_OR_RETURN(w.v_b, L.stacked(n.layer(i, "", "attn_v_b.weight"), H, V, R));
+    std::vector<MatrixView> kb, vb;
+    KILN_ASSIGN_OR_RETURN(kb, L.stacked(k_b, H, R, N));
+    KILN_ASSIGN_OR_RETURN(vb, L.stacked(n.layer(i, "", "attn_v_b.weight"), H, V, R));
+    w.k_b.assign(kb.begin() + h0, kb.begin() + h1);
+    w.v_b.assign(vb.begin() + h0, vb.begin() + h1);
     return {};
   }
-  // HF kv_b_proj, or a legacy GGUF's combined attn_kv_b: [H*(N+V)][R].
-  KILN_ASSIGN_OR_RETURN(MatrixView kv_b, L.matrix(n.layer(i, "self_attn.kv_b_proj.weight", "attn_kv_b.weight"), H * (N + V), R));
-  w.k_b = transpose_k_b(kv_b, H, N, V, R, owned);
-  w.v_b = v_b_from_kv_b(kv_b, H, N, V);
+  // HF kv_b_proj, or a legacy GGUF's combined attn_kv_b: [H*(N+V)][R]; only this rank's heads.
+  MatrixView kv_b;
+  KILN_ASSIGN_OR_RETURN(kv_b, L.matrix(n.layer(i, "self_attn.kv_b_proj.weight", "attn_kv_b.weight"), H * (N + V), R));
+  kv_b = kv_b.slice_rows(h0 * (N + V), (h1 - h0) * (N + V));
+  w.k_b = transpose_k_b(kv_b, h1 - h0, N, V, R, owned);
+  w.v_b = v_b_from_kv_b(kv_b, h1 - h0, N, V);
   return {};
 }
 
+// A SwiGLU MLP sliced on its intermediate dimension: gate/up rows, down columns.
 Status load_mlp(const Loader& L, const std::string& gate, const std::string& up,
-                const std::string& down, int64_t F, int64_t D, MlpWeights& w) {
-  KILN_ASSIGN_OR_RETURN(w.gate, L.matrix(gate, F, D));
-  KILN_ASSIGN_OR_RETURN(w.up, L.matrix(up, F, D));
-  KILN_ASSIGN_OR_RETURN(w.down, L.matrix(down, D, F));
+                const std::string& down, int64_t F, int64_t D, const Range& slice, MlpWeights& w) {
+  MatrixView g, u, d;
+  KILN_ASSIGN_OR_RETURN(g, L.matrix(gate, F, D));
+  KILN_ASSIGN_OR_RETURN(u, L.matrix(up, F, D));
+  KILN_ASSIGN_OR_RETURN(d, L.matrix(down, D, F));
+  KILN_RETURN_IF_ERROR(check_cols_aligned(d, slice, down));
+  w = {g.slice_rows(slice.begin, slice.size()), u.slice_rows(slice.begin, slice.size()),
+       d.slice_cols(slice.begin, slice.size())};
   return {};
 }
 
-Status load_moe(const Loader& L, const Names& n, const ModelConfig& c, int64_t i, MoeWeights& w) {
+Status load_moe(const Loader& L, const Names& n, const ModelConfig& c, int64_t i,
+                const RankPlan& p, MoeWeights& w) {
   const int64_t D = c.hidden_size, E = c.num_experts, F = c.moe_intermediate_size;
+  const Range& s = p.expert_ffn;
   KILN_ASSIGN_OR_RETURN(w.router, L.matrix(n.layer(i, "block_sparse_moe.gate.weight", "ffn_gate_inp.weight"), E, D));
   const std::string bias = n.layer(i, "block_sparse_moe.gate.e_score_correction_bias", "exp_probs_b.bias");
   if (L.has(bias)) {
     KILN_ASSIGN_OR_RETURN(w.bias, L.vector(bias, {E}));
   }
+  w.experts.resize(static_cast<size_t>(E));
   if (n.hf) {
-    w.experts.resize(static_cast<size_t>(E));
     for (int64_t e = 0; e < E; ++e) {
       auto name = [&](const char* m) {
         return fmt::format("model.layers.{}.block_sparse_moe.experts.{}.{}.weight", i, e, m);
       };
-      KILN_RETURN_IF_ERROR(load_mlp(L, name("w1"), name("w3"), name("w2"), F, D, w.experts[e]));
+      KILN_RETURN_IF_ERROR(load_mlp(L, name("w1"), name("w3"), name("w2"), F, D, s, w.experts[e]));
     }
   } else {
-    KILN_ASSIGN_OR_RETURN(auto gate, L.stacked(n.layer(i, "", "ffn_gate_exps.weight"), E, F, D));
-    KILN_ASSIGN_OR_RETURN(auto up, L.stacked(n.layer(i, "", "ffn_up_exps.weight"), E, F, D));
-    KILN_ASSIGN_OR_RETURN(auto down, L.stacked(n.layer(i, "", "ffn_down_exps.weight"), E, D, F));
-    for (int64_t e = 0; e < E; ++e) w.experts.push_back({gate[e], up[e], down[e]});
+    std::vector<MatrixView> gate, up, down;
+    KILN_ASSIGN_OR_RETURN(gate, L.stacked(n.layer(i, "", "ffn_gate_exps.weight"), E, F, D));
+    KILN_ASSIGN_OR_RETURN(up, L.stacked(n.layer(i, "", "ffn_up_exps.weight"), E, F, D));
+    KILN_ASSIGN_OR_RETURN(down, L.stacked(n.layer(i, "", "ffn_down_exps.weight"), E, D, F));
+    KILN_RETURN_IF_ERROR(check_cols_aligned(down[0], s, n.layer(i, "", "ffn_down_exps.weight")));
+    for (int64_t e = 0; e < E; ++e) {
+      w.experts[e] = {gate[e].slice_rows(s.begin, s.size()), up[e].slice_rows(s.begin, s.size()),
+                      down[e].slice_cols(s.begin, s.size())};
+    }
   }
   w.has_shared = c.num_shared_experts > 0;
   if (w.has_shared) {
@@ -193,47 +249,71 @@ Status load_moe(const Loader& L, const Names& n, const ModelConfig& c, int64_t i
         L, n.layer(i, "block_sparse_moe.shared_experts.gate_proj.weight", "ffn_gate_shexp.weight"),
         n.layer(i, "block_sparse_moe.shared_experts.up_proj.weight", "ffn_up_shexp.weight"),
         n.layer(i, "block_sparse_moe.shared_experts.down_proj.weight", "ffn_down_shexp.weight"),
-        Fs, D, w.shared));
+        Fs, D, p.shared_ffn, w.shared));
   }
   return {};
 }
 
 Status load_layer(const Loader& L, const Names& n, const ModelConfig& c, int64_t i,
-                  LayerWeights& w, std::vector<std::vector<std::byte>>& owned) {
+                  const RankPlan& p, LayerWeights& w, std::vector<std::vector<std::byte>>& owned) {
   const int64_t D = c.hidden_size;
   KILN_ASSIGN_OR_RETURN(w.attn_norm, L.vector(n.layer(i, "input_layernorm.weight", "attn_norm.weight"), {D}));
   KILN_ASSIGN_OR_RETURN(w.ffn_norm, L.vector(n.layer(i, "post_attention_layernorm.weight", "ffn_norm.weight"), {D}));
   if (c.is_kda(i)) {
-    KILN_RETURN_IF_ERROR(load_kda(L, n, c, i, w.kda));
+    KILN_RETURN_IF_ERROR(load_kda(L, n, c, i, p, w.kda));
   } else {
-    KILN_RETURN_IF_ERROR(load_mla(L, n, c, i, w.mla, owned));
+    KILN_RETURN_IF_ERROR(load_mla(L, n, c, i, p, w.mla, owned));
   }
-  if (c.is_moe(i)) return load_moe(L, n, c, i, w.moe);
+  if (c.is_moe(i)) return load_moe(L, n, c, i, p, w.moe);
   return load_mlp(L, n.layer(i, "mlp.gate_proj.weight", "ffn_gate.weight"),
                   n.layer(i, "mlp.up_proj.weight", "ffn_up.weight"),
                   n.layer(i, "mlp.down_proj.weight", "ffn_down.weight"), c.intermediate_size, D,
-                  w.dense);
+                  p.dense_ffn, w.dense);
+}
+
+// Every range whole: the share of a single rank running the whole model.
+RankPlan whole_model_plan(const ModelConfig& c) {
+  RankPlan p;
+  p.layers = {0, c.num_layers};
+  p.kda_heads = {0, c.kda_num_heads};
+  p.mla_heads = {0, c.mla_num_heads};
+  p.dense_ffn = {0, c.intermediate_size};
+  p.expert_ffn = {0, c.moe_intermediate_size};
+  p.shared_ffn = {0, c.moe_intermediate_size * c.num_shared_experts};
+  p.vocab = {0, c.vocab_size};
+  return p;
 }
 
 }  // namespace
 
 StatusOr<ModelWeights> load_weights(const Checkpoint& ck) {
+  return load_weights(ck, whole_model_plan(ck.config()));
+}
+
+StatusOr<ModelWeights> load_weights(const Checkpoint& ck, const RankPlan& plan) {
   const ModelConfig& c = ck.config();
   const Names n{ck.format() == CheckpointFormat::kHf};
   Loader L(ck);
   ModelWeights w;
-  const int64_t D = c.hidden_size, Vocab = c.vocab_size;
-  KILN_ASSIGN_OR_RETURN(w.embed, L.matrix(n.hf ? "model.embed_tokens.weight" : "token_embd.weight", Vocab, D));
-  KILN_ASSIGN_OR_RETURN(w.final_norm, L.vector(n.hf ? "model.norm.weight" : "output_norm.weight", {D}));
-  const std::string head = n.hf ? "lm_head.weight" : "output.weight";
-  if (c.tie_word_embeddings || (!n.hf && !L.has(head))) {
-    w.lm_head = w.embed;
-  } else {
-    KILN_ASSIGN_OR_RETURN(w.lm_head, L.matrix(head, Vocab, D));
+  w.layers_loaded = plan.layers;
+  w.vocab = plan.vocab;
+  const int64_t D = c.hidden_size, vocab = c.vocab_size;
+  const int64_t v0 = plan.vocab.begin, nv = plan.vocab.size();
+  MatrixView embed;
+  KILN_ASSIGN_OR_RETURN(embed, L.matrix(n.hf ? "model.embed_tokens.weight" : "token_embd.weight", vocab, D));
+  if (plan.first_stage()) w.embed = embed.slice_rows(v0, nv);
+  if (plan.last_stage()) {
+    KILN_ASSIGN_OR_RETURN(w.final_norm, L.vector(n.hf ? "model.norm.weight" : "output_norm.weight", {D}));
+    const std::string head = n.hf ? "lm_head.weight" : "output.weight";
+    MatrixView lm = embed;
+    if (!c.tie_word_embeddings && (n.hf || L.has(head))) {
+      KILN_ASSIGN_OR_RETURN(lm, L.matrix(head, vocab, D));
+    }
+    w.lm_head = lm.slice_rows(v0, nv);
   }
   w.layers.resize(static_cast<size_t>(c.num_layers));
-  for (int64_t i = 0; i < c.num_layers; ++i) {
-    KILN_RETURN_IF_ERROR(load_layer(L, n, c, i, w.layers[i], w.owned));
+  for (int64_t i = plan.layers.begin; i < plan.layers.end; ++i) {
+    KILN_RETURN_IF_ERROR(load_layer(L, n, c, i, plan, w.layers[i], w.owned));
   }
   return w;
 }
@@ -245,7 +325,7 @@ uint64_t bytes_of(const MlpWeights& m) { return bytes_of(m.gate) + bytes_of(m.up
 
 uint64_t ModelWeights::active_bytes_per_token(const ModelConfig& c) const {
   uint64_t total = bytes_of(lm_head);
-  for (int64_t i = 0; i < c.num_layers; ++i) {
+  for (int64_t i = layers_loaded.begin; i < layers_loaded.end; ++i) {
     const LayerWeights& l = layers[i];
     if (c.is_kda(i)) {
       const KdaWeights& k = l.kda;

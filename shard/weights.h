@@ -14,6 +14,7 @@
 #include "kernels/base/matrix.h"
 #include "shard/checkpoint.h"
 #include "shard/config.h"
+#include "shard/partition.h"
 
 namespace kiln {
 
@@ -59,11 +60,16 @@ struct LayerWeights {
   MoeWeights moe;     // when the layer is MoE
 };
 
+// One rank's share (RankPlan): head ranges of KDA/MLA, intermediate slices of the FFNs, vocab
+// rows of the embedding (first stage) and lm_head (last stage), and only its stage's layers.
+// Slices are views: column-parallel = a row range, row-parallel = a column range of each row.
 struct ModelWeights {
-  MatrixView embed;              // [vocab][D]
-  MatrixView lm_head;            // [vocab][D]
-  std::vector<float> final_norm; // [D]
-  std::vector<LayerWeights> layers;
+  MatrixView embed;              // [vocab slice][D] (first stage only)
+  MatrixView lm_head;            // [vocab slice][D] (last stage only)
+  std::vector<float> final_norm; // [D] (last stage only)
+  Range vocab;                   // the rows of embed / lm_head
+  Range layers_loaded;           // layers present in `layers` (others are empty)
+  std::vector<LayerWeights> layers;  // [num_layers], filled for layers_loaded
   std::vector<std::vector<std::byte>> owned;  // transposed copies (HF W_UK)
 
   // Bytes of the matrices read for one token (all layers, experts_per_token experts each),
@@ -71,6 +77,9 @@ struct ModelWeights {
   uint64_t active_bytes_per_token(const ModelConfig& cfg) const;
 };
 
+// The whole model on one rank.
 StatusOr<ModelWeights> load_weights(const Checkpoint& ck);
+// One rank's share. Quantised row-parallel slices must be block-aligned (error names the tensor).
+StatusOr<ModelWeights> load_weights(const Checkpoint& ck, const RankPlan& plan);
 
 }  // namespace kiln

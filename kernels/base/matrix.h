@@ -23,6 +23,10 @@ struct MatrixView {
   MatrixView slice_rows(int64_t begin, int64_t n) const {
     return {dtype, data + begin * row_stride, n, cols, row_stride};
   }
+  // Columns [begin, begin + n) of every row as a view (begin and n block-aligned for q8_0).
+  MatrixView slice_cols(int64_t begin, int64_t n) const {
+    return {dtype, data + dtype_row_bytes(dtype, begin), rows, n, row_stride};
+  }
   static MatrixView contiguous(DType t, const void* data, int64_t rows, int64_t cols) {
     return {t, static_cast<const std::byte*>(data), rows, cols, dtype_row_bytes(t, cols)};
   }

@@ -1,0 +1,143 @@
+// Tensor × pipeline parallelism in one process: every rank is a thread with its own model shard,
+// state and pool, joined by LocalCommunicator groups. Rank 0's logits must equal the single-rank
+// result (f32, max |Δ| ≤ 1e-5) for batch prefill, decode steps and several sequences at once.
+#include <thread>
+
+#include <gtest/gtest.h>
+
+#include "cluster/local_communicator.h"
+#include "cluster/make_model.h"
+#include "shard/model.h"
+#include "parity_util.h"
+
+namespace kiln {
+namespace {
+
+using Step = std::vector<SeqInput>;
+
+std::vector<int32_t> ids(int64_t n, int64_t vocab, uint64_t seed) {
+  std::vector<int32_t> out;
+  for (int64_t i = 0; i < n; ++i) {
+    seed = seed * 6364136223846793005ull + 1442695040888963407ull;
+    out.push_back(static_cast<int32_t>((seed >> 33) % static_cast<uint64_t>(vocab)));
+  }
+  return out;
+}
+
+// Prefill two sequences (one with all logits), decode both twice, then a second prefill chunk.
+std::vector<Step> script(int64_t vocab) {
+  return {{{0, ids(23, vocab, 1), true}, {1, ids(7, vocab, 2), false}},
+          {{0, ids(1, vocab, 3), false}, {1, ids(1, vocab, 4), false}},
+          {{1, ids(1, vocab, 5), false}, {0, ids(1, vocab, 6), false}},
+          {{0, ids(5, vocab, 7), true}}};
+}
+
+// Runs the script on tensor × pipeline thread-ranks; returns global rank 0's logits per step.
+std::vector<std::vector<float>> run(const std::string& path, int tensor, int pipeline) {
+  const int world = tensor * pipeline;
+  std::vector<std::vector<std::unique_ptr<Communicator>>> tp(static_cast<size_t>(pipeline));
+  std::vector<std::vector<std::unique_ptr<Communicator>>> pp(static_cast<size_t>(tensor));
+  for (int s = 0; s < pipeline; ++s) tp[s] = make_local_group(tensor);
+  for (int t = 0; t < tensor; ++t) pp[t] = make_local_group(pipeline);
+  std::vector<std::vector<float>> out;
+  std::vector<std::string> errors(static_cast<size_t>(world));
+  std::vector<std::thread> threads;
+  for (int rank = 0; rank < world; ++rank) {
+    threads.emplace_back([&, rank] {
+      auto ck = Checkpoint::open(path);
+      if (!ck.ok()) return void(errors[rank] = ck.status().to_string());
+      auto plan = plan_rank((*ck)->config(), {tensor, pipeline, {}}, rank, DType::kF32, {});
+      if (!plan.ok()) return void(errors[rank] = plan.status().to_string());
+      const int s = plan->pp_stage, t = plan->tp_rank;
+      auto model = KimiLinearModel::load(path, {*plan, tp[s][t].get(), pp[t][s].get()});
+      if (!model.ok()) return void(errors[rank] = model.status().to_string());
+      cpu::ThreadPool pool(1);
+      auto state = (*model)->new_state(2, 64);
+      for (const Step& step : script((*model)->config().vocab_size)) {
+        std::vector<float> logits;
+        const Status st = (*model)->forward(pool, *state, step, logits);
+        if (!st.ok()) return void(errors[rank] = st.to_string());
+        if (rank == 0) out.push_back(logits);
+      }
+    });
+  }
+  for (std::thread& th : threads) th.join();
+  for (int r = 0; r < world; ++r) EXPECT_EQ(errors[r], "") << "rank " << r;
+  return out;
+}
+
+class ParallelTest : public ::testing::TestWithParam<std::tuple<std::string, int, int>> {};
+
+TEST_P(ParallelTest, MatchesSingleRank) {
+  const auto [preset, tensor, pipeline] = GetParam();
+  const auto dir = testing::temp_dir("parallel-" + preset);
+  const std::string path = (dir / "model.gguf").string();
+  if (!std::filesystem::exists(path)) {
+    auto cfg = preset_config(preset);
+    ASSERT_TRUE(cfg.ok());
+    MakeModelOptions o;
+    o.seed = 3;
+    o.dtype = DType::kF32;
+    o.out_dir = dir.string();
+    o.write_hf = false;
+    ASSERT_TRUE(make_model(*cfg, o).ok());
+  }
+  const std::vector<std::vector<float>> want = run(path, 1, 1);
+  const std::vector<std::vector<float>> got = run(path, tensor, pipeline);
+  ASSERT_EQ(got.size(), want.size());
+  const int64_t vocab = preset == "micro" ? 640 : 1024;
+  double worst = 0.0;
+  for (size_t i = 0; i < want.size(); ++i) {
+    const testing::Comparison c = testing::compare_logits(got[i], want[i], vocab, 1e-5, 1e-4);
+    worst = std::max(worst, c.max_abs);
+    EXPECT_LE(c.max_abs, 1e-5) << "step " << i << ": " << testing::describe(c, got[i], want[i], vocab);
+    EXPECT_EQ(c.argmax_mismatches, 0) << "step " << i;
+  }
+  std::printf("[parity] %s tp=%d pp=%d vs one rank: max |dlogit| = %.3g\n", preset.c_str(), tensor,
+              pipeline, worst);
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Layouts, ParallelTest,
+    ::testing::Combine(::testing::Values("micro", "tiny"), ::testing::Values(1, 2, 4),
+                       ::testing::Values(1, 2, 3)),
+    [](const ::testing::TestParamInfo<std::tuple<std::string, int, int>>& p) {
+      return std::get<0>(p.param) + "_tp" + std::to_string(std::get<1>(p.param)) + "_pp" +
+             std::to_string(std::get<2>(p.param));
+    });
+
+// The llama.cpp golden model split 2 × 2 still reproduces the golden logits.
+TEST(ParallelGoldenTest, Tp2Pp2MatchesLlamaCpp) {
+  const std::string model = testing::data_path("golden/kimi-micro-f32.gguf");
+  const std::string stem = testing::data_path("golden/micro_f32_rand100_batch.bin");
+  const std::vector<int32_t> tokens = testing::read_ids_line(stem + ".txt", "tokens");
+  const std::vector<float> want = testing::read_f32(stem);
+  const int world = 4;
+  std::vector<std::vector<std::unique_ptr<Communicator>>> tp(2), pp(2);
+  for (int i = 0; i < 2; ++i) tp[i] = make_local_group(2), pp[i] = make_local_group(2);
+  std::vector<float> got;
+  std::vector<std::thread> threads;
+  for (int rank = 0; rank < world; ++rank) {
+    threads.emplace_back([&, rank] {
+      auto ck = Checkpoint::open(model);
+      ASSERT_TRUE(ck.ok());
+      auto plan = plan_rank((*ck)->config(), {2, 2, {}}, rank, DType::kF32, {});
+      ASSERT_TRUE(plan.ok()) << plan.status().to_string();
+      auto m = KimiLinearModel::load(model, {*plan, tp[plan->pp_stage][plan->tp_rank].get(),
+                                             pp[plan->tp_rank][plan->pp_stage].get()});
+      ASSERT_TRUE(m.ok()) << m.status().to_string();
+      cpu::ThreadPool pool(1);
+      auto state = (*m)->new_state(1, 128);
+      std::vector<float> logits;
+      ASSERT_TRUE((*m)->forward(pool, *state, {{0, tokens, true}}, logits).ok());
+      if (rank == 0) got = logits;
+    });
+  }
+  for (std::thread& th : threads) th.join();
+  const testing::Comparison c = testing::compare_logits(got, want, 640, 2e-4, 1e-3);
+  EXPECT_LE(c.max_abs, 2e-4) << testing::describe(c, got, want, 640);
+  EXPECT_EQ(c.argmax_mismatches, 0);
+}
+
+}  // namespace
+}  // namespace kiln
