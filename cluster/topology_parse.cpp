@@ -1,0 +1,199 @@
+// Reading a topology: YAML text or file → Topology (every unknown key, duplicate key and bad
+// value reported with its path and line, then structural validation), "dotted.key=value"
+// overrides checked by the same key table, and the effective config written back as YAML.
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+
+#include <fmt/format.h>
+
+#include "cluster/topology.h"
+#include "cluster/topology_schema.h"
+
+namespace kiln {
+namespace {
+
+using topology_detail::Field;
+using topology_detail::ReadCtx;
+
+constexpr size_t kMaxTopologyBytes = 1 << 20;
+
+std::vector<std::string> known_keys() {
+  std::vector<std::string> keys;
+  for (const Field& f : topology_detail::topology_fields()) {
+    keys.push_back(f.path);
+    if (size_t dot = f.path.find('.'); dot != std::string::npos) keys.push_back(f.path.substr(0, dot));
+  }
+  return keys;
+}
+
+std::string unknown_key_message(const std::string& path, int line) {
+  std::string where = line > 0 ? fmt::format(" (line {})", line) : std::string();
+  return fmt::format("unknown key '{}'{}{}", path, where,
+                     topology_detail::suggestion(path, known_keys()));
+}
+
+// Reads every key of one mapping level into `t`, recursing into sections.
+void walk(Topology& t, const ReadCtx& ctx) {
+  topology_detail::for_each_key(ctx, [&](const std::string& key, const YAML::Node& value,
+                                         int line) {
+    std::string path = ctx.path.empty() ? key : ctx.path + "." + key;
+    ReadCtx c = ctx.child(path, value);
+    if (c.line == 0 || value.IsNull()) c.line = line;
+    if (const Field* f = topology_detail::find_field(path)) {
+      f->set(t, c);
+    } else if (topology_detail::is_section(path)) {
+      walk(t, c);
+    } else {
+      ctx.errors->push_back(unknown_key_message(path, line));
+    }
+  });
+}
+
+Status problems_status(const std::string& prefix, const std::vector<std::string>& problems) {
+  std::string text;
+  for (const std::string& p : problems) {
+    if (!text.empty()) text += '\n';
+    text += prefix + ": " + p;
+  }
+  return invalid_argument("{}", text);
+}
+
+std::string node_kind(const YAML::Node& n) {
+  return n.IsSequence() ? "a sequence" : fmt::format("the scalar '{}'", n.Scalar());
+}
+
+StatusOr<YAML::Node> load_document(const std::string& text, const std::string& source) {
+  if (text.size() > kMaxTopologyBytes) {
+    return invalid_argument("{}: file is {} bytes; a topology is at most {} bytes", source,
+                            text.size(), kMaxTopologyBytes);
+  }
+  std::vector<YAML::Node> docs;
+  try {
+    docs = YAML::LoadAll(text);
+  } catch (const YAML::Exception& e) {
+    return invalid_argument("{}: YAML syntax error at line {}, column {}: {}", source,
+                            e.mark.line + 1, e.mark.column + 1, e.msg);
+  }
+  if (docs.empty() || (docs.size() == 1 && docs[0].IsNull())) {
+    return invalid_argument("{}: empty file; expected a mapping of topology keys "
+                            "(model, backend, parallel, ...)", source);
+  }
+  if (docs.size() > 1) {
+    return invalid_argument("{}: {} YAML documents ('---'); a topology is one document", source,
+                            docs.size());
+  }
+  if (!docs[0].IsMap()) {
+    return invalid_argument("{}: top level must be a mapping of topology keys (model, backend, "
+                            "parallel, ...), got {} (line {})", source, node_kind(docs[0]),
+                            topology_detail::line_of(docs[0]));
+  }
+  return docs[0];
+}
+
+StatusOr<Topology> parse_document(const YAML::Node& doc, const std::string& source) {
+  Topology t;
+  std::vector<std::string> errors;
+  std::string base_dir = std::filesystem::path(source).parent_path().string();
+  walk(t, ReadCtx{"", doc, 0, base_dir, &errors});
+  // Cross-key rules only once every value read well: a bad value would cause false follow-ups.
+  if (errors.empty()) errors = validate_topology(t);
+  if (!errors.empty()) return problems_status(source, errors);
+  return t;
+}
+
+}  // namespace
+
+StatusOr<Topology> parse_topology(const std::string& yaml_text, const std::string& source_name) {
+  try {
+    KILN_ASSIGN_OR_RETURN(YAML::Node doc, load_document(yaml_text, source_name));
+    return parse_document(doc, source_name);
+  } catch (const std::exception& e) {  // yaml-cpp documents no throws past load; be sure
+    return invalid_argument("{}: cannot read topology: {}", source_name, e.what());
+  }
+}
+
+StatusOr<Topology> load_topology(const std::string& path) {
+  std::error_code ec;
+  if (!std::filesystem::is_regular_file(path, ec)) {
+    return not_found("{}: no such topology file", path);
+  }
+  auto size = std::filesystem::file_size(path, ec);
+  if (ec) return not_found("{}: cannot read: {}", path, ec.message());
+  if (size > kMaxTopologyBytes) {
+    return invalid_argument("{}: file is {} bytes; a topology is at most {} bytes", path, size,
+                            kMaxTopologyBytes);
+  }
+  std::ifstream in(path, std::ios::binary);
+  std::ostringstream text;
+  text << in.rdbuf();
+  if (!in) return not_found("{}: cannot read", path);
+  return parse_topology(text.str(), path);
+}
+
+Status apply_override(Topology& topology, const std::string& assignment) {
+  std::string where = fmt::format("override '{}'", assignment);
+  size_t eq = assignment.find('=');
+  if (eq == std::string::npos || eq == 0) {
+    return invalid_argument("{}: expected key=value, e.g. parallel.tensor=2", where);
+  }
+  std::string key = assignment.substr(0, eq);
+  const Field* field = topology_detail::find_field(key);
+  if (field == nullptr) {
+    if (topology_detail::is_section(key)) {
+      return invalid_argument("{}: '{}' is a section; set one of its keys, e.g. {}.<key>=value",
+                              where, key, key);
+    }
+    return invalid_argument("{}: {}", where, unknown_key_message(key, 0));
+  }
+  std::vector<std::string> errors;
+  try {
+    YAML::Node value = YAML::Load(assignment.substr(eq + 1));
+    field->set(topology, ReadCtx{key, value, 0, "", &errors});
+  } catch (const YAML::Exception& e) {
+    return invalid_argument("{}: value is not valid YAML: {}", where, e.msg);
+  }
+  if (!errors.empty()) return problems_status(where, errors);
+  return Status::ok_status();
+}
+
+Status apply_overrides(Topology& topology, const std::vector<std::string>& assignments) {
+  std::vector<std::string> problems;
+  for (const std::string& a : assignments) {
+    Status s = apply_override(topology, a);
+    if (!s.ok()) problems.push_back(s.message());
+  }
+  if (problems.empty()) {
+    for (const std::string& p : validate_topology(topology)) problems.push_back("config: " + p);
+  }
+  if (problems.empty()) return Status::ok_status();
+  std::string text;
+  for (const std::string& p : problems) text += (text.empty() ? "" : "\n") + p;
+  return invalid_argument("{}", text);
+}
+
+std::string dump_topology(const Topology& topology) {
+  YAML::Emitter out;
+  out << YAML::BeginMap;
+  std::string section;  // the section whose mapping is open, "" at the top level
+  for (const Field& f : topology_detail::topology_fields()) {
+    size_t dot = f.path.find('.');
+    std::string s = dot == std::string::npos ? "" : f.path.substr(0, dot);
+    if (s != section) {
+      if (!section.empty()) out << YAML::EndMap;
+      if (!s.empty()) out << YAML::Key << s << YAML::Value << YAML::BeginMap;
+      section = s;
+    }
+    out << YAML::Key << f.path.substr(dot == std::string::npos ? 0 : dot + 1) << YAML::Value;
+    f.emit(topology, out);
+    if (f.path == "nodes" && topology.nodes.empty()) {
+      out << YAML::Comment(fmt::format("implicit: localhost with {} slots",
+                                       effective_nodes(topology)[0].slots));
+    }
+  }
+  if (!section.empty()) out << YAML::EndMap;
+  out << YAML::EndMap;
+  return std::string(out.c_str()) + "\n";
+}
+
+}  // namespace kiln
