@@ -16,17 +16,17 @@ namespace kiln {
 // One host of the job. It runs `slots` ranks (cpu), or one rank per listed GPU (cuda).
 struct NodeSpec {
   std::string host;
-  int slots = 0;          // ranks on this host; 0 = gpus.size()
-  std::vector<int> gpus;  // CUDA device ids, one rank each, in local-rank order; unused on cpu
+  int slots = 0;             // ranks on this host; 0 = gpus.size()
+  std::vector<int> gpus;     // CUDA device ids, one rank each, in local-rank order; unused on cpu
   int64_t memory_bytes = 0;  // memory each rank on this host may use (bytes); 0 = not declared
   bool operator==(const NodeSpec&) const = default;
 };
 
 struct Topology {
   struct Model {
-    std::string path;          // checkpoint directory or .gguf file; absolute after parsing
+    std::string path;            // checkpoint directory or .gguf file; absolute after parsing
     std::string dtype = "auto";  // "auto" (as stored) or f32 | f16 | bf16 | q8_0
-    std::string name;          // id reported by /v1/models; empty = last path component
+    std::string name;            // id reported by /v1/models; empty = last path component
     bool operator==(const Model&) const = default;
   } model;
   std::string backend = "cpu";  // cpu | cuda

@@ -56,9 +56,10 @@ bool read_node(const ReadCtx& ctx, NodeSpec& node) {
       if (read_size(c, v)) node.memory_bytes = v;
     } else {
       static const std::vector<std::string> kKeys = {"host", "slots", "gpus", "memory_per_rank"};
-      ctx.errors->push_back(fmt::format("unknown key '{}.{}' (line {}){}; a node has host, "
-                                        "slots, gpus, memory_per_rank",
-                                        ctx.path, key, line, suggestion(key, kKeys)));
+      ctx.errors->push_back(
+          fmt::format("unknown key '{}.{}' (line {}){}; a node has host, "
+                      "slots, gpus, memory_per_rank",
+                      ctx.path, key, line, suggestion(key, kKeys)));
     }
   });
   if (ctx.node.IsMap() && !has_host && ctx.errors->size() == errors_before) {
@@ -121,25 +122,27 @@ void check_nodes(const Topology& t, std::vector<std::string>& problems) {
     const NodeSpec& n = t.nodes[i];
     std::string name = fmt::format("nodes[{}] (host '{}')", i, n.host);
     if (!valid_host_name(n.host)) {
-      problems.push_back(fmt::format("nodes[{}]: host must be a non-empty name without spaces, "
-                                     "',' or '#', got '{}'", i, n.host));
+      problems.push_back(
+          fmt::format("nodes[{}]: host must be a non-empty name without spaces, "
+                      "',' or '#', got '{}'",
+                      i, n.host));
     }
     std::string lower = n.host;
     std::transform(lower.begin(), lower.end(), lower.begin(),
                    [](unsigned char ch) { return static_cast<char>(std::tolower(ch)); });
     if (!n.host.empty() && !hosts.insert(lower).second) {
-      problems.push_back(fmt::format("{}: duplicate host; list each host once with all its slots",
-                                     name));
+      problems.push_back(
+          fmt::format("{}: duplicate host; list each host once with all its slots", name));
     }
     if (n.slots < 0 || n.slots > kMaxSlots) {
-      problems.push_back(fmt::format("{}: slots must be between 1 and {}, got {}", name,
-                                     kMaxSlots, n.slots));
+      problems.push_back(
+          fmt::format("{}: slots must be between 1 and {}, got {}", name, kMaxSlots, n.slots));
     }
     std::set<int> ids;
     for (int g : n.gpus) {
       if (g < 0 || g > kMaxGpuId) {
-        problems.push_back(fmt::format("{}: GPU id must be between 0 and {}, got {}", name,
-                                       kMaxGpuId, g));
+        problems.push_back(
+            fmt::format("{}: GPU id must be between 0 and {}, got {}", name, kMaxGpuId, g));
       } else if (!ids.insert(g).second) {
         problems.push_back(fmt::format("{}: GPU id {} listed twice", name, g));
       }
@@ -147,8 +150,10 @@ void check_nodes(const Topology& t, std::vector<std::string>& problems) {
     if (t.backend == "cuda" && n.gpus.empty()) {
       problems.push_back(fmt::format("{}: backend cuda needs 'gpus' (one rank per GPU id)", name));
     } else if (t.backend == "cuda" && n.slots != 0 && n.slots != static_cast<int>(n.gpus.size())) {
-      problems.push_back(fmt::format("{}: slots {} does not match {} GPU ids; with backend cuda "
-                                     "each GPU runs one rank", name, n.slots, n.gpus.size()));
+      problems.push_back(
+          fmt::format("{}: slots {} does not match {} GPU ids; with backend cuda "
+                      "each GPU runs one rank",
+                      name, n.slots, n.gpus.size()));
     } else if (t.backend != "cuda" && n.slots == 0 && n.gpus.empty()) {
       problems.push_back(fmt::format("{}: needs slots (ranks on this host)", name));
     }

@@ -22,7 +22,8 @@ std::vector<std::string> known_keys() {
   std::vector<std::string> keys;
   for (const Field& f : topology_detail::topology_fields()) {
     keys.push_back(f.path);
-    if (size_t dot = f.path.find('.'); dot != std::string::npos) keys.push_back(f.path.substr(0, dot));
+    if (size_t dot = f.path.find('.'); dot != std::string::npos)
+      keys.push_back(f.path.substr(0, dot));
   }
   return keys;
 }
@@ -35,19 +36,19 @@ std::string unknown_key_message(const std::string& path, int line) {
 
 // Reads every key of one mapping level into `t`, recursing into sections.
 void walk(Topology& t, const ReadCtx& ctx) {
-  topology_detail::for_each_key(ctx, [&](const std::string& key, const YAML::Node& value,
-                                         int line) {
-    std::string path = ctx.path.empty() ? key : ctx.path + "." + key;
-    ReadCtx c = ctx.child(path, value);
-    if (c.line == 0 || value.IsNull()) c.line = line;
-    if (const Field* f = topology_detail::find_field(path)) {
-      f->set(t, c);
-    } else if (topology_detail::is_section(path)) {
-      walk(t, c);
-    } else {
-      ctx.errors->push_back(unknown_key_message(path, line));
-    }
-  });
+  topology_detail::for_each_key(ctx,
+                                [&](const std::string& key, const YAML::Node& value, int line) {
+                                  std::string path = ctx.path.empty() ? key : ctx.path + "." + key;
+                                  ReadCtx c = ctx.child(path, value);
+                                  if (c.line == 0 || value.IsNull()) c.line = line;
+                                  if (const Field* f = topology_detail::find_field(path)) {
+                                    f->set(t, c);
+                                  } else if (topology_detail::is_section(path)) {
+                                    walk(t, c);
+                                  } else {
+                                    ctx.errors->push_back(unknown_key_message(path, line));
+                                  }
+                                });
 }
 
 Status problems_status(const std::string& prefix, const std::vector<std::string>& problems) {
@@ -76,17 +77,20 @@ StatusOr<YAML::Node> load_document(const std::string& text, const std::string& s
                             e.mark.line + 1, e.mark.column + 1, e.msg);
   }
   if (docs.empty() || (docs.size() == 1 && docs[0].IsNull())) {
-    return invalid_argument("{}: empty file; expected a mapping of topology keys "
-                            "(model, backend, parallel, ...)", source);
+    return invalid_argument(
+        "{}: empty file; expected a mapping of topology keys "
+        "(model, backend, parallel, ...)",
+        source);
   }
   if (docs.size() > 1) {
     return invalid_argument("{}: {} YAML documents ('---'); a topology is one document", source,
                             docs.size());
   }
   if (!docs[0].IsMap()) {
-    return invalid_argument("{}: top level must be a mapping of topology keys (model, backend, "
-                            "parallel, ...), got {} (line {})", source, node_kind(docs[0]),
-                            topology_detail::line_of(docs[0]));
+    return invalid_argument(
+        "{}: top level must be a mapping of topology keys (model, backend, "
+        "parallel, ...), got {} (line {})",
+        source, node_kind(docs[0]), topology_detail::line_of(docs[0]));
   }
   return docs[0];
 }
@@ -187,8 +191,8 @@ std::string dump_topology(const Topology& topology) {
     out << YAML::Key << f.path.substr(dot == std::string::npos ? 0 : dot + 1) << YAML::Value;
     f.emit(topology, out);
     if (f.path == "nodes" && topology.nodes.empty()) {
-      out << YAML::Comment(fmt::format("implicit: localhost with {} slots",
-                                       effective_nodes(topology)[0].slots));
+      out << YAML::Comment(
+          fmt::format("implicit: localhost with {} slots", effective_nodes(topology)[0].slots));
     }
   }
   if (!section.empty()) out << YAML::EndMap;

@@ -182,11 +182,18 @@ bool read_size(const ReadCtx& ctx, int64_t& out) {
   while (digits < s.size() && s[digits] >= '0' && s[digits] <= '9') ++digits;
   std::string unit = s.substr(digits);
   unit.erase(0, unit.find_first_not_of(' '));
-  static const std::vector<std::pair<std::string, int64_t>> kUnits = {
-      {"", 1},          {"B", 1},           {"KB", 1000},           {"MB", 1000000},
-      {"GB", 1000000000}, {"TB", 1000000000000}, {"KiB", int64_t{1} << 10}, {"MiB", int64_t{1} << 20},
-      {"GiB", int64_t{1} << 30}, {"TiB", int64_t{1} << 40}};
-  auto u = std::find_if(kUnits.begin(), kUnits.end(), [&](const auto& p) { return p.first == unit; });
+  static const std::vector<std::pair<std::string, int64_t>> kUnits = {{"", 1},
+                                                                      {"B", 1},
+                                                                      {"KB", 1000},
+                                                                      {"MB", 1000000},
+                                                                      {"GB", 1000000000},
+                                                                      {"TB", 1000000000000},
+                                                                      {"KiB", int64_t{1} << 10},
+                                                                      {"MiB", int64_t{1} << 20},
+                                                                      {"GiB", int64_t{1} << 30},
+                                                                      {"TiB", int64_t{1} << 40}};
+  auto u =
+      std::find_if(kUnits.begin(), kUnits.end(), [&](const auto& p) { return p.first == unit; });
   int64_t count = 0;
   if (digits == 0 || u == kUnits.end() || !parse_int64(s.substr(0, digits), count)) {
     ctx.fail(fmt::format("expected a byte size (e.g. 4096 or 80GiB), got {}", describe(ctx.node)));

@@ -29,10 +29,10 @@ struct ReadCtx {
 };
 
 struct Field {
-  std::string path;  // "section.key", or "key" at the top level
-  std::function<void(Topology&, const ReadCtx&)> set;           // writes only on success
+  std::string path;                                    // "section.key", or "key" at the top level
+  std::function<void(Topology&, const ReadCtx&)> set;  // writes only on success
   std::function<void(const Topology&, std::vector<std::string>&)> check;
-  std::function<void(const Topology&, YAML::Emitter&)> emit;     // the value only
+  std::function<void(const Topology&, YAML::Emitter&)> emit;  // the value only
 };
 
 // Every key, grouped by section, in the order dump_topology writes them.

@@ -29,7 +29,8 @@ std::string slots_summary(const std::vector<NodeSpec>& nodes) {
 // Ranks fill the nodes in order. A TP group must lie inside one node, or be made of whole nodes
 // (tensor larger than a node): a group that starts or ends mid-node would put one all-reduce
 // across the network for no gain.
-std::vector<RankPlacement> compute_placement(const Topology& t, std::vector<std::string>& problems) {
+std::vector<RankPlacement> compute_placement(const Topology& t,
+                                             std::vector<std::string>& problems) {
   std::vector<NodeSpec> nodes = effective_nodes(t);
   const int tensor = t.parallel.tensor;
   const int world = tensor * t.parallel.pipeline;
@@ -75,18 +76,20 @@ void check_scheduler_and_cache(const Topology& t, std::vector<std::string>& p) {
                             s.prefill_chunk, s.max_batch_tokens));
   }
   if (s.max_sequences > s.max_batch_tokens) {
-    p.push_back(fmt::format("scheduler.max_sequences {} exceeds scheduler.max_batch_tokens {}: "
-                            "each running sequence decodes one token per step",
-                            s.max_sequences, s.max_batch_tokens));
+    p.push_back(
+        fmt::format("scheduler.max_sequences {} exceeds scheduler.max_batch_tokens {}: "
+                    "each running sequence decodes one token per step",
+                    s.max_sequences, s.max_batch_tokens));
   }
   if (c.page_tokens < 1 || (c.page_tokens & (c.page_tokens - 1)) != 0) {
     p.push_back(fmt::format("cache.page_tokens must be a power of two, got {}", c.page_tokens));
   }
   if (c.max_pages > 0 && c.max_context > 0 && c.page_tokens > 0 &&
       c.max_pages < (c.max_context + c.page_tokens - 1) / c.page_tokens) {
-    p.push_back(fmt::format("cache.max_pages {} x cache.page_tokens {} cannot hold one sequence "
-                            "of cache.max_context {} tokens",
-                            c.max_pages, c.page_tokens, c.max_context));
+    p.push_back(
+        fmt::format("cache.max_pages {} x cache.page_tokens {} cannot hold one sequence "
+                    "of cache.max_context {} tokens",
+                    c.max_pages, c.page_tokens, c.max_context));
   }
   if (t.server.max_tokens > 0 && c.max_context > 0 && t.server.max_tokens > c.max_context) {
     p.push_back(fmt::format("server.max_tokens {} exceeds cache.max_context {}",
@@ -114,9 +117,10 @@ std::vector<std::string> validate_topology(const Topology& t) {
   check_scheduler_and_cache(t, p);
   const auto& par = t.parallel;
   if (!par.layer_split.empty() && par.layer_split.size() != static_cast<size_t>(par.pipeline)) {
-    p.push_back(fmt::format("parallel.layer_split has {} entries but parallel.pipeline is {}; "
-                            "give one layer count per stage",
-                            par.layer_split.size(), par.pipeline));
+    p.push_back(
+        fmt::format("parallel.layer_split has {} entries but parallel.pipeline is {}; "
+                    "give one layer count per stage",
+                    par.layer_split.size(), par.pipeline));
   }
   int64_t world = int64_t{par.tensor} * par.pipeline;
   if (par.tensor < 1 || par.pipeline < 1 || world > kMaxWorld) {

@@ -1,14 +1,18 @@
 // Topology YAML: every file in tests/data/topology is a defect rejected with its expected message;
 // the example configs parse, validate, place their ranks and read back their own dump; overrides
 // are checked like file keys.
+#include "cluster/topology.h"
+
 #include <algorithm>
 #include <filesystem>
+#include <fstream>
 #include <map>
 #include <set>
+#include <sstream>
 
 #include <gtest/gtest.h>
 
-#include "cluster/topology.h"
+#include "cluster/topology_schema.h"
 
 namespace kiln {
 namespace {
@@ -58,8 +62,7 @@ const std::map<std::string, std::string>& bad_files() {
        "world size tensor x pipeline = 2 x 2 = 4 ranks, but the nodes provide 3 slots (3 on 'a')"},
       {"cuda-node-without-gpus.yaml", "nodes[0] (host 'a'): backend cuda needs 'gpus'"},
       {"slots-gpus-mismatch.yaml", "slots 4 does not match 2 GPU ids"},
-      {"layer-split-count.yaml",
-       "parallel.layer_split has 3 entries but parallel.pipeline is 2"},
+      {"layer-split-count.yaml", "parallel.layer_split has 3 entries but parallel.pipeline is 2"},
       {"layer-split-zero.yaml", "parallel.layer_split[1]: must be between 1 and 4096, got 0"},
       {"layer-split-not-list.yaml", "parallel.layer_split: expected a sequence of layer counts"},
       {"tp-straddles-nodes.yaml",
@@ -80,6 +83,20 @@ const std::map<std::string, std::string>& bad_files() {
   return table;
 }
 
+TEST(TopologyDocs, ReadmeDocumentsEveryKey) {
+  std::ifstream in(kConfigDir / "README.md");
+  std::stringstream text;
+  text << in.rdbuf();
+  ASSERT_FALSE(text.str().empty());
+  for (const topology_detail::Field& f : topology_detail::topology_fields()) {
+    std::string key = f.path == "nodes" ? "nodes[i].host" : f.path;
+    EXPECT_NE(text.str().find("| `" + key + "` |"), std::string::npos) << key;
+  }
+  for (const char* key : {"slots", "gpus", "memory_per_rank"}) {
+    EXPECT_NE(text.str().find(std::string("| `nodes[i].") + key + "` |"), std::string::npos) << key;
+  }
+}
+
 TEST(TopologyBadFiles, EachIsRejectedWithItsMessage) {
   ASSERT_GE(bad_files().size(), 20u);
   for (const auto& [file, expected] : bad_files()) {
@@ -90,7 +107,8 @@ TEST(TopologyBadFiles, EachIsRejectedWithItsMessage) {
     const std::string msg = t.status().message();
     EXPECT_EQ(t.status().code(), StatusCode::kInvalidArgument) << file;
     EXPECT_NE(msg.find(expected), std::string::npos)
-        << file << ": expected '" << expected << "' in:\n" << msg;
+        << file << ": expected '" << expected << "' in:\n"
+        << msg;
     EXPECT_NE(msg.find(file), std::string::npos) << file << ": message does not name the file";
   }
 }
@@ -109,18 +127,20 @@ TEST(TopologyBadFiles, ReportsEveryProblemNotJustTheFirst) {
   ASSERT_FALSE(t.ok());
   const std::string msg = t.status().message();
   EXPECT_NE(msg.find("parallel.tensor: must be between 1 and 4096, got 0 (line 3)"),
-            std::string::npos) << msg;
-  EXPECT_NE(msg.find("server.port: must be between 1 and 65535, got 0 (line 5)"),
-            std::string::npos) << msg;
+            std::string::npos)
+      << msg;
+  EXPECT_NE(msg.find("server.port: must be between 1 and 65535, got 0 (line 5)"), std::string::npos)
+      << msg;
   EXPECT_NE(msg.find("unknown key 'cache.pages' (line 7)"), std::string::npos) << msg;
   EXPECT_EQ(std::count(msg.begin(), msg.end(), '\n'), 2) << msg;
 }
 
 TEST(TopologyParse, NoExceptionEscapesOnGarbage) {
   const std::vector<std::string> inputs = {
-      std::string("\0\xff\xfe{[", 5), "[[[[[[[[[[[[[[[[[[[[", "{a: {b: {c: [1, {d: *x}]}}}",
-      std::string(2000, '[') + std::string(2000, ']'), "model: !!binary AAAA\n",
-      "parallel: &p {tensor: 2}\nserver: *p\n", std::string(1 << 21, ' ')};
+      std::string("\0\xff\xfe{[", 5), "[[[[[[[[[[[[[[[[[[[[",
+      "{a: {b: {c: [1, {d: *x}]}}}",  std::string(2000, '[') + std::string(2000, ']'),
+      "model: !!binary AAAA\n",       "parallel: &p {tensor: 2}\nserver: *p\n",
+      std::string(1 << 21, ' ')};
   for (const std::string& in : inputs) {
     auto t = parse_topology(in, "garbage.yaml");
     EXPECT_FALSE(t.ok());
@@ -212,8 +232,8 @@ TEST(TopologyPlacement, TwoNodesSixteenGpus) {
   ASSERT_EQ(p.size(), 16u);
   for (int r = 0; r < 16; ++r) {
     const RankPlacement& rp = p[static_cast<size_t>(r)];
-    EXPECT_EQ(rp, (RankPlacement{r, r % 8, r / 8, r < 8 ? "gpu-node-a" : "gpu-node-b", r % 8,
-                                 r % 8}));
+    EXPECT_EQ(rp,
+              (RankPlacement{r, r % 8, r / 8, r < 8 ? "gpu-node-a" : "gpu-node-b", r % 8, r % 8}));
   }
 }
 
@@ -236,8 +256,8 @@ TEST(TopologyPlacement, ExampleConfigs) {
 }
 
 TEST(TopologyPlacement, GpuIdsFollowTheNodeList) {
-  auto t = parse_topology("backend: cuda\nparallel: {tensor: 2}\nnodes:\n  - {host: a, gpus: [3, 5]}\n",
-                          "g.yaml");
+  auto t = parse_topology(
+      "backend: cuda\nparallel: {tensor: 2}\nnodes:\n  - {host: a, gpus: [3, 5]}\n", "g.yaml");
   ASSERT_TRUE(t.ok()) << t.status().to_string();
   auto p = place_ranks(*t);
   ASSERT_TRUE(p.ok());
@@ -246,18 +266,20 @@ TEST(TopologyPlacement, GpuIdsFollowTheNodeList) {
 }
 
 TEST(TopologyPlacement, TensorGroupMaySpanWholeNodes) {
-  auto t = parse_topology("parallel: {tensor: 4}\nnodes: [{host: a, slots: 2}, {host: b, slots: 2}]\n",
-                          "span.yaml");
+  auto t = parse_topology(
+      "parallel: {tensor: 4}\nnodes: [{host: a, slots: 2}, {host: b, slots: 2}]\n", "span.yaml");
   ASSERT_TRUE(t.ok()) << t.status().to_string();
   auto p = place_ranks(*t);
   ASSERT_TRUE(p.ok()) << p.status().to_string();
   EXPECT_EQ((*p)[3], (RankPlacement{3, 3, 0, "b", 1, -1}));
   auto half = parse_topology(
-      "parallel: {tensor: 4, pipeline: 2}\nnodes: [{host: a, slots: 2}, {host: b, slots: 3}, {host: c, slots: 3}]\n",
+      "parallel: {tensor: 4, pipeline: 2}\nnodes: [{host: a, slots: 2}, {host: b, slots: 3}, "
+      "{host: c, slots: 3}]\n",
       "half.yaml");
   ASSERT_FALSE(half.ok());
   EXPECT_NE(half.status().message().find("stage 1 (ranks 4-7) straddles nodes 'b' and 'c'"),
-            std::string::npos) << half.status().message();
+            std::string::npos)
+      << half.status().message();
 }
 
 TEST(TopologyValidate, ListsEveryProblemOfAStructBuiltInCode) {
@@ -270,9 +292,8 @@ TEST(TopologyValidate, ListsEveryProblemOfAStructBuiltInCode) {
   t.nodes = {{"", 1, {}, 0}, {"b", -1, {2, 2}, 0}};
   std::vector<std::string> p = validate_topology(t);
   auto has = [&](const std::string& s) {
-    return std::any_of(p.begin(), p.end(), [&](const std::string& m) {
-      return m.find(s) != std::string::npos;
-    });
+    return std::any_of(p.begin(), p.end(),
+                       [&](const std::string& m) { return m.find(s) != std::string::npos; });
   };
   EXPECT_TRUE(has("backend: must be one of cpu, cuda, got 'tpu'"));
   EXPECT_TRUE(has("server.port: must be between 1 and 65535, got 0"));
@@ -286,11 +307,10 @@ TEST(TopologyValidate, ListsEveryProblemOfAStructBuiltInCode) {
 
 TEST(TopologyOverride, GoodAssignments) {
   Topology t;
-  for (const char* a : {"parallel.tensor=2", "server.port=9000", "backend=cuda",
-                        "parallel.layer_split=[13, 14]", "parallel.pipeline=2",
-                        "nodes=[{host: a, gpus: [0, 1]}, {host: b, gpus: [0, 1]}]",
-                        "model.path=/models/x", "server.max_body_bytes=1MiB",
-                        "scheduler.drain_timeout_s=5"}) {
+  for (const char* a :
+       {"parallel.tensor=2", "server.port=9000", "backend=cuda", "parallel.layer_split=[13, 14]",
+        "parallel.pipeline=2", "nodes=[{host: a, gpus: [0, 1]}, {host: b, gpus: [0, 1]}]",
+        "model.path=/models/x", "server.max_body_bytes=1MiB", "scheduler.drain_timeout_s=5"}) {
     Status s = apply_override(t, a);
     EXPECT_TRUE(s.ok()) << s.to_string();
   }
