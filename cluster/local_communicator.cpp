@@ -118,9 +118,9 @@ void LocalCommunicator::gather(const float* send, int64_t n, float* recv, const 
   int64_t offset = 0;
   for (int r = 0; r < g.size; ++r) {
     const int64_t count = counts != nullptr ? counts[r] : n;
-    KILN_CHECK_MSG(g.slots[r].n == count,
-                   fmt::format("all_gather: rank {} sends {} floats, {} expected", r,
-                               g.slots[r].n, count));
+    KILN_CHECK_MSG(
+        g.slots[r].n == count,
+        fmt::format("all_gather: rank {} sends {} floats, {} expected", r, g.slots[r].n, count));
     std::memcpy(recv + offset, g.slots[r].data, static_cast<size_t>(count) * sizeof(float));
     offset += count;
   }
@@ -195,12 +195,20 @@ std::vector<LocalRank> make_local_world(int tensor, int pipeline) {
   }
   for (int t = 0; t < tensor; ++t) {
     auto pp = make_local_group(pipeline);
-    for (int stage = 0; stage < pipeline; ++stage) ranks[stage * tensor + t].pp = std::move(pp[stage]);
+    for (int stage = 0; stage < pipeline; ++stage) {
+      ranks[stage * tensor + t].pp = std::move(pp[stage]);
+    }
   }
   for (int r = 0; r < size; ++r) {
-    ranks[r].world = World{.rank = r, .size = size, .tp_rank = r % tensor, .tp_size = tensor,
-                           .pp_stage = r / tensor, .pp_size = pipeline, .local_rank = r,
-                           .local_size = size, .host = "localhost"};
+    ranks[r].world = World{.rank = r,
+                           .size = size,
+                           .tp_rank = r % tensor,
+                           .tp_size = tensor,
+                           .pp_stage = r / tensor,
+                           .pp_size = pipeline,
+                           .local_rank = r,
+                           .local_size = size,
+                           .host = "localhost"};
   }
   return ranks;
 }

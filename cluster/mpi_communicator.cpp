@@ -17,7 +17,7 @@
 namespace kiln {
 namespace {
 
-constexpr int kTag = 7;                       // point-to-point messages of this interface
+constexpr int kTag = 7;                          // point-to-point messages of this interface
 constexpr int64_t kMaxPiece = int64_t{1} << 30;  // bytes per MPI call for large byte transfers
 
 int to_count(int64_t n, const char* what) {
@@ -136,9 +136,9 @@ void MpiCommunicator::recv(void* data, int64_t bytes, int peer) {
     KILN_MPI_CHECK(MPI_Recv(p + done, piece, MPI_BYTE, peer, kTag, comm_, &status));
     int received = 0;
     KILN_MPI_CHECK(MPI_Get_count(&status, MPI_BYTE, &received));
-    KILN_CHECK_MSG(received == piece,
-                   fmt::format("recv of {} bytes from rank {} matched a send of {}", piece, peer,
-                               received));
+    KILN_CHECK_MSG(
+        received == piece,
+        fmt::format("recv of {} bytes from rank {} matched a send of {}", piece, peer, received));
     done += piece;
   } while (done < bytes);
 }

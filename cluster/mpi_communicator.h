@@ -20,11 +20,11 @@ namespace kiln {
 
 // Checks the return code of an MPI call. The communicators kiln makes use MPI_ERRORS_RETURN, so
 // errors reach this check instead of MPI's default handler.
-#define KILN_MPI_CHECK(call)                                                        \
-  do {                                                                              \
-    const int kiln_mpi_rc_ = (call);                                                \
-    if (kiln_mpi_rc_ != MPI_SUCCESS) [[unlikely]]                                   \
-      ::kiln::mpi_call_failed(__FILE__, __LINE__, #call, kiln_mpi_rc_);             \
+#define KILN_MPI_CHECK(call)                                            \
+  do {                                                                  \
+    const int kiln_mpi_rc_ = (call);                                    \
+    if (kiln_mpi_rc_ != MPI_SUCCESS) [[unlikely]]                       \
+      ::kiln::mpi_call_failed(__FILE__, __LINE__, #call, kiln_mpi_rc_); \
   } while (0)
 
 namespace kiln {

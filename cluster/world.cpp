@@ -108,8 +108,8 @@ StatusOr<std::unique_ptr<WorldContext>> init_world(int* argc, char*** argv, int 
   w.tp_rank = w.rank % tensor;
   w.pp_stage = w.rank / tensor;
   MPI_Comm node = MPI_COMM_NULL;
-  KILN_MPI_CHECK(MPI_Comm_split_type(MPI_COMM_WORLD, MPI_COMM_TYPE_SHARED, w.rank, MPI_INFO_NULL,
-                                     &node));
+  KILN_MPI_CHECK(
+      MPI_Comm_split_type(MPI_COMM_WORLD, MPI_COMM_TYPE_SHARED, w.rank, MPI_INFO_NULL, &node));
   KILN_MPI_CHECK(MPI_Comm_rank(node, &w.local_rank));
   KILN_MPI_CHECK(MPI_Comm_size(node, &w.local_size));
   KILN_MPI_CHECK(MPI_Comm_free(&node));

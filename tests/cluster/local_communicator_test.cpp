@@ -206,5 +206,27 @@ TEST(LocalCommunicator, WorldOfTensorTimesPipeline) {
   for (auto& t : threads) t.join();
 }
 
+#ifndef KILN_HAVE_MPI
+// Built without MPI, the world is one rank backed by LocalCommunicators.
+TEST(WorldWithoutMpi, OneRankOnly) {
+  auto one = init_world(nullptr, nullptr, 1, 1);
+  ASSERT_TRUE(one.ok()) << one.status().to_string();
+  EXPECT_EQ((*one)->world().size, 1);
+  EXPECT_EQ((*one)->tp().size(), 1);
+  agree_or_abort(**one, Status());
+  auto two = init_world(nullptr, nullptr, 2, 1);
+  ASSERT_FALSE(two.ok());
+  EXPECT_EQ(two.status().code(), StatusCode::kInvalidArgument);
+  EXPECT_NE(two.status().message().find("tensor=2"), std::string::npos);
+}
+
+TEST(WorldWithoutMpi, AgreeOrAbortExitsNamingTheRank) {
+  auto one = init_world(nullptr, nullptr, 1, 1);
+  ASSERT_TRUE(one.ok());
+  EXPECT_EXIT(agree_or_abort(**one, not_found("shard missing")), ::testing::ExitedWithCode(1),
+              "rank 0 \\(host .*\\): NOT_FOUND: shard missing");
+}
+#endif
+
 }  // namespace
 }  // namespace kiln
