@@ -4,6 +4,7 @@
 #include "shard/partition.h"
 
 #include <algorithm>
+#include <iterator>
 #include <limits>
 
 #include <fmt/format.h>
@@ -34,20 +35,20 @@ uint64_t mlp_bytes(const ModelConfig& c, int64_t ffn, DType t) {
 // A KDA layer's head-split weights for `h` heads.
 uint64_t kda_split_bytes(const ModelConfig& c, int64_t h, DType t) {
   const int64_t D = c.hidden_size, C = h * c.kda_head_dim, r = c.kda_gate_rank;
-  return 3 * matrix_bytes(t, C, D)                          // q, k, v   [C][D]
-         + 2 * matrix_bytes(t, C, r)                        // f_b, g_b  [C][r]
-         + matrix_bytes(t, h, D)                            // b (beta)  [h][D]
-         + matrix_bytes(t, D, C)                            // o_proj    [D][C]
-         + f32_bytes(3 * C * c.kda_conv_kernel + h + C);    // conv taps, A_log, dt_bias
+  return 3 * matrix_bytes(t, C, D)                        // q, k, v   [C][D]
+         + 2 * matrix_bytes(t, C, r)                      // f_b, g_b  [C][r]
+         + matrix_bytes(t, h, D)                          // b (beta)  [h][D]
+         + matrix_bytes(t, D, C)                          // o_proj    [D][C]
+         + f32_bytes(3 * C * c.kda_conv_kernel + h + C);  // conv taps, A_log, dt_bias
 }
 
 // An MLA layer's head-split weights for `h` heads.
 uint64_t mla_split_bytes(const ModelConfig& c, int64_t h, DType t) {
   const int64_t D = c.hidden_size, N = c.qk_nope_head_dim, P = c.qk_rope_head_dim;
   const int64_t R = c.kv_lora_rank, V = c.v_head_dim;
-  return matrix_bytes(t, h * (N + P), D)                              // q_proj [h(N+P)][D]
-         + u64(h) * (matrix_bytes(t, R, N) + matrix_bytes(t, V, R))   // W_UK, W_UV per head
-         + matrix_bytes(t, D, h * V);                                 // o_proj [D][hV]
+  return matrix_bytes(t, h * (N + P), D)                             // q_proj [h(N+P)][D]
+         + u64(h) * (matrix_bytes(t, R, N) + matrix_bytes(t, V, R))  // W_UK, W_UV per head
+         + matrix_bytes(t, D, h * V);                                // o_proj [D][hV]
 }
 
 uint64_t ffn_split_bytes(const ModelConfig& c, int64_t layer, const Shares& s, DType t) {
@@ -73,8 +74,8 @@ uint64_t replicated_layer_bytes(const ModelConfig& c, int64_t layer, DType t) {
 }
 
 uint64_t layer_bytes_for(const ModelConfig& c, int64_t layer, const Shares& s, DType t) {
-  const uint64_t attn = c.is_kda(layer) ? kda_split_bytes(c, s.kda_heads, t)
-                                        : mla_split_bytes(c, s.mla_heads, t);
+  const uint64_t attn =
+      c.is_kda(layer) ? kda_split_bytes(c, s.kda_heads, t) : mla_split_bytes(c, s.mla_heads, t);
   return attn + ffn_split_bytes(c, layer, s, t) + replicated_layer_bytes(c, layer, t);
 }
 
@@ -109,8 +110,8 @@ Status check_tensor_divides(const ModelConfig& c, int tp) {
                             c.moe_intermediate_size);
   }
   if (has_moe_layers(c) && !divides(shared_ffn_size(c))) {
-    return invalid_argument("tensor={} does not divide the shared expert intermediate size {}",
-                            tp, shared_ffn_size(c));
+    return invalid_argument("tensor={} does not divide the shared expert intermediate size {}", tp,
+                            shared_ffn_size(c));
   }
   return Status::ok_status();
 }
@@ -120,7 +121,11 @@ Status check_tensor_divides(const ModelConfig& c, int tp) {
 Status check_block_aligned(const ModelConfig& c, int tp, DType t) {
   const int64_t block = dtype_block_elems(t);
   if (block == 1) return Status::ok_status();
-  struct Cut { bool present; const char* tensor; int64_t columns; };
+  struct Cut {
+    bool present;
+    const char* tensor;
+    int64_t columns;
+  };
   const Cut cuts[] = {
       {c.num_kda_layers() > 0, "KDA o_proj", c.kda_num_heads / tp * c.kda_head_dim},
       {c.num_mla_layers() > 0, "MLA o_proj", c.mla_num_heads / tp * c.v_head_dim},
@@ -149,8 +154,8 @@ Status check_explicit_split(const ModelConfig& c, const ParallelSpec& spec) {
   int64_t sum = 0;
   for (size_t s = 0; s < split.size(); ++s) {
     if (split[s] < 1) {
-      return invalid_argument("layer_split stage {} has {} layers; every stage needs at least 1",
-                              s, split[s]);
+      return invalid_argument("layer_split stage {} has {} layers; every stage needs at least 1", s,
+                              split[s]);
     }
     sum += split[s];
   }
@@ -160,8 +165,8 @@ Status check_explicit_split(const ModelConfig& c, const ParallelSpec& spec) {
   return Status::ok_status();
 }
 
-StatusOr<std::vector<Range>> stage_ranges(const ModelConfig& c, const ParallelSpec& spec,
-                                          DType t, const std::vector<uint64_t>& layer_bytes) {
+StatusOr<std::vector<Range>> stage_ranges(const ModelConfig& c, const ParallelSpec& spec, DType t,
+                                          const std::vector<uint64_t>& layer_bytes) {
   if (spec.pipeline > c.num_layers) {
     return invalid_argument("pipeline={} exceeds {} layers", spec.pipeline, c.num_layers);
   }
@@ -221,7 +226,7 @@ RankPlan make_plan(const ModelConfig& c, const ParallelSpec& spec, int rank,
 
 std::string human_bytes(uint64_t b) {
   const char* units[] = {"B", "KiB", "MiB", "GiB", "TiB"};
-  double v = static_cast<double>(b);
+  auto v = static_cast<double>(b);
   size_t u = 0;
   while (v >= 1024.0 && u + 1 < std::size(units)) v /= 1024.0, ++u;
   return u == 0 ? fmt::format("{} B", b) : fmt::format("{:.2f} {}", v, units[u]);
@@ -234,8 +239,8 @@ StatusOr<RankPlan> plan_rank(const ModelConfig& config, const ParallelSpec& spec
   KILN_RETURN_IF_ERROR(check_spec(config, spec, weight_dtype));
   const int world = spec.tensor * spec.pipeline;
   if (rank < 0 || rank >= world) {
-    return invalid_argument("rank {} is outside 0..{} (tensor={} × pipeline={})", rank,
-                            world - 1, spec.tensor, spec.pipeline);
+    return invalid_argument("rank {} is outside 0..{} (tensor={} × pipeline={})", rank, world - 1,
+                            spec.tensor, spec.pipeline);
   }
   KILN_ASSIGN_OR_RETURN(std::vector<Range> stages,
                         stage_ranges(config, spec, weight_dtype, layer_bytes));
@@ -249,6 +254,7 @@ StatusOr<std::vector<RankPlan>> plan_all(const ModelConfig& config, const Parall
   KILN_ASSIGN_OR_RETURN(std::vector<Range> stages,
                         stage_ranges(config, spec, weight_dtype, layer_bytes));
   std::vector<RankPlan> plans;
+  plans.reserve(static_cast<size_t>(spec.tensor) * static_cast<size_t>(spec.pipeline));
   for (int r = 0; r < spec.tensor * spec.pipeline; ++r) {
     plans.push_back(make_plan(config, spec, r, stages));
   }
@@ -261,7 +267,7 @@ StatusOr<std::vector<Range>> split_layers(const std::vector<uint64_t>& layer_byt
   if (static_cast<size_t>(pipeline) > n) {
     return invalid_argument("pipeline={} exceeds {} layers", pipeline, n);
   }
-  const size_t stages = static_cast<size_t>(pipeline);
+  const auto stages = static_cast<size_t>(pipeline);
   std::vector<uint64_t> prefix(n + 1, 0);
   for (size_t i = 0; i < n; ++i) prefix[i + 1] = prefix[i] + layer_bytes[i];
   // best[s][i]: smallest possible largest stage when layers [0, i) form s + 1 stages;
@@ -315,7 +321,7 @@ RankMemory estimate_rank_memory(const ModelConfig& config, const RankPlan& plan,
                  plan.expert_ffn.size(), plan.shared_ffn.size()};
   RankMemory m;
   const int64_t channels = s.kda_heads * c.kda_head_dim;
-  const int64_t kda_floats = 3 * (c.kda_conv_kernel - 1) * channels +  // conv windows q, k, v
+  const int64_t kda_floats = 3 * (c.kda_conv_kernel - 1) * channels +        // conv windows q, k, v
                              s.kda_heads * c.kda_head_dim * c.kda_head_dim;  // [h][K][V]
   for (int64_t l = plan.layers.begin; l < plan.layers.end; ++l) {
     m.weight_bytes += layer_bytes_for(c, l, s, dtype);
@@ -363,10 +369,11 @@ std::string describe_plan(const ModelConfig& config, const RankPlan& plan, const
                        : plan.last_stage()                     ? "lm_head"
                                                                : nullptr;
   if (tables) s += fmt::format("; {} rows {}", tables, range(plan.vocab, c.vocab_size));
-  s += fmt::format(". Holds {} of weights, {} of KDA state per sequence, {} of MLA latent per "
-                   "token (replicated in the TP group).",
-                   human_bytes(mem.weight_bytes), human_bytes(mem.kda_state_bytes_per_sequence),
-                   human_bytes(mem.mla_bytes_per_token));
+  s += fmt::format(
+      ". Holds {} of weights, {} of KDA state per sequence, {} of MLA latent per "
+      "token (replicated in the TP group).",
+      human_bytes(mem.weight_bytes), human_bytes(mem.kda_state_bytes_per_sequence),
+      human_bytes(mem.mla_bytes_per_token));
   return s;
 }
 

@@ -32,7 +32,7 @@ struct ParallelSpec {
 // a block of consecutive ranks (packed inside one node by the launcher).
 struct RankPlan {
   int rank = 0, tp_rank = 0, pp_stage = 0, tensor = 1, pipeline = 1;
-  Range layers;      // this stage's contiguous layers
+  Range layers;  // this stage's contiguous layers
   // KDA heads [h0, h1): channels [h0*K, h1*K) of q/k/v, their conv taps, f_b, dt_bias and g_b;
   // heads [h0, h1) of A_log and b_proj; input columns [h0*K, h1*K) of o_proj.
   Range kda_heads;

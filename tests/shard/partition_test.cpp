@@ -1,14 +1,14 @@
 // The partition plan: every tensor kind's TP range on the released 48B shape and on the micro
 // shape, pipeline stages (explicit and byte-balanced), each error message, and the per-rank
 // memory estimate against an independent count of sharded and replicated bytes.
-#include <gtest/gtest.h>
+#include "shard/partition.h"
 
 #include <algorithm>
 #include <cstdio>
-#include <functional>
 #include <random>
 
-#include "shard/partition.h"
+#include <gtest/gtest.h>
+
 #include "shard/state.h"
 
 namespace kiln {
@@ -79,7 +79,8 @@ void expect_tp_ranges(const ModelConfig& c, const std::vector<RankPlan>& group, 
     const int64_t f = c.intermediate_size / tp, e = c.moe_intermediate_size / tp;
     EXPECT_EQ(p.dense_ffn, (Range{f * r, f * (r + 1)}));
     EXPECT_EQ(p.expert_ffn, (Range{e * r, e * (r + 1)}));
-    EXPECT_EQ(p.shared_ffn, (Range{e * c.num_shared_experts * r, e * c.num_shared_experts * (r + 1)}));
+    EXPECT_EQ(p.shared_ffn,
+              (Range{e * c.num_shared_experts * r, e * c.num_shared_experts * (r + 1)}));
     kda.push_back(p.kda_heads), mla.push_back(p.mla_heads), dense.push_back(p.dense_ffn);
     expert.push_back(p.expert_ffn), shared.push_back(p.shared_ffn), vocab.push_back(p.vocab);
   }
@@ -99,7 +100,8 @@ TEST(PartitionTest, RealModelRangesForEveryTensorSize) {
     expect_tp_ranges(c, plans, tp);
     for (const RankPlan& p : plans) {
       EXPECT_EQ(p.layers, (Range{0, 27}));
-      EXPECT_EQ(p.vocab, (Range{163840 / tp * p.tp_rank, 163840 / tp * (p.tp_rank + 1)}));
+      EXPECT_EQ(p.vocab,
+                (Range{int64_t{163840} / tp * p.tp_rank, int64_t{163840} / tp * (p.tp_rank + 1)}));
     }
   }
   // TP 8, rank 3: KDA channels [1536, 2048) = heads [12, 16); MLA q_proj rows [2304, 3072).
@@ -144,7 +146,8 @@ TEST(PartitionTest, PipelineStagesTileTheLayersAndRanksAreStageMajor) {
         ASSERT_EQ(plans.size(), static_cast<size_t>(tp * pp));
         std::vector<Range> stages;
         for (int s = 0; s < pp; ++s) {
-          std::vector<RankPlan> group(plans.begin() + s * tp, plans.begin() + (s + 1) * tp);
+          const auto at = static_cast<std::ptrdiff_t>(s) * tp;
+          std::vector<RankPlan> group(plans.begin() + at, plans.begin() + at + tp);
           for (const RankPlan& p : group) {
             EXPECT_EQ(p.rank, s * tp + p.tp_rank);
             EXPECT_EQ(p.pp_stage, s);
@@ -196,8 +199,8 @@ TEST(PartitionTest, BalancedSplitHandExamples) {
   ASSERT_TRUE(tie.ok());
   EXPECT_EQ(*tie, (std::vector<Range>{{0, 3}, {3, 5}}));
   // Byte costs passed to plan_rank drive the split.
-  auto p = plan_rank(micro_config(), ParallelSpec{1, 2, {}}, 0, DType::kF32,
-                     {1, 1, 1, 1, 1, 1, 1, 100});
+  auto p =
+      plan_rank(micro_config(), ParallelSpec{1, 2, {}}, 0, DType::kF32, {1, 1, 1, 1, 1, 1, 1, 100});
   ASSERT_TRUE(p.ok());
   EXPECT_EQ(p->layers, (Range{0, 7}));
 }
@@ -239,8 +242,8 @@ TEST(PartitionTest, BalancedSplitIsOptimalOnRandomCosts) {
   }
 }
 
-std::string plan_error(const ModelConfig& c, ParallelSpec spec, DType t = DType::kBF16,
-                       int rank = 0, std::vector<uint64_t> bytes = {}) {
+std::string plan_error(const ModelConfig& c, const ParallelSpec& spec, DType t = DType::kBF16,
+                       int rank = 0, const std::vector<uint64_t>& bytes = {}) {
   auto one = plan_rank(c, spec, rank, t, bytes);
   auto all = plan_all(c, spec, t, bytes);
   if (one.ok() || (rank == 0 && all.ok())) return "<ok>";
@@ -300,7 +303,8 @@ TEST(PartitionTest, QuantisedRowParallelSlicesStayBlockAligned) {
   EXPECT_EQ(plan_error(dense96, {2, 1, {}}, DType::kQ8_0),
             "tensor=2 cuts dense MLP down_proj into slices of 48 input columns, not a multiple "
             "of the q8_0 block of 32");
-  for (int tp : {1, 2, 4, 8}) EXPECT_EQ(plan_error(real_config(), {tp, 1, {}}, DType::kQ8_0), "<ok>");
+  for (int tp : {1, 2, 4, 8})
+    EXPECT_EQ(plan_error(real_config(), {tp, 1, {}}, DType::kQ8_0), "<ok>");
 }
 
 // Independent byte counts: `m(rows, cols)` = a matrix in the weight dtype.
@@ -413,11 +417,12 @@ TEST(PartitionTest, RealModelPerRankMemoryForTheRecord) {
       const RankMemory m = estimate_rank_memory(c, plans[0], t);
       std::printf("[%s TP %d] %s\n", std::string(dtype_name(t)).c_str(), tp,
                   describe_plan(c, plans[0], m).c_str());
-      std::printf("  weight_bytes=%llu kda_state_bytes_per_sequence=%llu "
-                  "mla_bytes_per_token=%llu\n",
-                  static_cast<unsigned long long>(m.weight_bytes),
-                  static_cast<unsigned long long>(m.kda_state_bytes_per_sequence),
-                  static_cast<unsigned long long>(m.mla_bytes_per_token));
+      std::printf(
+          "  weight_bytes=%llu kda_state_bytes_per_sequence=%llu "
+          "mla_bytes_per_token=%llu\n",
+          static_cast<unsigned long long>(m.weight_bytes),
+          static_cast<unsigned long long>(m.kda_state_bytes_per_sequence),
+          static_cast<unsigned long long>(m.mla_bytes_per_token));
     }
   }
   for (int pp : {2, 3}) {
