@@ -12,6 +12,7 @@ namespace {
 struct InspectArgs {
   std::string model;
   bool tensors = false;
+  int tensor = 1, pipeline = 1;
 };
 
 std::string human_bytes(double b) {
@@ -51,6 +52,18 @@ int run_inspect(const InspectArgs& a) {
               static_cast<long long>(s.n_mla_layers), static_cast<long long>(s.latent_floats));
   std::printf("weights read per decoded token (excl. embedding): %s\n",
               human_bytes(static_cast<double>((*model)->weights().active_bytes_per_token(c))).c_str());
+  if (a.tensor > 1 || a.pipeline > 1) {
+    const DType dtype = (*model)->weights().layers.empty()
+                            ? DType::kBF16
+                            : (*model)->weights().lm_head.dtype;
+    auto plans = plan_all(c, {a.tensor, a.pipeline, {}}, dtype, {});
+    if (!plans.ok()) return fail(plans.status());
+    std::printf("\nper-rank shares for tensor=%d x pipeline=%d (matrices as %s):\n", a.tensor,
+                a.pipeline, std::string(dtype_name(dtype)).c_str());
+    for (const RankPlan& p : *plans) {
+      std::printf("%s\n", describe_plan(c, p, estimate_rank_memory(c, p, dtype)).c_str());
+    }
+  }
   if (a.tensors) {
     for (const TensorRef& t : ck.tensors()) {
       std::printf("  %-60s %-5s %-22s %llu\n", t.name.c_str(), std::string(dtype_name(t.dtype)).c_str(),
@@ -67,6 +80,10 @@ void register_inspect(CLI::App& app, Runner& run) {
   CLI::App* sub = app.add_subcommand("inspect", "Show a checkpoint's config, tensors and state sizes");
   sub->add_option("--model", a->model, "HF directory or GGUF file")->required();
   sub->add_flag("--tensors", a->tensors, "List every tensor");
+  sub->add_option("--tensor", a->tensor, "Show each rank's share for this tensor-parallel size")
+      ->check(CLI::Range(1, 4096));
+  sub->add_option("--pipeline", a->pipeline, "... and this number of pipeline stages")
+      ->check(CLI::Range(1, 4096));
   sub->callback([&run, a] { run = [a] { return run_inspect(*a); }; });
 }
 
