@@ -36,7 +36,8 @@ namespace kiln {
 // may differ between runs, algorithms and even ranks). It cuts the buffer into `size` chunks,
 // sends chunk j of every rank to rank j (MPI_Alltoallv), which sums it in rank order, and shares
 // the sums (MPI_Allgatherv): the same traffic as a ring all-reduce, results bit-identical on every
-// rank and to LocalCommunicator.
+// rank and to LocalCommunicator. With two ranks each element takes one commutative addition, so
+// MPI_Allreduce is used there (it is faster and still exact).
 class MpiCommunicator final : public Communicator {
  public:
   // Wraps `comm` and sets MPI_ERRORS_RETURN on it. When `owned` (a communicator made by
