@@ -60,7 +60,8 @@ StatusOr<std::string> render_chat_prompt(const Checkpoint& checkpoint, const std
 
 Status generate(KimiLinearModel& model, cpu::ThreadPool& pool, const text::Tokenizer& tokenizer,
                 const std::vector<int32_t>& prompt, const GenerationOptions& options,
-                const std::function<void(std::string_view)>& on_text, GenerationStats* stats) {
+                const std::function<void(std::string_view)>& on_text, GenerationStats* stats,
+                Communicator* control) {
   using Clock = std::chrono::steady_clock;
   if (prompt.empty()) return invalid_argument("the prompt is empty");
   const int64_t vocab = model.config().vocab_size;
@@ -69,7 +70,8 @@ Status generate(KimiLinearModel& model, cpu::ThreadPool& pool, const text::Token
     return invalid_argument("prompt ({} tokens) + max tokens ({}) exceeds the model context ({})",
                             prompt.size(), options.max_tokens, model.config().max_context);
   }
-  StateCache state(model.config(), 1, context);
+  const bool root = control == nullptr || control->rank() == 0;
+  std::unique_ptr<StateCache> state = model.new_state(1, context);
   Sampler sampler(options.sampling, options.seed);
   text::StreamDecoder decoder(tokenizer);
   const std::vector<int32_t> eos = tokenizer.eos_ids();
@@ -79,21 +81,26 @@ Status generate(KimiLinearModel& model, cpu::ThreadPool& pool, const text::Token
   st.finish_reason = "length";
 
   auto t0 = Clock::now();
-  KILN_RETURN_IF_ERROR(model.forward(pool, state, {{0, prompt, false}}, logits));
+  KILN_RETURN_IF_ERROR(model.forward(pool, *state, {{0, prompt, false}}, logits));
   auto t1 = Clock::now();
   st.prefill_seconds = std::chrono::duration<double>(t1 - t0).count();
   for (int64_t i = 0; i < options.max_tokens; ++i) {
-    const int32_t token = sampler.sample(logits.data(), vocab);
-    if (options.stop_at_eos && std::find(eos.begin(), eos.end(), token) != eos.end()) {
-      st.finish_reason = "stop";
-      break;
+    int32_t token = -1;  // −1 = stop
+    if (root) {
+      token = sampler.sample(logits.data(), vocab);
+      if (options.stop_at_eos && std::find(eos.begin(), eos.end(), token) != eos.end()) {
+        st.finish_reason = "stop";
+        token = -1;
+      }
     }
+    if (control != nullptr) control->broadcast(&token, sizeof(token), 0);
+    if (token < 0) break;
     ++st.generated_tokens;
-    on_text(decoder.push(token));
+    if (root) on_text(decoder.push(token));
     if (i + 1 == options.max_tokens) break;
-    KILN_RETURN_IF_ERROR(model.forward(pool, state, {{0, {token}, false}}, logits));
+    KILN_RETURN_IF_ERROR(model.forward(pool, *state, {{0, {token}, false}}, logits));
   }
-  on_text(decoder.flush());
+  if (root) on_text(decoder.flush());
   st.decode_seconds = std::chrono::duration<double>(Clock::now() - t1).count();
   if (stats != nullptr) *stats = st;
   return {};

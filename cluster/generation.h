@@ -29,9 +29,13 @@ struct GenerationStats {
   std::string finish_reason;  // "stop" (end-of-generation token) or "length"
 };
 
+// In a parallel job every rank calls generate with the same prompt and options and `control`
+// spanning all ranks: rank 0 samples each token and broadcasts it (or the stop), every rank runs
+// the forward; on_text and stats are produced on rank 0 only. control = nullptr: one rank.
 Status generate(KimiLinearModel& model, cpu::ThreadPool& pool, const text::Tokenizer& tokenizer,
                 const std::vector<int32_t>& prompt, const GenerationOptions& options,
-                const std::function<void(std::string_view)>& on_text, GenerationStats* stats);
+                const std::function<void(std::string_view)>& on_text, GenerationStats* stats,
+                Communicator* control = nullptr);
 
 // The tokenizer stored with a checkpoint (GGUF vocabulary or the HF directory's files).
 StatusOr<text::Tokenizer> load_tokenizer(const Checkpoint& checkpoint);

@@ -101,6 +101,7 @@ StatusOr<std::unique_ptr<WorldContext>> init_world(int* argc, char*** argv, int 
   w.host.assign(host, host_length);
   std::snprintf(g_abort_label, sizeof(g_abort_label), "rank %d (host %s)", w.rank, host);
   set_abort_handler(&abort_job);
+  if (tensor == 0 && pipeline >= 1 && w.size % pipeline == 0) tensor = w.size / pipeline;
   KILN_RETURN_IF_ERROR(check_shape(tensor, pipeline, w.size));
 
   w.tp_size = tensor;
@@ -179,6 +180,7 @@ WorldContext::~WorldContext() = default;
 
 StatusOr<std::unique_ptr<WorldContext>> init_world(int* /*argc*/, char*** /*argv*/, int tensor,
                                                    int pipeline) {
+  if (tensor == 0) tensor = 1;
   KILN_RETURN_IF_ERROR(check_shape(tensor, pipeline, 1).with_context("built without MPI"));
   std::unique_ptr<WorldContext> context(new WorldContext());
   context->world_.host = local_host_name();

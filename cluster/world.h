@@ -57,7 +57,8 @@ class WorldContext {
   std::unique_ptr<Communicator> pp_;
 };
 
-// Joins the job (MPI world) and builds the TP and PP groups. InvalidArgument, naming the numbers,
+// Joins the job (MPI world) and builds the TP and PP groups. tensor = 0 means "the job's ranks
+// divided by pipeline". InvalidArgument, naming the numbers,
 // when tensor or pipeline < 1 or tensor × pipeline != the number of ranks; every rank then returns
 // the same error. argc/argv may be null.
 StatusOr<std::unique_ptr<WorldContext>> init_world(int* argc, char*** argv, int tensor,

@@ -6,7 +6,7 @@
 
 #include "kernels/cpu/sampling.h"
 #include "launcher/commands.h"
-#include "shard/model.h"
+#include "cluster/rank_model.h"
 
 namespace kiln::launcher {
 
@@ -14,7 +14,7 @@ namespace {
 
 struct EvalArgs {
   std::string model, tokens, tokens_file, dump, mode = "batch";
-  int threads = 0;
+  int threads = 0, tensor = 0, pipeline = 1;
 };
 
 StatusOr<std::vector<int32_t>> parse_ids(const std::string& text, const std::string& what) {
@@ -51,22 +51,24 @@ int run_eval(const EvalArgs& a) {
   }
   auto ids = parse_ids(text, what);
   if (!ids.ok()) return fail(ids.status());
-  auto model = KimiLinearModel::load(a.model);
-  if (!model.ok()) return fail(model.status());
-  const int64_t vocab = (*model)->config().vocab_size, n = static_cast<int64_t>(ids->size());
+  auto ranked = load_rank_model(a.model, a.tensor, a.pipeline);
+  if (!ranked.ok()) return fail(ranked.status());
+  KimiLinearModel& model = *ranked->model;
+  const int64_t vocab = model.config().vocab_size, n = static_cast<int64_t>(ids->size());
   cpu::ThreadPool pool(a.threads);
-  StateCache state((*model)->config(), 1, n);
+  std::unique_ptr<StateCache> state = model.new_state(1, n);
   std::vector<float> all, logits;
   if (a.mode == "batch") {
-    Status s = (*model)->forward(pool, state, {{0, *ids, true}}, all);
+    Status s = model.forward(pool, *state, {{0, *ids, true}}, all);
     if (!s.ok()) return fail(s);
   } else {
     for (int32_t id : *ids) {
-      Status s = (*model)->forward(pool, state, {{0, {id}, false}}, logits);
+      Status s = model.forward(pool, *state, {{0, {id}, false}}, logits);
       if (!s.ok()) return fail(s);
       all.insert(all.end(), logits.begin(), logits.end());
     }
   }
+  if (!ranked->is_root()) return 0;  // logits arrive on rank 0
   if (!a.dump.empty()) {
     std::ofstream out(a.dump, std::ios::binary);
     out.write(reinterpret_cast<const char*>(all.data()), static_cast<std::streamsize>(all.size() * 4));
@@ -92,7 +94,11 @@ void register_eval(CLI::App& app, Runner& run) {
   sub->add_option("--mode", a->mode, "batch: one forward; seq: one token per forward")
       ->check(CLI::IsMember({"batch", "seq"}))->capture_default_str();
   sub->add_option("--dump-logits", a->dump, "Write float32 [n_tokens][vocab] logits here");
-  sub->add_option("--threads", a->threads, "Worker threads (0 = all cores)")->check(CLI::Range(0, 1024));
+  sub->add_option("--threads", a->threads, "Worker threads per rank (0 = all cores)")->check(CLI::Range(0, 1024));
+  sub->add_option("--tensor", a->tensor, "Tensor-parallel ranks under mpirun (0 = ranks / pipeline)")
+      ->check(CLI::Range(0, 4096));
+  sub->add_option("--pipeline", a->pipeline, "Pipeline stages under mpirun")->check(CLI::Range(1, 4096))
+      ->capture_default_str();
   sub->callback([&run, a, tok, file] {
     run = [a, tok, file] {
       if (tok->count() == 0 && file->count() == 0) return fail("eval: give --tokens or --tokens-file");

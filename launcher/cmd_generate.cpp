@@ -2,6 +2,7 @@
 #include <cstdio>
 
 #include "cluster/generation.h"
+#include "cluster/rank_model.h"
 #include "cluster/text/chat_template.h"
 #include "launcher/commands.h"
 
@@ -16,17 +17,19 @@ struct GenerateArgs {
   float temperature = 0.8f, top_p = 1.0f, min_p = 0.0f;
   int32_t top_k = 0;
   uint64_t seed = 0;
-  int threads = 0;
+  int threads = 0, tensor = 0, pipeline = 1;
 };
 
 int run_generate(const GenerateArgs& a) {
-  auto model = KimiLinearModel::load(a.model);
-  if (!model.ok()) return fail(model.status());
-  auto tokenizer = load_tokenizer((*model)->checkpoint());
+  auto ranked = load_rank_model(a.model, a.tensor, a.pipeline);
+  if (!ranked.ok()) return fail(ranked.status());
+  KimiLinearModel& model = *ranked->model;
+  const bool root = ranked->is_root();
+  auto tokenizer = load_tokenizer(model.checkpoint());
   if (!tokenizer.ok()) return fail(tokenizer.status());
   std::string text = a.prompt;
   if (a.chat) {
-    auto rendered = render_chat_prompt((*model)->checkpoint(), a.system, a.prompt);
+    auto rendered = render_chat_prompt(model.checkpoint(), a.system, a.prompt);
     if (!rendered.ok()) return fail(rendered.status());
     text = *rendered;
   }
@@ -37,14 +40,16 @@ int run_generate(const GenerateArgs& a) {
   o.seed = a.seed;
   cpu::ThreadPool pool(a.threads);
   GenerationStats st;
-  Status s = generate(**model, pool, *tokenizer, ids, o,
+  Communicator* control = ranked->world->world().size > 1 ? &ranked->world->world_comm() : nullptr;
+  Status s = generate(model, pool, *tokenizer, ids, o,
                       [](std::string_view piece) {
                         std::fwrite(piece.data(), 1, piece.size(), stdout);
                         std::fflush(stdout);
                       },
-                      &st);
-  std::printf("\n");
+                      &st, control);
   if (!s.ok()) return fail(s);
+  if (!root) return 0;
+  std::printf("\n");
   std::fprintf(stderr, "[prompt %lld tokens, %.1f tok/s; generated %lld tokens, %.1f tok/s; finish: %s]\n",
                static_cast<long long>(st.prompt_tokens), st.prompt_tokens / std::max(st.prefill_seconds, 1e-9),
                static_cast<long long>(st.generated_tokens),
@@ -67,7 +72,11 @@ void register_generate(CLI::App& app, Runner& run) {
   sub->add_option("--top-p", a->top_p, "Nucleus sampling mass (1 = off)")->check(CLI::Range(0.0, 1.0));
   sub->add_option("--min-p", a->min_p, "Drop tokens below min_p x the top probability")->check(CLI::Range(0.0, 1.0));
   sub->add_option("--seed", a->seed, "Sampling seed")->capture_default_str();
-  sub->add_option("--threads", a->threads, "Worker threads (0 = all cores)")->check(CLI::Range(0, 1024));
+  sub->add_option("--threads", a->threads, "Worker threads per rank (0 = all cores)")->check(CLI::Range(0, 1024));
+  sub->add_option("--tensor", a->tensor, "Tensor-parallel ranks under mpirun (0 = ranks / pipeline)")
+      ->check(CLI::Range(0, 4096));
+  sub->add_option("--pipeline", a->pipeline, "Pipeline stages under mpirun")->check(CLI::Range(1, 4096))
+      ->capture_default_str();
   sub->callback([&run, a] { run = [a] { return run_generate(*a); }; });
 }
 

@@ -1,0 +1,25 @@
+// The model as one rank of the job this process belongs to: joins the MPI world (a one-rank
+// world when not started by mpirun), plans this rank's share for tensor × pipeline, loads it, and
+// makes every rank agree that loading succeeded (a rank that failed ends the job, named, on all
+// ranks: no hang in a collective).
+#pragma once
+
+#include <memory>
+#include <string>
+
+#include "cluster/world.h"
+#include "shard/model.h"
+
+namespace kiln {
+
+struct RankModel {
+  std::unique_ptr<WorldContext> world;
+  std::unique_ptr<KimiLinearModel> model;
+  bool is_root() const { return world->world().rank == 0; }
+};
+
+// tensor = 0 means "the job's ranks divided by pipeline". Returns an error (identical on every
+// rank) for layout problems; a load failure on any rank ends the job through agree_or_abort.
+StatusOr<RankModel> load_rank_model(const std::string& path, int tensor, int pipeline);
+
+}  // namespace kiln
