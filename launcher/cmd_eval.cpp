@@ -15,6 +15,7 @@ namespace {
 struct EvalArgs {
   std::string model, tokens, tokens_file, dump, mode = "batch";
   int threads = 0, tensor = 0, pipeline = 1;
+  ConfigFlags config;
 };
 
 StatusOr<std::vector<int32_t>> parse_ids(const std::string& text, const std::string& what) {
@@ -82,12 +83,25 @@ int run_eval(const EvalArgs& a) {
   return 0;
 }
 
+// Merges --config / --set into the flags (explicit flags win); -1 = go on, else the exit code.
+int merge_config(const CLI::App& sub, EvalArgs& a) {
+  RunSettings r{a.model, a.tensor, a.pipeline, a.threads};
+  const int code = resolve_config(sub, a.config, r);
+  if (code >= 0) return code;
+  if (r.model.empty()) return fail("eval: give --model or --config");
+  a.model = r.model;
+  a.tensor = r.tensor;
+  a.pipeline = r.pipeline;
+  a.threads = r.threads;
+  return -1;
+}
+
 }  // namespace
 
 void register_eval(CLI::App& app, Runner& run) {
   auto a = std::make_shared<EvalArgs>();
   CLI::App* sub = app.add_subcommand("eval", "Run token ids through the model and dump the logits");
-  sub->add_option("--model", a->model, "HF directory or GGUF file")->required();
+  sub->add_option("--model", a->model, "HF directory or GGUF file (or model.path of --config)");
   auto* tok = sub->add_option("--tokens", a->tokens, "Comma-separated token ids");
   auto* file = sub->add_option("--tokens-file", a->tokens_file, "File of token ids (comma/space separated)");
   tok->excludes(file);
@@ -99,8 +113,11 @@ void register_eval(CLI::App& app, Runner& run) {
       ->check(CLI::Range(0, 4096));
   sub->add_option("--pipeline", a->pipeline, "Pipeline stages under mpirun")->check(CLI::Range(1, 4096))
       ->capture_default_str();
-  sub->callback([&run, a, tok, file] {
-    run = [a, tok, file] {
+  add_config_flags(sub, a->config);
+  sub->callback([&run, a, sub, tok, file] {
+    run = [a, sub, tok, file] {
+      const int code = merge_config(*sub, *a);
+      if (code >= 0) return code;
       if (tok->count() == 0 && file->count() == 0) return fail("eval: give --tokens or --tokens-file");
       return run_eval(*a);
     };

@@ -18,6 +18,7 @@ struct GenerateArgs {
   int32_t top_k = 0;
   uint64_t seed = 0;
   int threads = 0, tensor = 0, pipeline = 1;
+  ConfigFlags config;
 };
 
 int run_generate(const GenerateArgs& a) {
@@ -57,13 +58,26 @@ int run_generate(const GenerateArgs& a) {
   return 0;
 }
 
+// Merges --config / --set into the flags (explicit flags win); -1 = go on, else the exit code.
+int merge_config(const CLI::App& sub, GenerateArgs& a) {
+  RunSettings r{a.model, a.tensor, a.pipeline, a.threads};
+  const int code = resolve_config(sub, a.config, r);
+  if (code >= 0) return code;
+  if (r.model.empty()) return fail("generate: give --model or --config");
+  a.model = r.model;
+  a.tensor = r.tensor;
+  a.pipeline = r.pipeline;
+  a.threads = r.threads;
+  return -1;
+}
+
 }  // namespace
 
 void register_generate(CLI::App& app, Runner& run) {
   auto a = std::make_shared<GenerateArgs>();
   CLI::App* sub = app.add_subcommand("generate", "Generate text from a prompt");
-  sub->add_option("--model", a->model, "HF directory or GGUF file")->required();
-  sub->add_option("--prompt", a->prompt, "Prompt text")->required();
+  sub->add_option("--model", a->model, "HF directory or GGUF file (or model.path of --config)");
+  auto* prompt = sub->add_option("--prompt", a->prompt, "Prompt text");
   sub->add_flag("--chat", a->chat, "Wrap the prompt as a user turn of the Kimi chat format");
   sub->add_option("--system", a->system, "System prompt for --chat (default: the checkpoint's)");
   sub->add_option("--max-tokens", a->max_tokens, "Tokens to generate")->check(CLI::Range(1, 1 << 20))->capture_default_str();
@@ -77,7 +91,15 @@ void register_generate(CLI::App& app, Runner& run) {
       ->check(CLI::Range(0, 4096));
   sub->add_option("--pipeline", a->pipeline, "Pipeline stages under mpirun")->check(CLI::Range(1, 4096))
       ->capture_default_str();
-  sub->callback([&run, a] { run = [a] { return run_generate(*a); }; });
+  add_config_flags(sub, a->config);
+  sub->callback([&run, a, sub, prompt] {
+    run = [a, sub, prompt] {
+      const int code = merge_config(*sub, *a);
+      if (code >= 0) return code;
+      if (prompt->count() == 0) return fail("generate: --prompt is required");
+      return run_generate(*a);
+    };
+  });
 }
 
 }  // namespace kiln::launcher

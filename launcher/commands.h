@@ -4,6 +4,7 @@
 
 #include <functional>
 #include <string>
+#include <vector>
 
 #include <CLI/CLI.hpp>
 
@@ -18,6 +19,28 @@ void register_inspect(CLI::App& app, Runner& run);
 void register_generate(CLI::App& app, Runner& run);
 void register_eval(CLI::App& app, Runner& run);
 void register_bench(CLI::App& app, Runner& run);
+void register_check_config(CLI::App& app, Runner& run);
+void register_launch(CLI::App& app, Runner& run);
+
+// --config FILE, --set KEY=VALUE (repeatable) and --print-config of the commands that run the
+// model (cmd_check_config.cpp).
+struct ConfigFlags {
+  std::string file;
+  std::vector<std::string> sets;
+  bool print = false;
+};
+void add_config_flags(CLI::App* sub, ConfigFlags& flags);
+// The layout a model-running command uses. Its own flags fill it first; resolve_config then
+// replaces it with the topology's values merged with the flags given explicitly.
+struct RunSettings {
+  std::string model;
+  int tensor = 0, pipeline = 1, threads = 0;
+};
+// With --config/--set/--print-config: loads the topology (defaults without --config), applies
+// --set, then the flags of `sub` that were given (--model, --tensor, --pipeline, --threads),
+// validates against the model like check-config, and fills `settings`. Returns -1 to go on, or
+// the exit code to stop with (an error, or 0 after --print-config).
+int resolve_config(const CLI::App& sub, const ConfigFlags& flags, RunSettings& settings);
 
 // Prints "kiln: error: <message>" and returns 1.
 int fail(const Status& status);
