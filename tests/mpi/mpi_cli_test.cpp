@@ -39,6 +39,22 @@ Result run(const std::string& cmd, bool with_stderr = true) {
   return r;
 }
 
+// The environment of every job started here: root allowed (CI runs as root), shared memory and
+// self as transports, and no leak report from Open MPI's own start-up in sanitised builds.
+class MpiEnvironment : public ::testing::Environment {
+ public:
+  void SetUp() override {
+    for (const auto& [key, value] :
+         {std::pair{"OMPI_ALLOW_RUN_AS_ROOT", "1"}, std::pair{"OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1"},
+          std::pair{"OMPI_MCA_btl", "self,vader"}, std::pair{"OMPI_MCA_pml", "ob1"},
+          std::pair{"OMPI_MCA_btl_vader_single_copy_mechanism", "none"},
+          std::pair{"ASAN_OPTIONS", "detect_leaks=0"}}) {
+      ::setenv(key, value, 1);
+    }
+  }
+};
+const auto* const kMpiEnvironment = ::testing::AddGlobalTestEnvironment(new MpiEnvironment);
+
 std::string mpirun(int np) {
   return std::string(KILN_MPIEXEC) + " --allow-run-as-root --oversubscribe -np " +
          std::to_string(np) + " " + KILN_BINARY;
