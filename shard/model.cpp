@@ -1,13 +1,12 @@
 // The Kimi-Linear decoder: embedding → N pre-norm residual blocks (KDA or MLA attention, then a
 // dense MLP or MoE) → final RMSNorm → lm_head. In a tensor × pipeline job each rank runs its
-// stage's layers on its slices; the two row-parallel outputs of a layer (attention, FFN) are
-// all-reduced in the TP group, hidden states go stage to stage, vocab-parallel logits are gathered.
+// stage's layers on its slices; the parallel layers (parallel_layers.h) reduce the row-parallel
+// outputs, move hidden states between stages and gather the vocab-parallel logits.
 #include "shard/model.h"
 
 #include <algorithm>
 
 #include "kernels/base/check.h"
-#include "kernels/cpu/gemm.h"
 #include "kernels/cpu/norm.h"
 
 namespace kiln {
@@ -31,6 +30,7 @@ StatusOr<std::unique_ptr<KimiLinearModel>> KimiLinearModel::load(const std::stri
   std::unique_ptr<KimiLinearModel> m(new KimiLinearModel());
   KILN_ASSIGN_OR_RETURN(m->checkpoint_, Checkpoint::open(path));
   const ModelConfig& c = m->config();
+  std::vector<Range> group_vocab;
   if (parallel.plan) {
     const RankPlan& p = *parallel.plan;
     KILN_CHECK(p.tensor == 1 || (parallel.tp != nullptr && parallel.tp->size() == p.tensor));
@@ -42,7 +42,7 @@ StatusOr<std::unique_ptr<KimiLinearModel>> KimiLinearModel::load(const std::stri
     for (int t = 0; t < p.tensor; ++t) {
       KILN_ASSIGN_OR_RETURN(RankPlan other,
                             plan_rank(c, spec, p.pp_stage * p.tensor + t, DType::kF32, {}));
-      m->tp_vocab_.push_back(other.vocab);
+      group_vocab.push_back(other.vocab);
     }
   } else {
     KILN_ASSIGN_OR_RETURN(m->weights_, load_weights(*m->checkpoint_));
@@ -53,9 +53,13 @@ StatusOr<std::unique_ptr<KimiLinearModel>> KimiLinearModel::load(const std::stri
     m->plan_.expert_ffn = {0, c.moe_intermediate_size};
     m->plan_.shared_ffn = {0, c.moe_intermediate_size * c.num_shared_experts};
     m->plan_.vocab = {0, c.vocab_size};
-    m->tp_vocab_.push_back(m->plan_.vocab);
+    group_vocab.push_back(m->plan_.vocab);
   }
   m->parallel_ = parallel;
+  m->embedding_ = VocabParallelEmbedding(m->weights_.embed, m->plan_.vocab, c.vocab_size, parallel.tp);
+  m->lm_head_ = ParallelLMHead(m->weights_.lm_head, group_vocab, c.vocab_size, parallel.tp,
+                               m->plan_.tp_rank);
+  m->pipeline_ = PipelineLink(parallel.pp, m->plan_.pp_stage, m->plan_.pipeline, m->plan_.tp_rank);
   m->shard_config_ = shard_config_for(c, m->plan_);
   int64_t n_kda = 0, n_mla = 0;
   for (int64_t i = 0; i < c.num_layers; ++i) {
@@ -69,32 +73,12 @@ std::unique_ptr<StateCache> KimiLinearModel::new_state(int64_t n_slots, int64_t 
   return std::make_unique<StateCache>(shard_config_, n_slots, max_context, plan_.layers);
 }
 
-// Vocab-parallel embedding: rows of this rank's vocab range, zeros for other ids, summed over the
-// TP group.
-void KimiLinearModel::embed(const std::vector<int32_t>& ids, float* h) {
-  const int64_t D = config().hidden_size, T = static_cast<int64_t>(ids.size());
-  const Range& v = weights_.vocab;
-  if (v.size() == config().vocab_size) {
-    cpu::embedding_lookup(weights_.embed, ids.data(), T, h);
-    return;
-  }
-  std::fill_n(h, T * D, 0.0f);
-  for (int64_t t = 0; t < T; ++t) {
-    if (ids[t] >= v.begin && ids[t] < v.end) {
-      const int32_t local = ids[t] - static_cast<int32_t>(v.begin);
-      cpu::embedding_lookup(weights_.embed, &local, 1, h + t * D);
-    }
-  }
-  if (parallel_.tp != nullptr) parallel_.tp->all_reduce_sum(h, T * D);
-}
-
 void KimiLinearModel::run_layers(BatchContext& b) {
   const ModelConfig& c = shard_config_;
   const int64_t T = b.n_tokens, D = c.hidden_size;
   float* h = h_.data();
   float* x = x_.data();
   float* delta = delta_.data();
-  Communicator* tp = parallel_.tp;
   for (int64_t i = plan_.layers.begin; i < plan_.layers.end; ++i) {
     const LayerWeights& w = weights_.layers[i];
     b.layer = i;
@@ -104,7 +88,7 @@ void KimiLinearModel::run_layers(BatchContext& b) {
     } else {
       mla_forward(c, w.mla, state_index_[i], b, x, delta);
     }
-    if (tp != nullptr) tp->all_reduce_sum(delta, T * D);
+    reduce_row_parallel(parallel_.tp, delta, T * D);  // o_proj is row-parallel
     b.dump("attn_out", delta, T, D);
     cpu::add_rms_norm(h, delta, w.ffn_norm.data(), T, D, c.rms_norm_eps, x);
     if (c.is_moe(i)) {
@@ -112,35 +96,10 @@ void KimiLinearModel::run_layers(BatchContext& b) {
     } else {
       mlp_forward(w.dense, b.pool, ws_, x, T, delta);
     }
-    if (tp != nullptr) tp->all_reduce_sum(delta, T * D);
+    reduce_row_parallel(parallel_.tp, delta, T * D);  // down projections are row-parallel
     b.dump("ffn_out", delta, T, D);
     for (int64_t j = 0; j < T * D; ++j) h[j] += delta[j];
     b.dump("residual", h, T, D);
-  }
-}
-
-// lm_head over the `rows` normed rows in x_: local vocab slice, gathered across the TP group into
-// logits [rows][vocab].
-void KimiLinearModel::head(int64_t rows, std::vector<float>& logits) {
-  const int64_t D = config().hidden_size, vocab = config().vocab_size;
-  const Range& v = weights_.vocab;
-  if (v.size() == vocab) {
-    cpu::matmul(*pool_, weights_.lm_head, x_.data(), D, rows, logits.data(), vocab);
-    return;
-  }
-  local_logits_.resize(static_cast<size_t>(rows * v.size()));
-  cpu::matmul(*pool_, weights_.lm_head, x_.data(), D, rows, local_logits_.data(), v.size());
-  std::vector<int64_t> counts;
-  for (const Range& r : tp_vocab_) counts.push_back(rows * r.size());
-  gathered_.resize(static_cast<size_t>(rows * vocab));
-  parallel_.tp->all_gather_v(local_logits_.data(), rows * v.size(), gathered_.data(), counts);
-  int64_t off = 0;
-  for (const Range& r : tp_vocab_) {  // rank-major chunks [rows][|r|] → columns r of each row
-    for (int64_t row = 0; row < rows; ++row) {
-      std::copy_n(gathered_.data() + off + row * r.size(), r.size(),
-                  logits.data() + row * vocab + r.begin);
-    }
-    off += rows * r.size();
   }
 }
 
@@ -175,20 +134,18 @@ Status KimiLinearModel::forward(cpu::ThreadPool& pool, StateCache& state,
   h_.resize(static_cast<size_t>(T * D));
   x_.resize(static_cast<size_t>(T * D));
   delta_.resize(static_cast<size_t>(T * D));
-  pool_ = &pool;
-  Communicator* pp = parallel_.pp;
 
   BatchContext b{pool, state, spans, T, ws_, hook_ ? &hook_ : nullptr, kda_chunk_};
   if (plan_.first_stage()) {
-    embed(ids_, h_.data());
+    embedding_.forward(ids_.data(), T, h_.data());
     b.dump("embedding", h_.data(), T, D);
   } else {
-    pp->recv(h_.data(), T * D * 4, plan_.pp_stage - 1);
+    pipeline_.receive_hidden(h_.data(), T * D);
   }
   run_layers(b);
   for (const SeqSpan& sp : spans) state.set_length(sp.slot, sp.pos0 + sp.n);
   if (!plan_.last_stage()) {
-    pp->send(h_.data(), T * D * 4, plan_.pp_stage + 1);
+    pipeline_.send_hidden(h_.data(), T * D);
   } else {
     // Final norm only on the rows whose logits are wanted, gathered into x.
     int64_t row = 0;
@@ -203,17 +160,9 @@ Status KimiLinearModel::forward(cpu::ThreadPool& pool, StateCache& state,
       row += count;
     }
     logits.resize(static_cast<size_t>(out_rows * vocab));
-    head(out_rows, logits);
+    lm_head_.forward(pool, x_.data(), out_rows, logits.data());
   }
-  // Stage 0's first rank (global rank 0) receives the logits from the last stage's first rank.
-  if (plan_.pipeline > 1 && plan_.tp_rank == 0) {
-    if (plan_.last_stage()) {
-      pp->send(logits.data(), out_rows * vocab * 4, 0);
-    } else if (plan_.first_stage()) {
-      logits.resize(static_cast<size_t>(out_rows * vocab));
-      pp->recv(logits.data(), out_rows * vocab * 4, plan_.pipeline - 1);
-    }
-  }
+  pipeline_.logits_to_first_stage(logits, out_rows * vocab);
   return {};
 }
 

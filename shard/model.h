@@ -14,6 +14,7 @@
 #include "shard/blocks.h"
 #include "shard/checkpoint.h"
 #include "shard/communicator.h"
+#include "shard/parallel_layers.h"
 #include "shard/partition.h"
 #include "shard/config.h"
 #include "shard/state.h"
@@ -72,16 +73,14 @@ class KimiLinearModel {
  private:
   KimiLinearModel() = default;
   void run_layers(BatchContext& b);
-  void embed(const std::vector<int32_t>& ids, float* h);
-  void head(int64_t rows, std::vector<float>& logits);
 
   std::unique_ptr<Checkpoint> checkpoint_;
   ModelConfig shard_config_;
   RankPlan plan_;
   ParallelContext parallel_;
-  std::vector<Range> tp_vocab_;  // vocab rows of every rank of the TP group
-  std::vector<float> local_logits_, gathered_;
-  cpu::ThreadPool* pool_ = nullptr;  // the pool of the forward in progress
+  VocabParallelEmbedding embedding_;
+  ParallelLMHead lm_head_;
+  PipelineLink pipeline_;
   ModelWeights weights_;
   std::vector<int64_t> state_index_;  // per layer: index among KDA layers or among MLA layers
   Workspace ws_;

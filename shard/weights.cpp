@@ -1,6 +1,8 @@
 // Maps HF and GGUF tensor names onto ModelWeights, checking every shape.
 #include "shard/weights.h"
 
+#include "shard/parallel_layers.h"
+
 #include <cmath>
 #include <cstring>
 
@@ -110,16 +112,6 @@ std::vector<float> sub(const std::vector<float>& v, int64_t begin, int64_t end) 
   return {v.begin() + begin, v.begin() + end};
 }
 
-// Row-parallel slices of quantised weights must start and end on a block boundary.
-Status check_cols_aligned(const MatrixView& m, const Range& r, const std::string& what) {
-  const int64_t b = dtype_block_elems(m.dtype);
-  if (r.begin % b != 0 || r.size() % b != 0) {
-    return invalid_argument("{}: input slice [{}, {}) is not aligned to the {}-element blocks of {}",
-                            what, r.begin, r.end, b, dtype_name(m.dtype));
-  }
-  return {};
-}
-
 struct Names {
   bool hf;
   std::string layer(int64_t i, const char* hf_name, const char* gguf_name) const {
@@ -143,14 +135,13 @@ Status load_kda(const Loader& L, const Names& n, const ModelConfig& c, int64_t i
   KILN_ASSIGN_OR_RETURN(w.g_a, L.matrix(n.layer(i, "self_attn.g_a_proj.weight", "ssm_g_a.weight"), r, D));
   KILN_ASSIGN_OR_RETURN(g_b, L.matrix(n.layer(i, "self_attn.g_b_proj.weight", "ssm_g_b.weight"), C, r));
   KILN_ASSIGN_OR_RETURN(o, L.matrix(n.layer(i, "self_attn.o_proj.weight", "attn_output.weight"), D, C));
-  KILN_RETURN_IF_ERROR(check_cols_aligned(o, ch, n.layer(i, "self_attn.o_proj.weight", "attn_output.weight")));
-  w.q = q.slice_rows(ch.begin, ch.size());
-  w.k = k.slice_rows(ch.begin, ch.size());
-  w.v = v.slice_rows(ch.begin, ch.size());
-  w.f_b = f_b.slice_rows(ch.begin, ch.size());
-  w.g_b = g_b.slice_rows(ch.begin, ch.size());
-  w.b = b.slice_rows(h0, h1 - h0);
-  w.o = o.slice_cols(ch.begin, ch.size());
+  KILN_ASSIGN_OR_RETURN(w.o, row_parallel(o, ch, n.layer(i, "self_attn.o_proj.weight", "attn_output.weight")));
+  w.q = column_parallel(q, ch);
+  w.k = column_parallel(k, ch);
+  w.v = column_parallel(v, ch);
+  w.f_b = column_parallel(f_b, ch);
+  w.g_b = column_parallel(g_b, ch);
+  w.b = column_parallel(b, p.kda_heads);
   std::vector<float> conv;
   KILN_ASSIGN_OR_RETURN(conv, L.vector(n.layer(i, "self_attn.q_conv1d.weight", "ssm_conv1d_q.weight"), {C, taps}));
   w.conv_q = sub(conv, ch.begin * taps, ch.end * taps);
@@ -179,10 +170,8 @@ Status load_mla(const Loader& L, const Names& n, const ModelConfig& c, int64_t i
   KILN_ASSIGN_OR_RETURN(w.kv_a, L.matrix(n.layer(i, "self_attn.kv_a_proj_with_mqa.weight", "attn_kv_a_mqa.weight"), R + P, D));
   KILN_ASSIGN_OR_RETURN(w.kv_a_norm, L.vector(n.layer(i, "self_attn.kv_a_layernorm.weight", "attn_kv_a_norm.weight"), {R}));
   KILN_ASSIGN_OR_RETURN(o, L.matrix(n.layer(i, "self_attn.o_proj.weight", "attn_output.weight"), D, H * V));
-  const Range cols{h0 * V, h1 * V};
-  KILN_RETURN_IF_ERROR(check_cols_aligned(o, cols, n.layer(i, "self_attn.o_proj.weight", "attn_output.weight")));
-  w.q = q.slice_rows(h0 * (N + P), (h1 - h0) * (N + P));
-  w.o = o.slice_cols(cols.begin, cols.size());
+  KILN_ASSIGN_OR_RETURN(w.o, row_parallel(o, Range{h0 * V, h1 * V}, n.layer(i, "self_attn.o_proj.weight", "attn_output.weight")));
+  w.q = column_parallel(q, Range{h0 * (N + P), h1 * (N + P)});
   const std::string k_b = n.layer(i, "", "attn_k_b.weight");
   if (!n.hf && L.has(k_b)) {
     std::vector<MatrixView> kb, vb;
@@ -195,7 +184,7 @@ Status load_mla(const Loader& L, const Names& n, const ModelConfig& c, int64_t i
   // HF kv_b_proj, or a legacy GGUF's combined attn_kv_b: [H*(N+V)][R]; only this rank's heads.
   MatrixView kv_b;
   KILN_ASSIGN_OR_RETURN(kv_b, L.matrix(n.layer(i, "self_attn.kv_b_proj.weight", "attn_kv_b.weight"), H * (N + V), R));
-  kv_b = kv_b.slice_rows(h0 * (N + V), (h1 - h0) * (N + V));
+  kv_b = column_parallel(kv_b, Range{h0 * (N + V), h1 * (N + V)});
   w.k_b = transpose_k_b(kv_b, h1 - h0, N, V, R, owned);
   w.v_b = v_b_from_kv_b(kv_b, h1 - h0, N, V);
   return {};
@@ -208,9 +197,9 @@ Status load_mlp(const Loader& L, const std::string& gate, const std::string& up,
   KILN_ASSIGN_OR_RETURN(g, L.matrix(gate, F, D));
   KILN_ASSIGN_OR_RETURN(u, L.matrix(up, F, D));
   KILN_ASSIGN_OR_RETURN(d, L.matrix(down, D, F));
-  KILN_RETURN_IF_ERROR(check_cols_aligned(d, slice, down));
-  w = {g.slice_rows(slice.begin, slice.size()), u.slice_rows(slice.begin, slice.size()),
-       d.slice_cols(slice.begin, slice.size())};
+  KILN_ASSIGN_OR_RETURN(w.down, row_parallel(d, slice, down));
+  w.gate = column_parallel(g, slice);
+  w.up = column_parallel(u, slice);
   return {};
 }
 
@@ -236,10 +225,10 @@ Status load_moe(const Loader& L, const Names& n, const ModelConfig& c, int64_t i
     KILN_ASSIGN_OR_RETURN(gate, L.stacked(n.layer(i, "", "ffn_gate_exps.weight"), E, F, D));
     KILN_ASSIGN_OR_RETURN(up, L.stacked(n.layer(i, "", "ffn_up_exps.weight"), E, F, D));
     KILN_ASSIGN_OR_RETURN(down, L.stacked(n.layer(i, "", "ffn_down_exps.weight"), E, D, F));
-    KILN_RETURN_IF_ERROR(check_cols_aligned(down[0], s, n.layer(i, "", "ffn_down_exps.weight")));
     for (int64_t e = 0; e < E; ++e) {
-      w.experts[e] = {gate[e].slice_rows(s.begin, s.size()), up[e].slice_rows(s.begin, s.size()),
-                      down[e].slice_cols(s.begin, s.size())};
+      KILN_ASSIGN_OR_RETURN(w.experts[e].down, row_parallel(down[e], s, n.layer(i, "", "ffn_down_exps.weight")));
+      w.experts[e].gate = column_parallel(gate[e], s);
+      w.experts[e].up = column_parallel(up[e], s);
     }
   }
   w.has_shared = c.num_shared_experts > 0;
@@ -298,10 +287,9 @@ StatusOr<ModelWeights> load_weights(const Checkpoint& ck, const RankPlan& plan) 
   w.layers_loaded = plan.layers;
   w.vocab = plan.vocab;
   const int64_t D = c.hidden_size, vocab = c.vocab_size;
-  const int64_t v0 = plan.vocab.begin, nv = plan.vocab.size();
   MatrixView embed;
   KILN_ASSIGN_OR_RETURN(embed, L.matrix(n.hf ? "model.embed_tokens.weight" : "token_embd.weight", vocab, D));
-  if (plan.first_stage()) w.embed = embed.slice_rows(v0, nv);
+  if (plan.first_stage()) w.embed = column_parallel(embed, plan.vocab);
   if (plan.last_stage()) {
     KILN_ASSIGN_OR_RETURN(w.final_norm, L.vector(n.hf ? "model.norm.weight" : "output_norm.weight", {D}));
     const std::string head = n.hf ? "lm_head.weight" : "output.weight";
@@ -309,7 +297,7 @@ StatusOr<ModelWeights> load_weights(const Checkpoint& ck, const RankPlan& plan) 
     if (!c.tie_word_embeddings && (n.hf || L.has(head))) {
       KILN_ASSIGN_OR_RETURN(lm, L.matrix(head, vocab, D));
     }
-    w.lm_head = lm.slice_rows(v0, nv);
+    w.lm_head = column_parallel(lm, plan.vocab);
   }
   w.layers.resize(static_cast<size_t>(c.num_layers));
   for (int64_t i = plan.layers.begin; i < plan.layers.end; ++i) {

@@ -11,7 +11,13 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size);
 int main(int argc, char** argv) {
   int files = 0;
   for (int i = 1; i < argc; ++i) {
-    for (const auto& entry : std::filesystem::recursive_directory_iterator(argv[i])) {
+    std::error_code ec;
+    std::filesystem::recursive_directory_iterator it(argv[i], ec);
+    if (ec) {
+      std::fprintf(stderr, "cannot read corpus directory %s: %s\n", argv[i], ec.message().c_str());
+      return 1;
+    }
+    for (const auto& entry : it) {
       if (!entry.is_regular_file()) continue;
       std::ifstream f(entry.path(), std::ios::binary);
       std::string bytes(static_cast<size_t>(entry.file_size()), '\0');

@@ -1,0 +1,88 @@
+// The parallel layers: the only code that cuts a weight by a rank's plan or calls a collective
+// (architecture.md §4). Column-parallel = this rank's output rows of a weight; row-parallel = its
+// input columns, whose partial outputs are summed over the TP group; the vocab-parallel
+// embedding and lm_head own a range of vocabulary rows. A layer with a null communicator runs on
+// one rank and does no communication.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "kernels/base/matrix.h"
+#include "kernels/base/status.h"
+#include "kernels/cpu/thread_pool.h"
+#include "shard/communicator.h"
+#include "shard/partition.h"
+
+namespace kiln {
+
+// Rows [r.begin, r.end) of an [out][in] weight: this rank's outputs.
+MatrixView column_parallel(const MatrixView& w, const Range& r);
+// Columns [r.begin, r.end) of an [out][in] weight: this rank's inputs. Quantised weights must be
+// cut on block boundaries (InvalidArgument naming `name` otherwise).
+StatusOr<MatrixView> row_parallel(const MatrixView& w, const Range& r, const std::string& name);
+
+// Sums the partial outputs of row-parallel layers over the TP group, in place ([n] floats).
+// Blocks whose outputs add up (MoE: routed experts + shared expert) reduce once, at the end.
+void reduce_row_parallel(Communicator* tp, float* y, int64_t n);
+
+// Embedding rows of this rank's vocab range; ids elsewhere contribute zeros, and the TP group's
+// sum gives every rank the full rows.
+class VocabParallelEmbedding {
+ public:
+  VocabParallelEmbedding() = default;
+  VocabParallelEmbedding(MatrixView rows, Range vocab, int64_t vocab_size, Communicator* tp)
+      : rows_(rows), vocab_(vocab), vocab_size_(vocab_size), tp_(tp) {}
+  // h: [n][D]
+  void forward(const int32_t* ids, int64_t n, float* h) const;
+
+ private:
+  MatrixView rows_;
+  Range vocab_;
+  int64_t vocab_size_ = 0;
+  Communicator* tp_ = nullptr;
+};
+
+// lm_head rows of this rank's vocab range; logits of all ranks are gathered so each rank of the
+// TP group holds [rows][vocab].
+class ParallelLMHead {
+ public:
+  ParallelLMHead() = default;
+  // group_vocab: the vocab range of every rank of the TP group, in rank order.
+  ParallelLMHead(MatrixView rows, std::vector<Range> group_vocab, int64_t vocab_size,
+                 Communicator* tp, int tp_rank)
+      : rows_(rows), group_vocab_(std::move(group_vocab)), vocab_size_(vocab_size), tp_(tp),
+        tp_rank_(tp_rank) {}
+  // x: [rows][D] normed; logits: [rows][vocab]. Scratch grows once and is reused.
+  void forward(cpu::ThreadPool& pool, const float* x, int64_t rows, float* logits);
+
+ private:
+  MatrixView rows_;
+  std::vector<Range> group_vocab_;
+  int64_t vocab_size_ = 0;
+  Communicator* tp_ = nullptr;
+  int tp_rank_ = 0;
+  std::vector<float> local_, gathered_;
+};
+
+// Stage-to-stage traffic of a pipeline: hidden states forward, logits from the last stage's
+// first TP rank back to global rank 0. With one stage it does nothing.
+class PipelineLink {
+ public:
+  PipelineLink() = default;
+  PipelineLink(Communicator* pp, int stage, int stages, int tp_rank)
+      : pp_(pp), stage_(stage), stages_(stages), tp_rank_(tp_rank) {}
+  // hidden: [n] floats, from the previous stage (every stage but the first).
+  void receive_hidden(float* hidden, int64_t n);
+  // To the next stage (every stage but the last).
+  void send_hidden(const float* hidden, int64_t n);
+  // Moves [n] logits from the last stage to stage 0 (tp_rank 0 only); resizes on the receiver.
+  void logits_to_first_stage(std::vector<float>& logits, int64_t n);
+
+ private:
+  Communicator* pp_ = nullptr;
+  int stage_ = 0, stages_ = 1, tp_rank_ = 0;
+};
+
+}  // namespace kiln
