@@ -83,19 +83,6 @@ int run_eval(const EvalArgs& a) {
   return 0;
 }
 
-// Merges --config / --set into the flags (explicit flags win); -1 = go on, else the exit code.
-int merge_config(const CLI::App& sub, EvalArgs& a) {
-  RunSettings r{a.model, a.tensor, a.pipeline, a.threads};
-  const int code = resolve_config(sub, a.config, r);
-  if (code >= 0) return code;
-  if (r.model.empty()) return fail("eval: give --model or --config");
-  a.model = r.model;
-  a.tensor = r.tensor;
-  a.pipeline = r.pipeline;
-  a.threads = r.threads;
-  return -1;
-}
-
 }  // namespace
 
 void register_eval(CLI::App& app, Runner& run) {
@@ -116,7 +103,7 @@ void register_eval(CLI::App& app, Runner& run) {
   add_config_flags(sub, a->config);
   sub->callback([&run, a, sub, tok, file] {
     run = [a, sub, tok, file] {
-      const int code = merge_config(*sub, *a);
+      const int code = merge_run_settings(*sub, *a, "eval");
       if (code >= 0) return code;
       if (tok->count() == 0 && file->count() == 0) return fail("eval: give --tokens or --tokens-file");
       return run_eval(*a);

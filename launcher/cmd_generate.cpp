@@ -58,19 +58,6 @@ int run_generate(const GenerateArgs& a) {
   return 0;
 }
 
-// Merges --config / --set into the flags (explicit flags win); -1 = go on, else the exit code.
-int merge_config(const CLI::App& sub, GenerateArgs& a) {
-  RunSettings r{a.model, a.tensor, a.pipeline, a.threads};
-  const int code = resolve_config(sub, a.config, r);
-  if (code >= 0) return code;
-  if (r.model.empty()) return fail("generate: give --model or --config");
-  a.model = r.model;
-  a.tensor = r.tensor;
-  a.pipeline = r.pipeline;
-  a.threads = r.threads;
-  return -1;
-}
-
 }  // namespace
 
 void register_generate(CLI::App& app, Runner& run) {
@@ -94,7 +81,7 @@ void register_generate(CLI::App& app, Runner& run) {
   add_config_flags(sub, a->config);
   sub->callback([&run, a, sub, prompt] {
     run = [a, sub, prompt] {
-      const int code = merge_config(*sub, *a);
+      const int code = merge_run_settings(*sub, *a, "generate");
       if (code >= 0) return code;
       if (prompt->count() == 0) return fail("generate: --prompt is required");
       return run_generate(*a);

@@ -46,4 +46,19 @@ int resolve_config(const CLI::App& sub, const ConfigFlags& flags, RunSettings& s
 int fail(const Status& status);
 int fail(const std::string& message);
 
+// resolve_config for a command whose args have model/tensor/pipeline/threads/config members;
+// -1 = go on, else the exit code.
+template <typename Args>
+int merge_run_settings(const CLI::App& sub, Args& a, const char* command) {
+  RunSettings r{a.model, a.tensor, a.pipeline, a.threads};
+  const int code = resolve_config(sub, a.config, r);
+  if (code >= 0) return code;
+  if (r.model.empty()) return fail(std::string(command) + ": give --model or --config");
+  a.model = r.model;
+  a.tensor = r.tensor;
+  a.pipeline = r.pipeline;
+  a.threads = r.threads;
+  return -1;
+}
+
 }  // namespace kiln::launcher
