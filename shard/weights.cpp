@@ -307,7 +307,10 @@ StatusOr<ModelWeights> load_weights(const Checkpoint& ck, const RankPlan& plan) 
 }
 
 namespace {
-uint64_t bytes_of(const MatrixView& m) { return static_cast<uint64_t>(m.rows * m.row_stride); }
+// Bytes a matmul reads: a column-sliced (row-parallel) view reads only its part of each row.
+uint64_t bytes_of(const MatrixView& m) {
+  return static_cast<uint64_t>(m.rows * dtype_row_bytes(m.dtype, m.cols));
+}
 uint64_t bytes_of(const MlpWeights& m) { return bytes_of(m.gate) + bytes_of(m.up) + bytes_of(m.down); }
 }  // namespace
 
