@@ -2,7 +2,8 @@
 
 namespace kiln {
 
-StatusOr<RankModel> load_rank_model(const std::string& path, int tensor, int pipeline) {
+StatusOr<RankModel> load_rank_model(const std::string& path, int tensor, int pipeline,
+                                    const std::vector<int64_t>& layer_split) {
   RankModel r;
   KILN_ASSIGN_OR_RETURN(r.world, init_world(nullptr, nullptr, tensor, pipeline));
   const World& w = r.world->world();
@@ -17,7 +18,8 @@ StatusOr<RankModel> load_rank_model(const std::string& path, int tensor, int pip
   auto ck = Checkpoint::open(path);
   if (!ck.ok()) status = ck.status();
   if (status.ok()) {
-    auto plan = plan_rank((*ck)->config(), {w.tp_size, w.pp_size, {}}, w.rank, DType::kF32, {});
+    auto plan = plan_rank((*ck)->config(), {w.tp_size, w.pp_size, layer_split}, w.rank,
+                            DType::kF32, {});
     if (!plan.ok()) {
       status = plan.status();
     } else {

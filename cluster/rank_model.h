@@ -6,6 +6,7 @@
 
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "cluster/world.h"
 #include "shard/model.h"
@@ -20,6 +21,8 @@ struct RankModel {
 
 // tensor = 0 means "the job's ranks divided by pipeline". Returns an error (identical on every
 // rank) for layout problems; a load failure on any rank ends the job through agree_or_abort.
-StatusOr<RankModel> load_rank_model(const std::string& path, int tensor, int pipeline);
+// layer_split: layers per stage (empty = stages balanced by weight bytes).
+StatusOr<RankModel> load_rank_model(const std::string& path, int tensor, int pipeline,
+                                    const std::vector<int64_t>& layer_split = {});
 
 }  // namespace kiln

@@ -181,11 +181,8 @@ int resolve_config(const CLI::App& sub, const ConfigFlags& flags, RunSettings& s
   }
   const LaunchCheck check = check_with_model(t);
   if (!check.ok()) return fail_all(flags.file, check.problems);
-  if (!t.parallel.layer_split.empty()) {
-    std::fprintf(stderr, "kiln: warning: parallel.layer_split is not applied when loading yet; "
-                         "stages are balanced by weight bytes\n");
-  }
   settings.model = t.model.path;
+  settings.layer_split = t.parallel.layer_split;
   settings.tensor = t.parallel.tensor;
   settings.pipeline = t.parallel.pipeline;
   settings.threads = t.threads > 0 ? t.threads : shared_threads();

@@ -15,6 +15,7 @@ namespace {
 struct EvalArgs {
   std::string model, tokens, tokens_file, dump, mode = "batch";
   int threads = 0, tensor = 0, pipeline = 1;
+  std::vector<int64_t> layer_split;  // from --config
   ConfigFlags config;
 };
 
@@ -52,7 +53,7 @@ int run_eval(const EvalArgs& a) {
   }
   auto ids = parse_ids(text, what);
   if (!ids.ok()) return fail(ids.status());
-  auto ranked = load_rank_model(a.model, a.tensor, a.pipeline);
+  auto ranked = load_rank_model(a.model, a.tensor, a.pipeline, a.layer_split);
   if (!ranked.ok()) return fail(ranked.status());
   KimiLinearModel& model = *ranked->model;
   const int64_t vocab = model.config().vocab_size, n = static_cast<int64_t>(ids->size());

@@ -35,6 +35,7 @@ void add_config_flags(CLI::App* sub, ConfigFlags& flags);
 struct RunSettings {
   std::string model;
   int tensor = 0, pipeline = 1, threads = 0;
+  std::vector<int64_t> layer_split;  // layers per stage from the topology; empty = balanced
 };
 // With --config/--set/--print-config: loads the topology (defaults without --config), applies
 // --set, then the flags of `sub` that were given (--model, --tensor, --pipeline, --threads),
@@ -50,7 +51,7 @@ int fail(const std::string& message);
 // -1 = go on, else the exit code.
 template <typename Args>
 int merge_run_settings(const CLI::App& sub, Args& a, const char* command) {
-  RunSettings r{a.model, a.tensor, a.pipeline, a.threads};
+  RunSettings r{a.model, a.tensor, a.pipeline, a.threads, {}};
   const int code = resolve_config(sub, a.config, r);
   if (code >= 0) return code;
   if (r.model.empty()) return fail(std::string(command) + ": give --model or --config");
@@ -58,6 +59,7 @@ int merge_run_settings(const CLI::App& sub, Args& a, const char* command) {
   a.tensor = r.tensor;
   a.pipeline = r.pipeline;
   a.threads = r.threads;
+  a.layer_split = r.layer_split;
   return -1;
 }
 

@@ -33,7 +33,8 @@ std::vector<Step> script(int64_t vocab) {
 }
 
 // Runs the script on tensor × pipeline thread-ranks; returns global rank 0's logits per step.
-std::vector<std::vector<float>> run(const std::string& path, int tensor, int pipeline) {
+std::vector<std::vector<float>> run(const std::string& path, int tensor, int pipeline,
+                                    const std::vector<int64_t>& layer_split = {}) {
   const int world = tensor * pipeline;
   std::vector<std::vector<std::unique_ptr<Communicator>>> tp(static_cast<size_t>(pipeline));
   std::vector<std::vector<std::unique_ptr<Communicator>>> pp(static_cast<size_t>(tensor));
@@ -46,8 +47,11 @@ std::vector<std::vector<float>> run(const std::string& path, int tensor, int pip
     threads.emplace_back([&, rank] {
       auto ck = Checkpoint::open(path);
       if (!ck.ok()) return void(errors[rank] = ck.status().to_string());
-      auto plan = plan_rank((*ck)->config(), {tensor, pipeline, {}}, rank, DType::kF32, {});
+      auto plan = plan_rank((*ck)->config(), {tensor, pipeline, layer_split}, rank, DType::kF32, {});
       if (!plan.ok()) return void(errors[rank] = plan.status().to_string());
+      if (!layer_split.empty()) {
+        EXPECT_EQ(plan->layers.size(), layer_split[plan->pp_stage]);
+      }
       const int s = plan->pp_stage, t = plan->tp_rank;
       auto model = KimiLinearModel::load(path, {*plan, tp[s][t].get(), pp[t][s].get()});
       if (!model.ok()) return void(errors[rank] = model.status().to_string());
@@ -68,24 +72,46 @@ std::vector<std::vector<float>> run(const std::string& path, int tensor, int pip
 
 class ParallelTest : public ::testing::TestWithParam<std::tuple<std::string, int, int>> {};
 
+std::string generated_model(const std::string& preset);
+void compare_steps(const std::vector<std::vector<float>>& got,
+                   const std::vector<std::vector<float>>& want, int64_t vocab,
+                   const std::string& what);
+
 TEST_P(ParallelTest, MatchesSingleRank) {
   const auto [preset, tensor, pipeline] = GetParam();
+  const std::string path = generated_model(preset);
+  const std::vector<std::vector<float>> want = run(path, 1, 1);
+  const std::vector<std::vector<float>> got = run(path, tensor, pipeline);
+  compare_steps(got, want, preset == "micro" ? 640 : 1024,
+                preset + " tp=" + std::to_string(tensor) + " pp=" + std::to_string(pipeline));
+}
+
+// An explicit, unbalanced layer split (1 + 7 layers) gives the same logits.
+TEST(ParallelSplitTest, ExplicitLayerSplit) {
+  const std::string path = generated_model("micro");
+  compare_steps(run(path, 2, 2, {1, 7}), run(path, 1, 1), 640, "micro tp=2 split 1+7");
+}
+
+std::string generated_model(const std::string& preset) {
   const auto dir = testing::temp_dir("parallel-" + preset);
   const std::string path = (dir / "model.gguf").string();
   if (!std::filesystem::exists(path)) {
     auto cfg = preset_config(preset);
-    ASSERT_TRUE(cfg.ok());
+    EXPECT_TRUE(cfg.ok());
     MakeModelOptions o;
     o.seed = 3;
     o.dtype = DType::kF32;
     o.out_dir = dir.string();
     o.write_hf = false;
-    ASSERT_TRUE(make_model(*cfg, o).ok());
+    EXPECT_TRUE(make_model(*cfg, o).ok());
   }
-  const std::vector<std::vector<float>> want = run(path, 1, 1);
-  const std::vector<std::vector<float>> got = run(path, tensor, pipeline);
+  return path;
+}
+
+void compare_steps(const std::vector<std::vector<float>>& got,
+                   const std::vector<std::vector<float>>& want, int64_t vocab,
+                   const std::string& what) {
   ASSERT_EQ(got.size(), want.size());
-  const int64_t vocab = preset == "micro" ? 640 : 1024;
   double worst = 0.0;
   for (size_t i = 0; i < want.size(); ++i) {
     const testing::Comparison c = testing::compare_logits(got[i], want[i], vocab, 1e-5, 1e-4);
@@ -93,8 +119,7 @@ TEST_P(ParallelTest, MatchesSingleRank) {
     EXPECT_LE(c.max_abs, 1e-5) << "step " << i << ": " << testing::describe(c, got[i], want[i], vocab);
     EXPECT_EQ(c.argmax_mismatches, 0) << "step " << i;
   }
-  std::printf("[parity] %s tp=%d pp=%d vs one rank: max |dlogit| = %.3g\n", preset.c_str(), tensor,
-              pipeline, worst);
+  std::printf("[parity] %s vs one rank: max |dlogit| = %.3g\n", what.c_str(), worst);
 }
 
 INSTANTIATE_TEST_SUITE_P(
