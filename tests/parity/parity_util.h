@@ -2,9 +2,11 @@
 // of the first mismatch and the max/relative error, and making temporary demo models.
 #pragma once
 
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <cmath>
+#include <cstdio>
 #include <cstring>
 #include <cstdint>
 #include <filesystem>
@@ -105,6 +107,25 @@ inline std::filesystem::path temp_dir(const std::string& name) {
   auto p = std::filesystem::temp_directory_path() / ("kiln-test-" + std::to_string(::getpid()) + "-" + name);
   if (std::filesystem::create_directories(p)) cleanup.dirs.push_back(p);
   return p;
+}
+
+struct CommandResult {
+  int code;
+  std::string output;  // stdout + stderr
+};
+
+// Runs the kiln binary with `args` through the shell (`env` is prefixed, e.g. "A=1 B=2").
+inline CommandResult run_kiln(const std::string& args, const std::string& env = "") {
+  const std::string cmd = env + " " + std::string(KILN_BINARY) + " " + args + " 2>&1";
+  FILE* p = ::popen(cmd.c_str(), "r");
+  CommandResult r{-1, {}};
+  if (p == nullptr) return r;
+  char buf[4096];
+  size_t n;
+  while ((n = std::fread(buf, 1, sizeof(buf), p)) > 0) r.output.append(buf, n);
+  const int status = ::pclose(p);
+  r.code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+  return r;
 }
 
 }  // namespace kiln::testing
