@@ -114,10 +114,7 @@ void register_bench(CLI::App& app, Runner& run) {
   sub->add_option("--model", a->model, "HF directory or GGUF file")->required();
   sub->add_option("--prompt-tokens", a->prompt_tokens, "Prompt length")->check(CLI::Range(1, 1 << 20))->capture_default_str();
   sub->add_option("--gen-tokens", a->gen_tokens, "Tokens to decode")->check(CLI::Range(1, 1 << 20))->capture_default_str();
-  sub->add_option("--threads", a->threads, "Worker threads (0 = all cores)")->check(CLI::Range(0, 1024));
-  sub->add_option("--tensor", a->tensor, "Tensor-parallel ranks under mpirun (0 = ranks / pipeline)")
-      ->check(CLI::Range(0, 4096));
-  sub->add_option("--pipeline", a->pipeline, "Pipeline stages under mpirun")->check(CLI::Range(1, 4096));
+  add_layout_options(sub, *a);
   sub->add_option("--runs", a->runs, "Measured runs (median reported)")->check(CLI::Range(1, 1000))->capture_default_str();
   sub->callback([&run, a] { run = [a] { return run_bench(*a); }; });
 }

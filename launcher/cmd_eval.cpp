@@ -96,11 +96,7 @@ void register_eval(CLI::App& app, Runner& run) {
   sub->add_option("--mode", a->mode, "batch: one forward; seq: one token per forward")
       ->check(CLI::IsMember({"batch", "seq"}))->capture_default_str();
   sub->add_option("--dump-logits", a->dump, "Write float32 [n_tokens][vocab] logits here");
-  sub->add_option("--threads", a->threads, "Worker threads per rank (0 = all cores)")->check(CLI::Range(0, 1024));
-  sub->add_option("--tensor", a->tensor, "Tensor-parallel ranks under mpirun (0 = ranks / pipeline)")
-      ->check(CLI::Range(0, 4096));
-  sub->add_option("--pipeline", a->pipeline, "Pipeline stages under mpirun")->check(CLI::Range(1, 4096))
-      ->capture_default_str();
+  add_layout_options(sub, *a);
   add_config_flags(sub, a->config);
   sub->callback([&run, a, sub, tok, file] {
     run = [a, sub, tok, file] {

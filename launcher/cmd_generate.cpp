@@ -74,11 +74,7 @@ void register_generate(CLI::App& app, Runner& run) {
   sub->add_option("--top-p", a->top_p, "Nucleus sampling mass (1 = off)")->check(CLI::Range(0.0, 1.0));
   sub->add_option("--min-p", a->min_p, "Drop tokens below min_p x the top probability")->check(CLI::Range(0.0, 1.0));
   sub->add_option("--seed", a->seed, "Sampling seed")->capture_default_str();
-  sub->add_option("--threads", a->threads, "Worker threads per rank (0 = all cores)")->check(CLI::Range(0, 1024));
-  sub->add_option("--tensor", a->tensor, "Tensor-parallel ranks under mpirun (0 = ranks / pipeline)")
-      ->check(CLI::Range(0, 4096));
-  sub->add_option("--pipeline", a->pipeline, "Pipeline stages under mpirun")->check(CLI::Range(1, 4096))
-      ->capture_default_str();
+  add_layout_options(sub, *a);
   add_config_flags(sub, a->config);
   sub->callback([&run, a, sub, prompt] {
     run = [a, sub, prompt] {

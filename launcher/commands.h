@@ -47,6 +47,18 @@ int resolve_config(const CLI::App& sub, const ConfigFlags& flags, RunSettings& s
 int fail(const Status& status);
 int fail(const std::string& message);
 
+// --threads, --tensor and --pipeline of a model-running command (args has those members).
+template <typename Args>
+void add_layout_options(CLI::App* sub, Args& a) {
+  sub->add_option("--threads", a.threads, "Worker threads per rank (0 = all cores)")
+      ->check(CLI::Range(0, 1024));
+  sub->add_option("--tensor", a.tensor, "Tensor-parallel ranks under mpirun (0 = ranks / pipeline)")
+      ->check(CLI::Range(0, 4096));
+  sub->add_option("--pipeline", a.pipeline, "Pipeline stages under mpirun")
+      ->check(CLI::Range(1, 4096))
+      ->capture_default_str();
+}
+
 // resolve_config for a command whose args have model/tensor/pipeline/threads/config members;
 // -1 = go on, else the exit code.
 template <typename Args>
