@@ -86,6 +86,11 @@ const TensorRef* Checkpoint::find(const std::string& name) const {
   return &tensors_[it->second];
 }
 
+void Checkpoint::release_pages() const {
+  if (gguf_) gguf_->file()->release_pages();
+  if (safetensors_) safetensors_->release_pages();
+}
+
 uint64_t Checkpoint::total_bytes() const {
   uint64_t n = 0;
   for (const TensorRef& t : tensors_) n += t.nbytes;

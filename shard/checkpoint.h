@@ -46,6 +46,8 @@ class Checkpoint {
   // The GGUF (for its vocabulary) when format() == kGguf, else nullptr.
   const GgufFile* gguf() const { return gguf_.get(); }
   uint64_t total_bytes() const;
+  // Drops this process's resident pages of the files (views stay valid and fault back in).
+  void release_pages() const;
 
  private:
   Checkpoint() = default;

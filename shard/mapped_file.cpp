@@ -74,6 +74,10 @@ Status write_file(const std::string& path, std::string_view bytes) {
   return {};
 }
 
+void MappedFile::release_pages() const {
+  if (mapped_) ::madvise(const_cast<std::byte*>(data_), size_, MADV_DONTNEED);
+}
+
 MappedFile::~MappedFile() {
   if (mapped_) ::munmap(const_cast<std::byte*>(data_), size_);
 }

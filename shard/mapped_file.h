@@ -23,6 +23,9 @@ class MappedFile {
   const std::byte* data() const { return data_; }
   size_t size() const { return size_; }
   const std::string& path() const { return path_; }
+  // Tells the kernel this process no longer needs the mapped pages it has touched (they stay in
+  // the page cache); later reads fault them in again. Used after a rank copied out its slices.
+  void release_pages() const;
 
  private:
   MappedFile() = default;

@@ -37,6 +37,9 @@ StatusOr<std::unique_ptr<KimiLinearModel>> KimiLinearModel::load(const std::stri
     KILN_CHECK(p.pipeline == 1 || (parallel.pp != nullptr && parallel.pp->size() == p.pipeline));
     m->plan_ = p;
     KILN_ASSIGN_OR_RETURN(m->weights_, load_weights(*m->checkpoint_, p));
+    // Loading touched the whole files (row-parallel slices were copied out, shapes checked);
+    // drop those pages so the rank keeps only its share resident.
+    m->checkpoint_->release_pages();
     // Vocab rows of every rank in the TP group, to place gathered logits.
     const ParallelSpec spec{p.tensor, p.pipeline, {}};
     for (int t = 0; t < p.tensor; ++t) {

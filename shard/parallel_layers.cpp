@@ -1,6 +1,7 @@
 #include "shard/parallel_layers.h"
 
 #include <algorithm>
+#include <cstring>
 
 #include "kernels/cpu/gemm.h"
 
@@ -10,13 +11,22 @@ MatrixView column_parallel(const MatrixView& w, const Range& r) {
   return w.slice_rows(r.begin, r.size());
 }
 
-StatusOr<MatrixView> row_parallel(const MatrixView& w, const Range& r, const std::string& name) {
+StatusOr<MatrixView> row_parallel(const MatrixView& w, const Range& r, const std::string& name,
+                                  std::vector<std::vector<std::byte>>& owned) {
   const int64_t b = dtype_block_elems(w.dtype);
   if (r.begin % b != 0 || r.size() % b != 0) {
     return invalid_argument("{}: input slice [{}, {}) is not aligned to the {}-element blocks of {}",
                             name, r.begin, r.end, b, dtype_name(w.dtype));
   }
-  return w.slice_cols(r.begin, r.size());
+  const MatrixView view = w.slice_cols(r.begin, r.size());
+  if (r.size() == w.cols) return view;
+  const int64_t row_bytes = dtype_row_bytes(w.dtype, r.size());
+  std::vector<std::byte> buf(static_cast<size_t>(w.rows * row_bytes));
+  for (int64_t i = 0; i < w.rows; ++i) {
+    std::memcpy(buf.data() + i * row_bytes, view.row(i), static_cast<size_t>(row_bytes));
+  }
+  owned.push_back(std::move(buf));
+  return MatrixView::contiguous(w.dtype, owned.back().data(), w.rows, r.size());
 }
 
 void reduce_row_parallel(Communicator* tp, float* y, int64_t n) {

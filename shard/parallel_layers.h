@@ -20,8 +20,11 @@ namespace kiln {
 // Rows [r.begin, r.end) of an [out][in] weight: this rank's outputs.
 MatrixView column_parallel(const MatrixView& w, const Range& r);
 // Columns [r.begin, r.end) of an [out][in] weight: this rank's inputs. Quantised weights must be
-// cut on block boundaries (InvalidArgument naming `name` otherwise).
-StatusOr<MatrixView> row_parallel(const MatrixView& w, const Range& r, const std::string& name);
+// cut on block boundaries (InvalidArgument naming `name` otherwise). A strict subset of the
+// columns is copied into a compact buffer appended to `owned`, so the rank keeps only its bytes
+// resident (a view would touch every page of the weight, since each row holds every rank's part).
+StatusOr<MatrixView> row_parallel(const MatrixView& w, const Range& r, const std::string& name,
+                                  std::vector<std::vector<std::byte>>& owned);
 
 // Sums the partial outputs of row-parallel layers over the TP group, in place ([n] floats).
 // Blocks whose outputs add up (MoE: routed experts + shared expert) reduce once, at the end.

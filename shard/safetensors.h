@@ -32,6 +32,7 @@ class SafetensorsFile {
   const std::vector<SafetensorsTensor>& tensors() const { return tensors_; }
   const std::map<std::string, std::string>& metadata() const { return metadata_; }
   const SafetensorsTensor* find(const std::string& name) const;
+  const std::shared_ptr<MappedFile>& file() const { return file_; }
 
  private:
   std::shared_ptr<MappedFile> file_;
@@ -48,6 +49,10 @@ class SafetensorsSet {
   static StatusOr<SafetensorsSet> open_dir(const std::string& dir);
   const SafetensorsTensor* find(const std::string& name) const;
   std::vector<std::string> names() const;
+  // Drops this process's resident pages of every shard (see MappedFile::release_pages).
+  void release_pages() const {
+    for (const auto& f : files_) f->file()->release_pages();
+  }
 
  private:
   std::vector<std::shared_ptr<SafetensorsFile>> files_;

@@ -5,6 +5,7 @@
 
 #include <cmath>
 #include <cstring>
+#include <unordered_set>
 
 #include <fmt/format.h>
 
@@ -120,7 +121,7 @@ struct Names {
 };
 
 Status load_kda(const Loader& L, const Names& n, const ModelConfig& c, int64_t i,
-                const RankPlan& p, KdaWeights& w) {
+                const RankPlan& p, KdaWeights& w, std::vector<std::vector<std::byte>>& owned) {
   const int64_t D = c.hidden_size, H = c.kda_num_heads, K = c.kda_head_dim, C = H * K;
   const int64_t r = c.kda_gate_rank, taps = c.kda_conv_kernel;
   const int64_t h0 = p.kda_heads.begin, h1 = p.kda_heads.end;
@@ -135,7 +136,7 @@ Status load_kda(const Loader& L, const Names& n, const ModelConfig& c, int64_t i
   KILN_ASSIGN_OR_RETURN(w.g_a, L.matrix(n.layer(i, "self_attn.g_a_proj.weight", "ssm_g_a.weight"), r, D));
   KILN_ASSIGN_OR_RETURN(g_b, L.matrix(n.layer(i, "self_attn.g_b_proj.weight", "ssm_g_b.weight"), C, r));
   KILN_ASSIGN_OR_RETURN(o, L.matrix(n.layer(i, "self_attn.o_proj.weight", "attn_output.weight"), D, C));
-  KILN_ASSIGN_OR_RETURN(w.o, row_parallel(o, ch, n.layer(i, "self_attn.o_proj.weight", "attn_output.weight")));
+  KILN_ASSIGN_OR_RETURN(w.o, row_parallel(o, ch, n.layer(i, "self_attn.o_proj.weight", "attn_output.weight"), owned));
   w.q = column_parallel(q, ch);
   w.k = column_parallel(k, ch);
   w.v = column_parallel(v, ch);
@@ -170,7 +171,7 @@ Status load_mla(const Loader& L, const Names& n, const ModelConfig& c, int64_t i
   KILN_ASSIGN_OR_RETURN(w.kv_a, L.matrix(n.layer(i, "self_attn.kv_a_proj_with_mqa.weight", "attn_kv_a_mqa.weight"), R + P, D));
   KILN_ASSIGN_OR_RETURN(w.kv_a_norm, L.vector(n.layer(i, "self_attn.kv_a_layernorm.weight", "attn_kv_a_norm.weight"), {R}));
   KILN_ASSIGN_OR_RETURN(o, L.matrix(n.layer(i, "self_attn.o_proj.weight", "attn_output.weight"), D, H * V));
-  KILN_ASSIGN_OR_RETURN(w.o, row_parallel(o, Range{h0 * V, h1 * V}, n.layer(i, "self_attn.o_proj.weight", "attn_output.weight")));
+  KILN_ASSIGN_OR_RETURN(w.o, row_parallel(o, Range{h0 * V, h1 * V}, n.layer(i, "self_attn.o_proj.weight", "attn_output.weight"), owned));
   w.q = column_parallel(q, Range{h0 * (N + P), h1 * (N + P)});
   const std::string k_b = n.layer(i, "", "attn_k_b.weight");
   if (!n.hf && L.has(k_b)) {
@@ -192,19 +193,20 @@ Status load_mla(const Loader& L, const Names& n, const ModelConfig& c, int64_t i
 
 // A SwiGLU MLP sliced on its intermediate dimension: gate/up rows, down columns.
 Status load_mlp(const Loader& L, const std::string& gate, const std::string& up,
-                const std::string& down, int64_t F, int64_t D, const Range& slice, MlpWeights& w) {
+                const std::string& down, int64_t F, int64_t D, const Range& slice, MlpWeights& w,
+                std::vector<std::vector<std::byte>>& owned) {
   MatrixView g, u, d;
   KILN_ASSIGN_OR_RETURN(g, L.matrix(gate, F, D));
   KILN_ASSIGN_OR_RETURN(u, L.matrix(up, F, D));
   KILN_ASSIGN_OR_RETURN(d, L.matrix(down, D, F));
-  KILN_ASSIGN_OR_RETURN(w.down, row_parallel(d, slice, down));
+  KILN_ASSIGN_OR_RETURN(w.down, row_parallel(d, slice, down, owned));
   w.gate = column_parallel(g, slice);
   w.up = column_parallel(u, slice);
   return {};
 }
 
 Status load_moe(const Loader& L, const Names& n, const ModelConfig& c, int64_t i,
-                const RankPlan& p, MoeWeights& w) {
+                const RankPlan& p, MoeWeights& w, std::vector<std::vector<std::byte>>& owned) {
   const int64_t D = c.hidden_size, E = c.num_experts, F = c.moe_intermediate_size;
   const Range& s = p.expert_ffn;
   KILN_ASSIGN_OR_RETURN(w.router, L.matrix(n.layer(i, "block_sparse_moe.gate.weight", "ffn_gate_inp.weight"), E, D));
@@ -218,7 +220,7 @@ Status load_moe(const Loader& L, const Names& n, const ModelConfig& c, int64_t i
       auto name = [&](const char* m) {
         return fmt::format("model.layers.{}.block_sparse_moe.experts.{}.{}.weight", i, e, m);
       };
-      KILN_RETURN_IF_ERROR(load_mlp(L, name("w1"), name("w3"), name("w2"), F, D, s, w.experts[e]));
+      KILN_RETURN_IF_ERROR(load_mlp(L, name("w1"), name("w3"), name("w2"), F, D, s, w.experts[e], owned));
     }
   } else {
     std::vector<MatrixView> gate, up, down;
@@ -226,7 +228,7 @@ Status load_moe(const Loader& L, const Names& n, const ModelConfig& c, int64_t i
     KILN_ASSIGN_OR_RETURN(up, L.stacked(n.layer(i, "", "ffn_up_exps.weight"), E, F, D));
     KILN_ASSIGN_OR_RETURN(down, L.stacked(n.layer(i, "", "ffn_down_exps.weight"), E, D, F));
     for (int64_t e = 0; e < E; ++e) {
-      KILN_ASSIGN_OR_RETURN(w.experts[e].down, row_parallel(down[e], s, n.layer(i, "", "ffn_down_exps.weight")));
+      KILN_ASSIGN_OR_RETURN(w.experts[e].down, row_parallel(down[e], s, n.layer(i, "", "ffn_down_exps.weight"), owned));
       w.experts[e].gate = column_parallel(gate[e], s);
       w.experts[e].up = column_parallel(up[e], s);
     }
@@ -238,7 +240,7 @@ Status load_moe(const Loader& L, const Names& n, const ModelConfig& c, int64_t i
         L, n.layer(i, "block_sparse_moe.shared_experts.gate_proj.weight", "ffn_gate_shexp.weight"),
         n.layer(i, "block_sparse_moe.shared_experts.up_proj.weight", "ffn_up_shexp.weight"),
         n.layer(i, "block_sparse_moe.shared_experts.down_proj.weight", "ffn_down_shexp.weight"),
-        Fs, D, p.shared_ffn, w.shared));
+        Fs, D, p.shared_ffn, w.shared, owned));
   }
   return {};
 }
@@ -249,15 +251,15 @@ Status load_layer(const Loader& L, const Names& n, const ModelConfig& c, int64_t
   KILN_ASSIGN_OR_RETURN(w.attn_norm, L.vector(n.layer(i, "input_layernorm.weight", "attn_norm.weight"), {D}));
   KILN_ASSIGN_OR_RETURN(w.ffn_norm, L.vector(n.layer(i, "post_attention_layernorm.weight", "ffn_norm.weight"), {D}));
   if (c.is_kda(i)) {
-    KILN_RETURN_IF_ERROR(load_kda(L, n, c, i, p, w.kda));
+    KILN_RETURN_IF_ERROR(load_kda(L, n, c, i, p, w.kda, owned));
   } else {
     KILN_RETURN_IF_ERROR(load_mla(L, n, c, i, p, w.mla, owned));
   }
-  if (c.is_moe(i)) return load_moe(L, n, c, i, p, w.moe);
+  if (c.is_moe(i)) return load_moe(L, n, c, i, p, w.moe, owned);
   return load_mlp(L, n.layer(i, "mlp.gate_proj.weight", "ffn_gate.weight"),
                   n.layer(i, "mlp.up_proj.weight", "ffn_up.weight"),
                   n.layer(i, "mlp.down_proj.weight", "ffn_down.weight"), c.intermediate_size, D,
-                  p.dense_ffn, w.dense);
+                  p.dense_ffn, w.dense, owned);
 }
 
 // Every range whole: the share of a single rank running the whole model.
@@ -271,6 +273,50 @@ RankPlan whole_model_plan(const ModelConfig& c) {
   p.shared_ffn = {0, c.moe_intermediate_size * c.num_shared_experts};
   p.vocab = {0, c.vocab_size};
   return p;
+}
+
+// Replaces a view into the file by a compact copy owned by the weights (views that already
+// start an owned buffer — row-parallel cuts, transposed W_UK — stay as they are).
+void own(MatrixView& m, std::vector<std::vector<std::byte>>& owned,
+         const std::unordered_set<const std::byte*>& already) {
+  if (m.data == nullptr || m.rows == 0 || already.count(m.data) != 0) return;
+  const int64_t row_bytes = dtype_row_bytes(m.dtype, m.cols);
+  std::vector<std::byte> buf(static_cast<size_t>(m.rows * row_bytes));
+  for (int64_t i = 0; i < m.rows; ++i) {
+    std::memcpy(buf.data() + i * row_bytes, m.row(i), static_cast<size_t>(row_bytes));
+  }
+  owned.push_back(std::move(buf));
+  m = MatrixView::contiguous(m.dtype, owned.back().data(), m.rows, m.cols);
+}
+
+void own(MlpWeights& m, std::vector<std::vector<std::byte>>& owned,
+         const std::unordered_set<const std::byte*>& already) {
+  for (MatrixView* v : {&m.gate, &m.up, &m.down}) own(*v, owned, already);
+}
+
+// Copies every matrix of a rank's share out of the memory-mapped file, so the rank's resident
+// memory is its share: views of the file would keep whole page-cache folios mapped, and those
+// hold the neighbouring ranks' rows too.
+void own_all(ModelWeights& w) {
+  std::unordered_set<const std::byte*> already;
+  for (const auto& b : w.owned) already.insert(b.data());
+  std::vector<std::vector<std::byte>>& o = w.owned;
+  own(w.embed, o, already);
+  own(w.lm_head, o, already);
+  for (LayerWeights& l : w.layers) {
+    KdaWeights& k = l.kda;
+    for (MatrixView* v : {&k.q, &k.k, &k.v, &k.f_a, &k.f_b, &k.b, &k.g_a, &k.g_b, &k.o}) {
+      own(*v, o, already);
+    }
+    MlaWeights& a = l.mla;
+    for (MatrixView* v : {&a.q, &a.kv_a, &a.o}) own(*v, o, already);
+    for (MatrixView& v : a.k_b) own(v, o, already);
+    for (MatrixView& v : a.v_b) own(v, o, already);
+    own(l.dense, o, already);
+    own(l.moe.router, o, already);
+    for (MlpWeights& e : l.moe.experts) own(e, o, already);
+    own(l.moe.shared, o, already);
+  }
 }
 
 }  // namespace
@@ -303,6 +349,7 @@ StatusOr<ModelWeights> load_weights(const Checkpoint& ck, const RankPlan& plan) 
   for (int64_t i = plan.layers.begin; i < plan.layers.end; ++i) {
     KILN_RETURN_IF_ERROR(load_layer(L, n, c, i, plan, w.layers[i], w.owned));
   }
+  if (plan.tensor > 1 || plan.pipeline > 1) own_all(w);
   return w;
 }
 

@@ -80,6 +80,8 @@ struct ModelWeights {
 // The whole model on one rank.
 StatusOr<ModelWeights> load_weights(const Checkpoint& ck);
 // One rank's share. Quantised row-parallel slices must be block-aligned (error names the tensor).
+// In a parallel job (tensor or pipeline > 1) the share is copied out of the file into `owned`, so
+// the rank's resident memory is its share; one rank keeps zero-copy views of the mapping.
 StatusOr<ModelWeights> load_weights(const Checkpoint& ck, const RankPlan& plan);
 
 }  // namespace kiln
