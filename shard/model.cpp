@@ -49,13 +49,7 @@ StatusOr<std::unique_ptr<KimiLinearModel>> KimiLinearModel::load(const std::stri
     }
   } else {
     KILN_ASSIGN_OR_RETURN(m->weights_, load_weights(*m->checkpoint_));
-    m->plan_.layers = m->weights_.layers_loaded;
-    m->plan_.kda_heads = {0, c.kda_num_heads};
-    m->plan_.mla_heads = {0, c.mla_num_heads};
-    m->plan_.dense_ffn = {0, c.intermediate_size};
-    m->plan_.expert_ffn = {0, c.moe_intermediate_size};
-    m->plan_.shared_ffn = {0, c.moe_intermediate_size * c.num_shared_experts};
-    m->plan_.vocab = {0, c.vocab_size};
+    m->plan_ = whole_model_plan(c);
     group_vocab.push_back(m->plan_.vocab);
   }
   m->parallel_ = parallel;

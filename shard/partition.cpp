@@ -377,4 +377,16 @@ std::string describe_plan(const ModelConfig& config, const RankPlan& plan, const
   return s;
 }
 
+RankPlan whole_model_plan(const ModelConfig& c) {
+  RankPlan p;
+  p.layers = {0, c.num_layers};
+  p.kda_heads = {0, c.kda_num_heads};
+  p.mla_heads = {0, c.mla_num_heads};
+  p.dense_ffn = {0, c.intermediate_size};
+  p.expert_ffn = {0, c.moe_intermediate_size};
+  p.shared_ffn = {0, c.moe_intermediate_size * c.num_shared_experts};
+  p.vocab = {0, c.vocab_size};
+  return p;
+}
+
 }  // namespace kiln

@@ -55,6 +55,9 @@ struct RankPlan {
 // spec.layer_split is empty; when it is empty too, pipeline_balance_bytes(config, weight_dtype).
 StatusOr<RankPlan> plan_rank(const ModelConfig& config, const ParallelSpec& spec, int rank,
                              DType weight_dtype, const std::vector<uint64_t>& layer_bytes);
+// The share of a single rank that runs the whole model (every range whole).
+RankPlan whole_model_plan(const ModelConfig& config);
+
 // All tensor × pipeline ranks, in rank order.
 StatusOr<std::vector<RankPlan>> plan_all(const ModelConfig& config, const ParallelSpec& spec,
                                          DType weight_dtype,

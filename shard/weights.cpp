@@ -262,19 +262,6 @@ Status load_layer(const Loader& L, const Names& n, const ModelConfig& c, int64_t
                   p.dense_ffn, w.dense, owned);
 }
 
-// Every range whole: the share of a single rank running the whole model.
-RankPlan whole_model_plan(const ModelConfig& c) {
-  RankPlan p;
-  p.layers = {0, c.num_layers};
-  p.kda_heads = {0, c.kda_num_heads};
-  p.mla_heads = {0, c.mla_num_heads};
-  p.dense_ffn = {0, c.intermediate_size};
-  p.expert_ffn = {0, c.moe_intermediate_size};
-  p.shared_ffn = {0, c.moe_intermediate_size * c.num_shared_experts};
-  p.vocab = {0, c.vocab_size};
-  return p;
-}
-
 // Replaces a view into the file by a compact copy owned by the weights (views that already
 // start an owned buffer — row-parallel cuts, transposed W_UK — stay as they are).
 void own(MatrixView& m, std::vector<std::vector<std::byte>>& owned,
