@@ -46,12 +46,17 @@ std::optional<std::string> chat_template_text(const Checkpoint& ck) {
 
 }  // namespace
 
-StatusOr<std::string> render_chat_prompt(const Checkpoint& checkpoint, const std::string& system,
-                                         const std::string& user) {
+text::ChatOptions chat_options(const Checkpoint& checkpoint) {
   text::ChatOptions options;
   if (auto tmpl = chat_template_text(checkpoint)) {
     if (auto d = text::default_system_from_template(*tmpl)) options.default_system = *d;
   }
+  return options;
+}
+
+StatusOr<std::string> render_chat_prompt(const Checkpoint& checkpoint, const std::string& system,
+                                         const std::string& user) {
+  text::ChatOptions options = chat_options(checkpoint);
   std::vector<text::ChatMessage> messages;
   if (!system.empty()) messages.push_back({"system", system, {}, {}, {}});
   messages.push_back({"user", user, {}, {}, {}});

@@ -7,6 +7,7 @@
 #include <string_view>
 #include <vector>
 
+#include "cluster/text/chat_template.h"
 #include "cluster/text/tokenizer.h"
 #include "kernels/cpu/sampling.h"
 #include "kernels/cpu/thread_pool.h"
@@ -45,6 +46,8 @@ StatusOr<text::Tokenizer> load_tokenizer(const Checkpoint& checkpoint);
 namespace kiln {
 // The prompt as one user turn in the checkpoint's chat format: the default system text comes
 // from the checkpoint's chat template when it has one (system, when not empty, overrides it).
+// Chat rendering options for the checkpoint: the default system text of its chat template.
+text::ChatOptions chat_options(const Checkpoint& checkpoint);
 StatusOr<std::string> render_chat_prompt(const Checkpoint& checkpoint, const std::string& system,
                                          const std::string& user);
 }  // namespace kiln

@@ -52,7 +52,7 @@ struct LaunchOptions {
   std::string kiln_binary;    // absolute path of the kiln executable, the same on every host
   std::string config_path;    // absolute path of the topology file, the same on every host
   std::string hostfile_path;  // where the hostfile text is written
-  std::string command = "generate";         // kiln sub-command every rank runs
+  std::string command = "serve";            // kiln sub-command every rank runs
   std::vector<std::string> overrides;       // --set assignments, forwarded to every rank
   std::vector<std::string> rank_args;       // appended to the rank command
   std::vector<std::string> mpirun_args;     // extra mpirun options, before the program

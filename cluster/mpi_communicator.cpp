@@ -1,14 +1,16 @@
 // MpiCommunicator: Communicator calls mapped onto MPI collectives and MPI_Send/MPI_Recv, with the
-// ordered (deterministic) all-reduce described in the header. Byte transfers over 1 GiB go in
-// pieces because MPI counts are int.
+// ordered (deterministic) all-reduce described in the header and a broadcast that waits asleep.
+// Byte transfers over 1 GiB go in pieces because MPI counts are int.
 #ifdef KILN_HAVE_MPI
 
 #include "cluster/mpi_communicator.h"
 
 #include <algorithm>
+#include <chrono>
 #include <climits>
 #include <cstdio>
 #include <cstring>
+#include <thread>
 
 #include <fmt/format.h>
 
@@ -24,6 +26,25 @@ int to_count(int64_t n, const char* what) {
   KILN_CHECK_MSG(n >= 0 && n <= INT_MAX,
                  fmt::format("{}: {} elements do not fit an MPI count", what, n));
   return static_cast<int>(n);
+}
+
+// Completes `request` without keeping the core busy for long: MPI_Test in a loop for kSpin (a
+// message that is on its way arrives at full speed), then between tests sleeps that double from
+// kFirstSleep up to kMaxSleep (an idle wait costs about one wake-up per millisecond).
+void wait_idle(MPI_Request& request) {
+  using Clock = std::chrono::steady_clock;
+  constexpr auto kSpin = std::chrono::microseconds(50);
+  constexpr auto kFirstSleep = std::chrono::microseconds(20);
+  constexpr auto kMaxSleep = std::chrono::microseconds(1000);
+  int done = 0;
+  const Clock::time_point spin_end = Clock::now() + kSpin;
+  do {
+    KILN_MPI_CHECK(MPI_Test(&request, &done, MPI_STATUS_IGNORE));
+  } while (!done && Clock::now() < spin_end);
+  for (auto sleep = kFirstSleep; !done; sleep = std::min(sleep * 2, kMaxSleep)) {
+    std::this_thread::sleep_for(sleep);
+    KILN_MPI_CHECK(MPI_Test(&request, &done, MPI_STATUS_IGNORE));
+  }
 }
 
 }  // namespace
@@ -116,6 +137,18 @@ void MpiCommunicator::broadcast(void* data, int64_t bytes, int root) {
   for (int64_t done = 0; done < bytes; done += kMaxPiece) {
     const int piece = static_cast<int>(std::min(kMaxPiece, bytes - done));
     KILN_MPI_CHECK(MPI_Bcast(p + done, piece, MPI_BYTE, root, comm_));
+  }
+}
+
+void MpiCommunicator::broadcast_idle(void* data, int64_t bytes, int root) {
+  ScopedBusyTimer timer(busy_seconds_);
+  KILN_CHECK(root >= 0 && root < size_ && bytes >= 0);
+  auto* p = static_cast<char*>(data);
+  for (int64_t done = 0; done < bytes; done += kMaxPiece) {
+    const int piece = static_cast<int>(std::min(kMaxPiece, bytes - done));
+    MPI_Request request = MPI_REQUEST_NULL;
+    KILN_MPI_CHECK(MPI_Ibcast(p + done, piece, MPI_BYTE, root, comm_, &request));
+    wait_idle(request);
   }
 }
 

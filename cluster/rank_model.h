@@ -4,6 +4,7 @@
 // ranks: no hang in a collective).
 #pragma once
 
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -22,7 +23,10 @@ struct RankModel {
 // tensor = 0 means "the job's ranks divided by pipeline". Returns an error (identical on every
 // rank) for layout problems; a load failure on any rank ends the job through agree_or_abort.
 // layer_split: layers per stage (empty = stages balanced by weight bytes).
+// on_joined, when set, runs on every rank once the world exists and before loading (the server
+// starts its gateway there); its error counts as that rank's load failure.
 StatusOr<RankModel> load_rank_model(const std::string& path, int tensor, int pipeline,
-                                    const std::vector<int64_t>& layer_split = {});
+                                    const std::vector<int64_t>& layer_split = {},
+                                    const std::function<Status(const World&)>& on_joined = {});
 
 }  // namespace kiln

@@ -161,8 +161,9 @@ void add_config_flags(CLI::App* sub, ConfigFlags& flags) {
   sub->add_flag("--print-config", flags.print, "Print the effective merged topology and exit");
 }
 
-int resolve_config(const CLI::App& sub, const ConfigFlags& flags, RunSettings& settings) {
-  if (flags.file.empty() && flags.sets.empty() && !flags.print) return -1;
+int resolve_config(const CLI::App& sub, const ConfigFlags& flags, RunSettings& settings,
+                   Topology* topology) {
+  if (flags.file.empty() && flags.sets.empty() && !flags.print && topology == nullptr) return -1;
   Topology t;
   if (!flags.file.empty()) {
     auto loaded = load_topology(flags.file);
@@ -186,6 +187,7 @@ int resolve_config(const CLI::App& sub, const ConfigFlags& flags, RunSettings& s
   settings.tensor = t.parallel.tensor;
   settings.pipeline = t.parallel.pipeline;
   settings.threads = t.threads > 0 ? t.threads : shared_threads();
+  if (topology != nullptr) *topology = std::move(t);
   return -1;
 }
 

@@ -17,7 +17,7 @@ namespace kiln::launcher {
 namespace {
 
 struct LaunchArgs {
-  std::string file, command = "generate", mpirun = "mpirun";
+  std::string file, command = "serve", mpirun = "mpirun";
   std::vector<std::string> sets, rest;
   bool dry_run = false;
 };

@@ -8,6 +8,7 @@
 
 #include <CLI/CLI.hpp>
 
+#include "cluster/topology.h"
 #include "kernels/base/status.h"
 
 namespace kiln::launcher {
@@ -21,6 +22,7 @@ void register_eval(CLI::App& app, Runner& run);
 void register_bench(CLI::App& app, Runner& run);
 void register_check_config(CLI::App& app, Runner& run);
 void register_launch(CLI::App& app, Runner& run);
+void register_serve(CLI::App& app, Runner& run);
 
 // --config FILE, --set KEY=VALUE (repeatable) and --print-config of the commands that run the
 // model (cmd_check_config.cpp).
@@ -41,7 +43,9 @@ struct RunSettings {
 // --set, then the flags of `sub` that were given (--model, --tensor, --pipeline, --threads),
 // validates against the model like check-config, and fills `settings`. Returns -1 to go on, or
 // the exit code to stop with (an error, or 0 after --print-config).
-int resolve_config(const CLI::App& sub, const ConfigFlags& flags, RunSettings& settings);
+// topology, when given, receives the merged topology (also without --config: the defaults).
+int resolve_config(const CLI::App& sub, const ConfigFlags& flags, RunSettings& settings,
+                   Topology* topology = nullptr);
 
 // Prints "kiln: error: <message>" and returns 1.
 int fail(const Status& status);

@@ -16,6 +16,7 @@ int main(int argc, char** argv) {
   kiln::launcher::register_bench(app, run);
   kiln::launcher::register_check_config(app, run);
   kiln::launcher::register_launch(app, run);
+  kiln::launcher::register_serve(app, run);
   auto is_command = [&app](const std::string& name) {
     for (const CLI::App* sub : app.get_subcommands([](CLI::App*) { return true; })) {
       if (sub->get_name() == name) return true;

@@ -6,7 +6,7 @@ if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
 export DEBIAN_FRONTEND=noninteractive
 $SUDO apt-get update -qq
 $SUDO apt-get install -y -qq --no-install-recommends \
-  build-essential cmake ninja-build ccache pkg-config git python3 \
+  build-essential cmake ninja-build ccache pkg-config git python3 python3-venv curl \
   libopenmpi-dev openmpi-bin \
   libboost1.81-dev libboost-json1.81-dev \
   libyaml-cpp-dev libpcre2-dev libcli11-dev libspdlog-dev libfmt-dev \

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Fresh machine → every test passing: installs dependencies, builds with warnings as errors,
-# runs the whole ctest suite (labels: unit, parity).
+# runs the whole ctest suite (labels: unit, parity, mpi, http).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/install-deps.sh
 scripts/build.sh -DKILN_BUILD_TESTS=ON -DKILN_WERROR=ON
+scripts/python-env.sh   # the openai client for the HTTP tests, in build/pyenv
 ctest --test-dir build --output-on-failure -j "$(nproc)"

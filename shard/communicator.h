@@ -34,6 +34,9 @@ class Communicator {
                             const std::vector<int64_t>& counts) = 0;
   // data[bytes] on every rank ← data[bytes] of `root`.
   virtual void broadcast(void* data, int64_t bytes, int root) = 0;
+  // broadcast for a message that may be long in coming (an idle server's next step): a waiting
+  // rank does not keep a core busy (it polls with growing sleeps of at most 1 ms).
+  virtual void broadcast_idle(void* data, int64_t bytes, int root) { broadcast(data, bytes, root); }
   // Point to point: returns once `data` may be reused. Messages between one (sender, receiver) pair
   // are received in the order they were sent; recv's `bytes` must equal the matching send's.
   virtual void send(const void* data, int64_t bytes, int peer) = 0;

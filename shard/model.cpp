@@ -67,7 +67,12 @@ StatusOr<std::unique_ptr<KimiLinearModel>> KimiLinearModel::load(const std::stri
 }
 
 std::unique_ptr<StateCache> KimiLinearModel::new_state(int64_t n_slots, int64_t max_context) const {
-  return std::make_unique<StateCache>(shard_config_, n_slots, max_context, plan_.layers);
+  return StateCache::with_fixed_pages(shard_config_, n_slots, max_context, plan_.layers);
+}
+
+std::unique_ptr<StateCache> KimiLinearModel::new_paged_state(int64_t n_slots, int64_t n_pages,
+                                                             int64_t page_tokens) const {
+  return std::make_unique<StateCache>(shard_config_, n_slots, n_pages, page_tokens, plan_.layers);
 }
 
 void KimiLinearModel::run_layers(BatchContext& b) {
@@ -113,9 +118,10 @@ Status KimiLinearModel::forward(cpu::ThreadPool& pool, StateCache& state,
     }
     const int64_t n = static_cast<int64_t>(s.tokens.size());
     const int64_t pos0 = state.length(s.slot);
-    if (pos0 + n > state.max_context()) {
-      return invalid_argument("sequence in slot {} would reach {} tokens, over the context of {}",
-                              s.slot, pos0 + n, state.max_context());
+    if (pos0 + n > state.capacity(s.slot)) {
+      return invalid_argument(
+          "sequence in slot {} needs {} tokens of context, its pages hold {}", s.slot, pos0 + n,
+          state.capacity(s.slot));
     }
     for (int32_t t : s.tokens) {
       if (t < 0 || t >= vocab) return invalid_argument("token id {} is outside [0, {})", t, vocab);

@@ -52,12 +52,16 @@ class KimiLinearModel {
   const ModelConfig& shard_config() const { return shard_config_; }
   const RankPlan& plan() const { return plan_; }
   // A state cache for this rank's heads and its stage's layers.
+  // Each slot owns enough fixed pages for max_context tokens.
   std::unique_ptr<StateCache> new_state(int64_t n_slots, int64_t max_context) const;
+  // A paged cache for the server: n_pages pages of page_tokens tokens, assigned by the caller.
+  std::unique_ptr<StateCache> new_paged_state(int64_t n_slots, int64_t n_pages,
+                                              int64_t page_tokens) const;
   const Checkpoint& checkpoint() const { return *checkpoint_; }
   const ModelWeights& weights() const { return weights_; }
 
   // Runs the sequences' tokens, appending them to their slots (positions continue from
-  // state.length(slot)). logits: [rows][vocab] where rows counts, per sequence in order, either
+  // state.length(slot); the slot must have pages for them: InvalidArgument otherwise). logits: [rows][vocab] where rows counts, per sequence in order, either
   // all its tokens or one. Token ids must be valid (checked: InvalidArgument naming the id).
   // In a parallel job every rank calls forward with the same sequences; the logits arrive on
   // global rank 0 (stage 0, tp_rank 0) and on the last stage's TP group; elsewhere they are empty.

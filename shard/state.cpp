@@ -1,7 +1,9 @@
-// StateCache: one allocation for all slots' KDA state and MLA latent rows.
+// StateCache: one allocation for all slots' KDA state and one for the pool of latent pages; the
+// block tables say which pages hold a slot's positions.
 #include "shard/state.h"
 
 #include <algorithm>
+#include <string>
 
 #include "kernels/base/check.h"
 
@@ -22,16 +24,35 @@ int64_t StateSizes::kda_bytes_per_slot() const {
 }
 int64_t StateSizes::mla_bytes_per_token() const { return n_mla_layers * latent_floats * 4; }
 
-StateCache::StateCache(const ModelConfig& config, int64_t n_slots, int64_t max_context,
-                       Range layers)
-    : sizes_(StateSizes::from_config(config, layers)), n_slots_(n_slots), max_context_(max_context) {
-  KILN_CHECK(n_slots > 0 && max_context > 0);
+StateCache::StateCache(const ModelConfig& config, int64_t n_slots, int64_t n_pages,
+                       int64_t page_tokens, Range layers)
+    : sizes_(StateSizes::from_config(config, layers)),
+      n_slots_(n_slots),
+      n_pages_(n_pages),
+      page_tokens_(page_tokens) {
+  KILN_CHECK(n_slots > 0 && n_pages >= 0 && n_pages <= INT32_MAX && page_tokens > 0);
   conv_chunk_ = (config.kda_conv_kernel - 1) * config.kda_proj_dim();
   kda_.assign(static_cast<size_t>(n_slots * sizes_.n_kda_layers *
                                   (sizes_.conv_floats + sizes_.recurrent_floats)), 0.0f);
-  latent_.assign(static_cast<size_t>(n_slots * sizes_.n_mla_layers * max_context *
+  latent_.assign(static_cast<size_t>(n_pages * sizes_.n_mla_layers * page_tokens *
                                      sizes_.latent_floats), 0.0f);
+  tables_.resize(static_cast<size_t>(n_slots));
   lengths_.assign(static_cast<size_t>(n_slots), 0);
+}
+
+std::unique_ptr<StateCache> StateCache::with_fixed_pages(const ModelConfig& config,
+                                                         int64_t n_slots, int64_t max_context,
+                                                         Range layers, int64_t page_tokens) {
+  KILN_CHECK(n_slots > 0 && max_context > 0 && page_tokens > 0);
+  const int64_t per_slot = (max_context + page_tokens - 1) / page_tokens;
+  auto s = std::make_unique<StateCache>(config, n_slots, n_slots * per_slot, page_tokens, layers);
+  std::vector<int32_t> pages(static_cast<size_t>(per_slot));
+  for (int64_t slot = 0; slot < n_slots; ++slot) {
+    for (int64_t i = 0; i < per_slot; ++i) pages[i] = static_cast<int32_t>(slot * per_slot + i);
+    s->append_pages(slot, pages);
+  }
+  s->fixed_pages_ = true;
+  return s;
 }
 
 int64_t StateCache::bytes() const {
@@ -39,28 +60,49 @@ int64_t StateCache::bytes() const {
 }
 
 float* StateCache::conv(int64_t slot, int64_t kda_index, int which) {
-  KILN_CHECK(slot >= 0 && slot < n_slots_ && kda_index < sizes_.n_kda_layers);
+  KILN_CHECK(slot >= 0 && slot < n_slots_ && kda_index >= 0 && kda_index < sizes_.n_kda_layers);
   const int64_t per_layer = sizes_.conv_floats + sizes_.recurrent_floats;
   return kda_.data() + (slot * sizes_.n_kda_layers + kda_index) * per_layer + which * conv_chunk_;
 }
 
 float* StateCache::recurrent(int64_t slot, int64_t kda_index) {
-  KILN_CHECK(slot >= 0 && slot < n_slots_ && kda_index < sizes_.n_kda_layers);
+  KILN_CHECK(slot >= 0 && slot < n_slots_ && kda_index >= 0 && kda_index < sizes_.n_kda_layers);
   const int64_t per_layer = sizes_.conv_floats + sizes_.recurrent_floats;
   return kda_.data() + (slot * sizes_.n_kda_layers + kda_index) * per_layer + sizes_.conv_floats;
 }
 
-float* StateCache::latent(int64_t slot, int64_t mla_index) {
-  KILN_CHECK(slot >= 0 && slot < n_slots_ && mla_index < sizes_.n_mla_layers);
-  return latent_.data() +
-         (slot * sizes_.n_mla_layers + mla_index) * max_context_ * sizes_.latent_floats;
+float* StateCache::latent_page(int32_t page, int64_t mla_index) {
+  KILN_CHECK(page >= 0 && page < n_pages_ && mla_index >= 0 && mla_index < sizes_.n_mla_layers);
+  const int64_t rows = page_tokens_ * sizes_.latent_floats;
+  return latent_.data() + (page * sizes_.n_mla_layers + mla_index) * rows;
+}
+
+const std::vector<int32_t>& StateCache::pages(int64_t slot) const {
+  KILN_CHECK(slot >= 0 && slot < n_slots_);
+  return tables_[static_cast<size_t>(slot)];
+}
+
+void StateCache::append_pages(int64_t slot, const std::vector<int32_t>& pages) {
+  KILN_CHECK(slot >= 0 && slot < n_slots_ && !fixed_pages_);
+  for (int32_t p : pages) {
+    KILN_CHECK_MSG(p >= 0 && p < n_pages_,
+                   "page " + std::to_string(p) + " of " + std::to_string(n_pages_));
+  }
+  std::vector<int32_t>& t = tables_[static_cast<size_t>(slot)];
+  t.insert(t.end(), pages.begin(), pages.end());
+}
+
+int64_t StateCache::capacity(int64_t slot) const {
+  return static_cast<int64_t>(pages(slot).size()) * page_tokens_;
 }
 
 void StateCache::reset(int64_t slot) {
   KILN_CHECK(slot >= 0 && slot < n_slots_);
   const int64_t per_slot = sizes_.n_kda_layers * (sizes_.conv_floats + sizes_.recurrent_floats);
   std::fill_n(kda_.begin() + slot * per_slot, per_slot, 0.0f);
-  lengths_[slot] = 0;
+  lengths_[static_cast<size_t>(slot)] = 0;
+  // clear() keeps the capacity, so reassigning pages does not allocate again.
+  if (!fixed_pages_) tables_[static_cast<size_t>(slot)].clear();
 }
 
 }  // namespace kiln

@@ -1,10 +1,10 @@
 // Per-sequence state of one rank: KDA slots (conv windows + fp32 recurrent state per KDA layer)
 // and the MLA latent cache (one [c | k_pe] row per token per MLA layer). Sizes are computed from
 // the config and allocated once; a slot is zeroed when assigned to a new sequence.
-// The latent cache is contiguous per slot ([max_context] rows); paging comes with the scheduler.
 #pragma once
 
 #include <cstdint>
+#include <memory>
 #include <vector>
 
 #include "shard/config.h"
@@ -23,33 +23,55 @@ struct StateSizes {
   int64_t n_kda_layers = 0, n_mla_layers = 0;
 };
 
+// The latent cache is a pool of fixed-size pages shared by all slots; each slot has a block table
+// (page ids in position order). Page p holds, for every MLA layer of this rank, the latent rows of
+// page_tokens consecutive positions. Page ids are the same on every rank (each rank holds the
+// same number of pages for its own layers), so rank 0's scheduler assigns them for all ranks.
 class StateCache {
  public:
   // config gives this rank's head counts (KimiLinearModel::shard_config()); only the KDA/MLA
   // layers in `layers` get state (all layers when empty), indexed in layer order.
-  StateCache(const ModelConfig& config, int64_t n_slots, int64_t max_context, Range layers = {});
+  // Paged: n_pages pages of page_tokens tokens, no page assigned to any slot.
+  StateCache(const ModelConfig& config, int64_t n_slots, int64_t n_pages, int64_t page_tokens,
+             Range layers);
+  // Static: every slot owns ceil(max_context / page_tokens) pages from the start (for tools and
+  // tests that run fixed sequences: eval, generate, bench).
+  static std::unique_ptr<StateCache> with_fixed_pages(const ModelConfig& config, int64_t n_slots,
+                                                      int64_t max_context, Range layers = {},
+                                                      int64_t page_tokens = 64);
 
   int64_t n_slots() const { return n_slots_; }
-  int64_t max_context() const { return max_context_; }
+  int64_t n_pages() const { return n_pages_; }
+  int64_t page_tokens() const { return page_tokens_; }
   const StateSizes& sizes() const { return sizes_; }
   int64_t bytes() const;
 
   // which: 0 = q, 1 = k, 2 = v. Returns [taps−1][H*K], oldest row first.
   float* conv(int64_t slot, int64_t kda_index, int which);
   float* recurrent(int64_t slot, int64_t kda_index);   // [H][K][V]
-  float* latent(int64_t slot, int64_t mla_index);      // [max_context][R+P]
+  // Rows [page_tokens][R+P] of one page for one MLA layer.
+  float* latent_page(int32_t page, int64_t mla_index);
+  // The slot's block table; positions [i·page_tokens, (i+1)·page_tokens) live in pages(slot)[i].
+  const std::vector<int32_t>& pages(int64_t slot) const;
+  // Appends pages to the slot's table (ids checked in range).
+  void append_pages(int64_t slot, const std::vector<int32_t>& pages);
+  // Tokens the slot can hold: pages(slot).size() × page_tokens.
+  int64_t capacity(int64_t slot) const;
   // Number of tokens already processed by the slot's sequence.
   int64_t length(int64_t slot) const { return lengths_[slot]; }
   void set_length(int64_t slot, int64_t n) { lengths_[slot] = n; }
-  // Zeroes the slot's KDA state and length (the latent rows are overwritten as tokens arrive).
+  // Zeroes the slot's KDA state and length; a paged cache also empties its block table (a
+  // static one keeps its pages). Latent rows are overwritten as tokens arrive.
   void reset(int64_t slot);
 
  private:
   StateSizes sizes_;
-  int64_t n_slots_, max_context_;
+  int64_t n_slots_ = 0, n_pages_ = 0, page_tokens_ = 0;
+  bool fixed_pages_ = false;
   int64_t conv_chunk_ = 0;   // taps−1 × H*K
   std::vector<float> kda_;     // [slot][kda layer][conv q,k,v | recurrent]
-  std::vector<float> latent_;  // [slot][mla layer][max_context][R+P]
+  std::vector<float> latent_;  // [page][mla layer][page_tokens][R+P]
+  std::vector<std::vector<int32_t>> tables_;
   std::vector<int64_t> lengths_;
 };
 

@@ -1,4 +1,5 @@
-// Small fused element-wise ops over contiguous fp32 arrays.
+// Small fused element-wise ops over contiguous fp32 arrays. silu_mul and sigmoid_inplace give
+// each element the same bits whatever its index and n (batch invariance).
 #pragma once
 
 #include <cstdint>

@@ -1,7 +1,8 @@
-// Absorbed MLA attention over the latent cache. Work units are (token, block of 16 heads). Scores
-// use 4-head × 2-position register tiles and the weighted value sum 4-head × 16-column tiles;
-// cache rows are taken in 64-row blocks that stay in L2 while every head of the unit uses them,
-// so each unit streams the cache from memory about twice (scores, values).
+// Absorbed MLA attention over the paged latent cache. Work units are (token, block of 16 heads).
+// Scores use 4-head × 2-position register tiles and the weighted value sum 4-head × 16-column
+// tiles; cache rows are taken in 64-position blocks (their row addresses looked up once per block)
+// that stay in L2 while every head of the unit uses them, so each unit streams the cache from
+// memory about twice (scores, values). The blocks do not depend on the page size.
 #include "kernels/cpu/mla.h"
 
 #include <algorithm>
@@ -36,16 +37,30 @@ void softmax_row(float* s, int64_t n) {
   vec::scale(1.0f / z, s, n);
 }
 
-// s[i][p] = scale · q_i · c_p for NH heads × NP positions; rows of q and c are W floats.
+// Row addresses of positions [p0, p1) (at most kPosBlock) → rows[0 .. p1 − p0).
+void block_rows(const float* const* pages, int64_t page_tokens, int64_t W, int64_t p0, int64_t p1,
+                const float** rows) {
+  int64_t page = p0 / page_tokens, r = p0 % page_tokens;
+  for (int64_t p = p0; p < p1; ++p) {
+    rows[p - p0] = pages[page] + r * W;
+    if (++r == page_tokens) {
+      r = 0;
+      ++page;
+    }
+  }
+}
+
+// s[i][p] = scale · q_i · c[p] for NH heads × NP positions; rows of q and c are W floats.
 template <int NH, int NP>
-void score_tile(const float* q, const float* c, int64_t W, float scale, float* s, int64_t ld) {
+void score_tile(const float* q, const float* const* c, int64_t W, float scale, float* s,
+                int64_t ld) {
   __m256 acc[NH][NP];
   for (int i = 0; i < NH; ++i)
     for (int p = 0; p < NP; ++p) acc[i][p] = _mm256_setzero_ps();
   const int64_t w8 = W & ~int64_t{7};
   for (int64_t d = 0; d < w8; d += 8) {
     __m256 cv[NP];
-    for (int p = 0; p < NP; ++p) cv[p] = _mm256_loadu_ps(c + p * W + d);
+    for (int p = 0; p < NP; ++p) cv[p] = _mm256_loadu_ps(c[p] + d);
     for (int i = 0; i < NH; ++i) {
       const __m256 qv = _mm256_loadu_ps(q + i * W + d);
       for (int p = 0; p < NP; ++p) acc[i][p] = _mm256_fmadd_ps(qv, cv[p], acc[i][p]);
@@ -54,15 +69,16 @@ void score_tile(const float* q, const float* c, int64_t W, float scale, float* s
   for (int i = 0; i < NH; ++i) {
     for (int p = 0; p < NP; ++p) {
       float v = vec::hsum(acc[i][p]);
-      for (int64_t d = w8; d < W; ++d) v += q[i * W + d] * c[p * W + d];
+      for (int64_t d = w8; d < W; ++d) v += q[i * W + d] * c[p][d];
       s[i * ld + p] = scale * v;
     }
   }
 }
 
-// out[i][j..j+16) += Σ_{t0≤τ<t1} p[i][τ] · c_τ[j..j+16) for NH heads (p rows n apart).
+// out[i][j..j+16) += Σ_{t0≤τ<t1} p[i][τ] · rows[τ − t0][j..j+16) for NH heads (p rows n
+// apart).
 template <int NH>
-void value_tile(const float* pr, int64_t n, int64_t t0, int64_t t1, const float* cache, int64_t W,
+void value_tile(const float* pr, int64_t n, int64_t t0, int64_t t1, const float* const* rows,
                 int64_t j, float* out, int64_t R) {
   __m256 acc[NH][2];
   for (int i = 0; i < NH; ++i) {
@@ -70,8 +86,8 @@ void value_tile(const float* pr, int64_t n, int64_t t0, int64_t t1, const float*
     acc[i][1] = _mm256_loadu_ps(out + i * R + j + 8);
   }
   for (int64_t tau = t0; tau < t1; ++tau) {
-    const __m256 c0 = _mm256_loadu_ps(cache + tau * W + j);
-    const __m256 c1 = _mm256_loadu_ps(cache + tau * W + j + 8);
+    const __m256 c0 = _mm256_loadu_ps(rows[tau - t0] + j);
+    const __m256 c1 = _mm256_loadu_ps(rows[tau - t0] + j + 8);
     for (int i = 0; i < NH; ++i) {
       const __m256 pv = _mm256_broadcast_ss(pr + i * n + tau);
       acc[i][0] = _mm256_fmadd_ps(pv, c0, acc[i][0]);
@@ -84,49 +100,66 @@ void value_tile(const float* pr, int64_t n, int64_t t0, int64_t t1, const float*
   }
 }
 
+// The latent cache as seen by one sequence: page_tokens rows of W floats per page.
+struct Pages {
+  const float* const* pages;
+  int64_t page_tokens, W;
+};
+
 // nh consecutive heads (q rows W apart) against positions [0, n); probabilities to s: [nh][n].
 // Positions go in blocks that stay in L2 while every head of the unit reads them.
-void scores(const float* q, int64_t nh, const float* cache, int64_t n, int64_t W, float scale,
-            float* s) {
+void scores(const float* q, int64_t nh, const Pages& c, int64_t n, float scale, float* s) {
+  const int64_t W = c.W;
+  const float* rows[kPosBlock];
   for (int64_t p0 = 0; p0 < n; p0 += kPosBlock) {
     const int64_t p1 = std::min(n, p0 + kPosBlock);
+    const int64_t m = p1 - p0;
+    block_rows(c.pages, c.page_tokens, W, p0, p1, rows);
+    float* sb = s + p0;  // this block's scores: sb[i * n + p] for local position p
     int64_t i = 0;
     for (; i + 4 <= nh; i += 4) {
-      int64_t p = p0;
-      for (; p + 2 <= p1; p += 2) score_tile<4, 2>(q + i * W, cache + p * W, W, scale, s + i * n + p, n);
-      if (p < p1) score_tile<4, 1>(q + i * W, cache + p * W, W, scale, s + i * n + p, n);
+      int64_t p = 0;
+      for (; p + 2 <= m; p += 2) score_tile<4, 2>(q + i * W, rows + p, W, scale, sb + i * n + p, n);
+      if (p < m) score_tile<4, 1>(q + i * W, rows + p, W, scale, sb + i * n + p, n);
     }
-    for (; i < nh; ++i)
-      for (int64_t p = p0; p < p1; ++p) score_tile<1, 1>(q + i * W, cache + p * W, W, scale, s + i * n + p, n);
+    for (; i < nh; ++i) {
+      for (int64_t p = 0; p < m; ++p) {
+        score_tile<1, 1>(q + i * W, rows + p, W, scale, sb + i * n + p, n);
+      }
+    }
   }
   for (int64_t i = 0; i < nh; ++i) softmax_row(s + i * n, n);
 }
 
 // Heads [h0, h0 + nh) of token t attending to positions [0, n); s: [nh][n] scratch.
-void attend_heads(const float* q, int64_t H, int64_t R, int64_t W, const float* cache, int64_t n,
-                  float scale, int64_t t, int64_t h0, int64_t nh, float* s, float* out) {
-  scores(q + (t * H + h0) * W, nh, cache, n, W, scale, s);
+void attend_heads(const float* q, int64_t H, int64_t R, const Pages& c, int64_t n, float scale,
+                  int64_t t, int64_t h0, int64_t nh, float* s, float* out) {
+  scores(q + (t * H + h0) * c.W, nh, c, n, scale, s);
   float* ot = out + (t * H + h0) * R;
   std::fill(ot, ot + nh * R, 0.0f);
   const int64_t r16 = R & ~int64_t{15};
+  const float* rows[kPosBlock];
   for (int64_t t0 = 0; t0 < n; t0 += kPosBlock) {
     const int64_t t1 = std::min(n, t0 + kPosBlock);
+    block_rows(c.pages, c.page_tokens, c.W, t0, t1, rows);
     for (int64_t j = 0; j < r16; j += 16) {
       int64_t i = 0;
-      for (; i + 4 <= nh; i += 4) value_tile<4>(s + i * n, n, t0, t1, cache, W, j, ot + i * R, R);
-      for (; i < nh; ++i) value_tile<1>(s + i * n, n, t0, t1, cache, W, j, ot + i * R, R);
+      for (; i + 4 <= nh; i += 4) value_tile<4>(s + i * n, n, t0, t1, rows, j, ot + i * R, R);
+      for (; i < nh; ++i) value_tile<1>(s + i * n, n, t0, t1, rows, j, ot + i * R, R);
     }
     for (int64_t i = 0; i < nh && r16 < R; ++i)  // column tail
       for (int64_t tau = t0; tau < t1; ++tau)
-        vec::axpy(s[i * n + tau], cache + tau * W + r16, R - r16, ot + i * R + r16);
+        vec::axpy(s[i * n + tau], rows[tau - t0] + r16, R - r16, ot + i * R + r16);
   }
 }
 
 }  // namespace
 
 void mla_attention_absorbed(ThreadPool& pool, const float* q, int64_t T, int64_t H, int64_t R,
-                            int64_t P, const float* cache, int64_t pos0, float scale, float* out) {
-  KILN_CHECK(T >= 0 && H >= 1 && R >= 1 && P >= 0 && pos0 >= 0);
+                            int64_t P, const float* const* pages, int64_t page_tokens,
+                            int64_t pos0, float scale, float* out) {
+  KILN_CHECK(T >= 0 && H >= 1 && R >= 1 && P >= 0 && pos0 >= 0 && page_tokens >= 1);
+  const Pages c{pages, page_tokens, R + P};
   const int64_t blocks = (H + kHeadBlock - 1) / kHeadBlock;
   pool.parallel_for(T * blocks, 1, [&](int64_t u0, int64_t u1) {
     thread_local std::vector<float> probs;  // [kHeadBlock][n_ctx], grows once per context size
@@ -134,8 +167,8 @@ void mla_attention_absorbed(ThreadPool& pool, const float* q, int64_t T, int64_t
     if (probs.size() < need) probs.resize(need);
     for (int64_t u = u0; u < u1; ++u) {
       const int64_t t = u / blocks, h0 = (u % blocks) * kHeadBlock;
-      attend_heads(q, H, R, R + P, cache, pos0 + t + 1, scale, t, h0,
-                   std::min(kHeadBlock, H - h0), probs.data(), out);
+      attend_heads(q, H, R, c, pos0 + t + 1, scale, t, h0, std::min(kHeadBlock, H - h0),
+                   probs.data(), out);
     }
   });
 }

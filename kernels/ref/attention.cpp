@@ -73,17 +73,19 @@ void attend(int64_t n, int64_t width, Score score, Value value, float* out) {
 }  // namespace
 
 void mla_attention_absorbed(const float* q, int64_t T, int64_t H, int64_t R, int64_t P,
-                            const float* cache, int64_t pos0, float scale, float* out) {
+                            const float* const* pages, int64_t page_tokens, int64_t pos0,
+                            float scale, float* out) {
   const int64_t W = R + P;
+  auto row = [&](int64_t tau) { return pages[tau / page_tokens] + (tau % page_tokens) * W; };
   for (int64_t t = 0; t < T; ++t) {
     for (int64_t h = 0; h < H; ++h) {
       const float* qh = q + (t * H + h) * W;
       auto score = [&](int64_t tau) {
         double s = 0.0;
-        for (int64_t i = 0; i < W; ++i) s += double(qh[i]) * cache[tau * W + i];
+        for (int64_t i = 0; i < W; ++i) s += double(qh[i]) * row(tau)[i];
         return s * scale;
       };
-      auto value = [&](int64_t tau, int64_t j) { return double(cache[tau * W + j]); };
+      auto value = [&](int64_t tau, int64_t j) { return double(row(tau)[j]); };
       attend(pos0 + t + 1, R, score, value, out + (t * H + h) * R);
     }
   }

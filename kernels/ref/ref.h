@@ -33,11 +33,13 @@ void kda_recurrent(const float* q, const float* k, const float* v, const float* 
                    const float* beta, int64_t T, int64_t H, int64_t K, int64_t V, float* state,
                    float* o);
 
-// mla.h: the absorbed form, and the non-absorbed form of kimi-linear.md §4 steps 4–5:
+// mla.h: the absorbed form over pages of latent rows, and the non-absorbed form of
+// kimi-linear.md §4 steps 4–5 over one contiguous cache:
 // q_nope: [T][H][N], q_pe: [T][H][P], cache: [n_ctx][R+P] rows [c | k_pe],
 // w_uk: [H][N][R] (k_nope = W_UK c), w_uv: [H][V][R] (v = W_UV c), out: [T][H][V].
 void mla_attention_absorbed(const float* q, int64_t T, int64_t H, int64_t R, int64_t P,
-                            const float* cache, int64_t pos0, float scale, float* out);
+                            const float* const* pages, int64_t page_tokens, int64_t pos0,
+                            float scale, float* out);
 void mla_attention_expanded(const float* q_nope, const float* q_pe, int64_t T, int64_t H,
                             int64_t N, int64_t P, const float* cache, int64_t R,
                             const float* w_uk, const float* w_uv, int64_t V, int64_t pos0,

@@ -47,7 +47,7 @@ TEST(LaunchPlanTest, CpuExamplesGiveOneHostfileLineAndPlainArgv) {
     EXPECT_EQ(hostfile_text(p), "localhost slots=" + std::to_string(np) + "\n") << name;
     EXPECT_EQ(rank_gpu_list(p), "") << name;
     EXPECT_EQ(mpirun_argv(p, options()),
-              concat(head(np), {"/opt/kiln", "generate", "--config", "/c.yaml"}))
+              concat(head(np), {"/opt/kiln", "serve", "--config", "/c.yaml"}))
         << name;
   }
 }
@@ -56,7 +56,7 @@ TEST(LaunchPlanTest, OneNodeEightGpus) {
   const auto p = placed(example("node-8gpu.yaml"));
   EXPECT_EQ(hostfile_text(p), "localhost slots=8\n");
   EXPECT_EQ(mpirun_argv(p, options()),
-            concat(head(8), {"-x", "KILN_RANK_GPUS=0,1,2,3,4,5,6,7", "/opt/kiln", "generate",
+            concat(head(8), {"-x", "KILN_RANK_GPUS=0,1,2,3,4,5,6,7", "/opt/kiln", "serve",
                              "--config", "/c.yaml"}));
 }
 

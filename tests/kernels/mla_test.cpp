@@ -1,8 +1,13 @@
-// MLA: cpu absorbed == ref absorbed over awkward shapes (1 token, one head, odd R/P, pos0 > 0);
-// and the absorption identity: ref absorbed with q̄ = W_UKᵀ q_nope, then W_UV, == ref expanded.
+// MLA: cpu absorbed == ref absorbed over awkward shapes (1 token, one head, odd R/P, pos0 > 0)
+// and page sizes (1 row, sizes that do not divide the context, pages scattered in the pool); the
+// cpu result is bitwise the same for every page size; and the absorption identity: ref absorbed
+// with q̄ = W_UKᵀ q_nope, then W_UV, == ref expanded.
 // Tolerances: cpu vs ref NMSE ≤ 1e-10; the identity (double refs, different association)
 // NMSE ≤ 1e-10.
+#include <algorithm>
 #include <cmath>
+#include <cstring>
+#include <random>
 #include <vector>
 
 #include <gtest/gtest.h>
@@ -17,22 +22,64 @@ namespace {
 using test::expect_close;
 using test::random_vec;
 
+// The rows of a contiguous [n_ctx][W] cache copied into pages of page_tokens rows, which sit in
+// a pool in shuffled order (with one spare page), as a paged cache holds them.
+struct PagedCopy {
+  std::vector<float> pool;
+  std::vector<const float*> pages;  // in position order
+  PagedCopy(const std::vector<float>& cache, int64_t n_ctx, int64_t W, int64_t page_tokens) {
+    const int64_t n_pages = (n_ctx + page_tokens - 1) / page_tokens;
+    std::vector<int64_t> order(size_t(n_pages + 1));
+    for (size_t i = 0; i < order.size(); ++i) order[i] = int64_t(i);
+    std::shuffle(order.begin(), order.end(), std::mt19937(unsigned(page_tokens)));
+    pool.assign(size_t((n_pages + 1) * page_tokens * W), NAN);  // unused rows poison the result
+    for (int64_t tau = 0; tau < n_ctx; ++tau) {
+      const int64_t page = order[size_t(tau / page_tokens)];
+      float* row = pool.data() + (page * page_tokens + tau % page_tokens) * W;
+      std::copy_n(cache.data() + tau * W, W, row);
+    }
+    for (int64_t i = 0; i < n_pages; ++i) {
+      pages.push_back(pool.data() + order[size_t(i)] * page_tokens * W);
+    }
+  }
+};
+
 TEST(Mla, AbsorbedMatchesRef) {
   cpu::ThreadPool pool(2);
   struct Case { int64_t T, H, R, P, pos0; };
   for (const Case c : {Case{1, 1, 8, 0, 0}, Case{1, 3, 33, 7, 10}, Case{4, 9, 64, 16, 5},
-                       Case{7, 17, 20, 4, 0}, Case{2, 32, 512, 64, 40}}) {
-    const int64_t W = c.R + c.P, n_ctx = c.pos0 + c.T + 3;  // rows past the end are unused
+                       Case{7, 17, 20, 4, 0}, Case{2, 32, 512, 64, 40}, Case{1, 16, 64, 8, 130},
+                       Case{3, 5, 48, 16, 197}}) {
+    const int64_t W = c.R + c.P, n_ctx = c.pos0 + c.T;
     const auto q = random_vec(size_t(c.T * c.H * W), 1, -0.5f, 0.5f);
     const auto cache = random_vec(size_t(n_ctx * W), 2, -2, 2);
     const float scale = 1.0f / std::sqrt(float(W));
-    std::vector<float> got(size_t(c.T * c.H * c.R)), want(got.size());
-    cpu::mla_attention_absorbed(pool, q.data(), c.T, c.H, c.R, c.P, cache.data(), c.pos0, scale,
-                                got.data());
-    ref::mla_attention_absorbed(q.data(), c.T, c.H, c.R, c.P, cache.data(), c.pos0, scale,
-                                want.data());
-    expect_close(got, want, 1e-10, 1e-5,
-                 fmt::format("T={} H={} R={} P={} pos0={}", c.T, c.H, c.R, c.P, c.pos0));
+    const std::vector<float> want = [&] {
+      std::vector<float> v(size_t(c.T * c.H * c.R));
+      const float* one[] = {cache.data()};
+      ref::mla_attention_absorbed(q.data(), c.T, c.H, c.R, c.P, one, n_ctx, c.pos0, scale,
+                                  v.data());
+      return v;
+    }();
+    std::vector<float> contiguous;  // the cpu result with the whole cache as one page
+    for (const int64_t page_tokens : std::vector<int64_t>{n_ctx + 3, 64, 16, 7, 1}) {
+      const std::string what = fmt::format("T={} H={} R={} P={} pos0={} page_tokens={}", c.T, c.H,
+                                           c.R, c.P, c.pos0, page_tokens);
+      const PagedCopy paged(cache, n_ctx, W, page_tokens);
+      std::vector<float> got(want.size()), ref_paged(want.size());
+      cpu::mla_attention_absorbed(pool, q.data(), c.T, c.H, c.R, c.P, paged.pages.data(),
+                                  page_tokens, c.pos0, scale, got.data());
+      ref::mla_attention_absorbed(q.data(), c.T, c.H, c.R, c.P, paged.pages.data(), page_tokens,
+                                  c.pos0, scale, ref_paged.data());
+      expect_close(got, want, 1e-10, 1e-5, what);
+      EXPECT_EQ(ref_paged, want) << what;
+      if (contiguous.empty()) {
+        contiguous = got;
+      } else {
+        EXPECT_EQ(std::memcmp(got.data(), contiguous.data(), got.size() * sizeof(float)), 0)
+            << "differs from one page: " << what;
+      }
+    }
   }
 }
 
@@ -56,7 +103,8 @@ TEST(Mla, AbsorbedThenUvEqualsExpanded) {
       for (int64_t i = 0; i < P; ++i) qh[R + i] = q_pe[size_t((t * H + h) * P + i)];
     }
   std::vector<float> latent(size_t(T * H * R)), absorbed(size_t(T * H * V), 0.0f);
-  ref::mla_attention_absorbed(q.data(), T, H, R, P, cache.data(), pos0, scale, latent.data());
+  const float* one[] = {cache.data()};
+  ref::mla_attention_absorbed(q.data(), T, H, R, P, one, pos0 + T, pos0, scale, latent.data());
   for (int64_t t = 0; t < T; ++t)
     for (int64_t h = 0; h < H; ++h)
       for (int64_t j = 0; j < V; ++j) {

@@ -1,16 +1,21 @@
 // MpiCommunicator and the world bootstrap under mpirun: every collective against its expected
-// result (all_reduce_sum bit-identical to the rank-order sum), TP/PP groups for tensor=2 ×
-// pipeline=2, shape errors, and agree_or_abort. With --kiln-fail-rank=R (--kiln-check-rank=R) the
-// program instead makes rank R report a load failure (fail a KILN_CHECK while the others wait in
-// a barrier), for the tests that check the job ends non-zero and names rank R.
+// result (all_reduce_sum bit-identical to the rank-order sum), the CPU a rank spends waiting in
+// broadcast_idle, TP/PP groups for tensor=2 × pipeline=2, shape errors, and agree_or_abort. With
+// --kiln-fail-rank=R (--kiln-check-rank=R) the program instead makes rank R report a load failure
+// (fail a KILN_CHECK while the others wait in a barrier), for the tests that check the job ends
+// non-zero and names rank R.
 #include "cluster/mpi_communicator.h"
 
 #include <mpi.h>
+#include <sys/resource.h>
 
+#include <array>
+#include <chrono>
 #include <cstdio>
 #include <cstring>
 #include <numeric>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include <gtest/gtest.h>
@@ -121,6 +126,51 @@ TEST(MpiCommunicator, BroadcastFromEveryRoot) {
     std::vector<int32_t> data(5000, c.rank() == root ? 1000 + root : -1);
     c.broadcast(data.data(), static_cast<int64_t>(data.size() * sizeof(int32_t)), root);
     for (int32_t v : data) ASSERT_EQ(v, 1000 + root);
+  }
+}
+
+TEST(MpiCommunicator, BroadcastIdleFromEveryRoot) {
+  auto context = flat_world();
+  Communicator& c = context->world_comm();
+  for (int root = 0; root < c.size(); ++root) {
+    for (size_t n : {size_t{0}, size_t{1}, size_t{5000}, size_t{300000}}) {  // eager and not
+      std::vector<int32_t> data(n, c.rank() == root ? 2000 + root : -1);
+      c.broadcast_idle(data.data(), static_cast<int64_t>(n * sizeof(int32_t)), root);
+      for (int32_t v : data) ASSERT_EQ(v, 2000 + root) << n << " values from root " << root;
+    }
+  }
+}
+
+double cpu_seconds() {
+  rusage u{};
+  getrusage(RUSAGE_SELF, &u);
+  return static_cast<double>(u.ru_utime.tv_sec + u.ru_stime.tv_sec) +
+         static_cast<double>(u.ru_utime.tv_usec + u.ru_stime.tv_usec) * 1e-6;
+}
+
+// Ranks waiting ~300 ms for the root's message sleep through most of the wait.
+TEST(MpiCommunicator, BroadcastIdleWaitsWithoutSpinning) {
+  auto context = flat_world();
+  Communicator& c = context->world_comm();
+  c.barrier();
+  const auto start = std::chrono::steady_clock::now();
+  const double cpu_start = cpu_seconds();
+  std::array<int64_t, 4> step{};
+  if (c.rank() == 0) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(300));
+    step = {1, 22, 333, 4444};
+  }
+  c.broadcast_idle(step.data(), sizeof(step), 0);
+  const double wall =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  const double cpu = cpu_seconds() - cpu_start;
+  EXPECT_EQ(step, (std::array<int64_t, 4>{1, 22, 333, 4444}));
+  if (c.rank() != 0) {
+    EXPECT_GE(wall, 0.25);
+    EXPECT_LT(cpu, 0.3 * wall) << "rank " << c.rank() << " used " << cpu << " s of CPU in "
+                               << wall << " s of waiting";
+    std::printf("[mpi] rank %d waited %.3f s using %.1f%% of a core\n", c.rank(), wall,
+                100.0 * cpu / wall);
   }
 }
 

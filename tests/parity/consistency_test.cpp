@@ -1,6 +1,8 @@
 // Self-consistency of the engine on generated models: the HF directory and the GGUF written from
 // the same weights give the same logits; prefill-then-decode equals one prefill at every split;
-// a batch of sequences equals each sequence alone.
+// a batch of sequences equals each sequence alone, and for f32/bf16 weights bit for bit whatever
+// its batch-mates, slot and pages.
+#include <cstring>
 #include <map>
 
 #include <gtest/gtest.h>
@@ -21,13 +23,13 @@ std::vector<int32_t> test_ids(int64_t n, int64_t vocab, uint64_t seed) {
   return ids;
 }
 
-// Writes preset "tiny" with `dtype` (both layouts) once per dtype; eps 1e-6 so the HF convention
+// Writes `preset` with `dtype` (both layouts) once per pair; eps 1e-6 so the HF convention
 // for kv_a_layernorm (1e-6) and the GGUF one (rms_norm_eps) coincide.
-std::string tiny_model_dir(DType dtype) {
-  const std::string name = "tiny-" + std::string(dtype_name(dtype));
+std::string model_dir(const std::string& preset, DType dtype) {
+  const std::string name = preset + "-" + std::string(dtype_name(dtype));
   const auto dir = testing::temp_dir(name);
   if (!std::filesystem::exists(dir / "model.gguf")) {
-    auto cfg = preset_config("tiny");
+    auto cfg = preset_config(preset);
     EXPECT_TRUE(cfg.ok());
     ModelConfig c = *cfg;
     c.rms_norm_eps = 1e-6f;
@@ -41,11 +43,13 @@ std::string tiny_model_dir(DType dtype) {
   return dir.string();
 }
 
+std::string tiny_model_dir(DType dtype) { return model_dir("tiny", dtype); }
+
 std::vector<float> batch_logits(KimiLinearModel& m, cpu::ThreadPool& pool,
                                 const std::vector<int32_t>& ids) {
-  StateCache state(m.config(), 1, static_cast<int64_t>(ids.size()));
+  auto state = m.new_state(1, static_cast<int64_t>(ids.size()));
   std::vector<float> logits;
-  EXPECT_TRUE(m.forward(pool, state, {{0, ids, true}}, logits).ok());
+  EXPECT_TRUE(m.forward(pool, *state, {{0, ids, true}}, logits).ok());
   return logits;
 }
 
@@ -102,12 +106,12 @@ TEST_F(SplitTest, PrefillThenDecodeEqualsOnePrefill) {
   const std::vector<int32_t> ids = test_ids(n, vocab, 11);
   const std::vector<float> want = batch_logits(*model_, pool_, ids);
   for (int64_t s = 1; s <= n; s += (s < 20 ? 1 : 7)) {
-    StateCache state(model_->config(), 1, n);
+    auto state = model_->new_state(1, n);
     std::vector<float> got, logits;
     std::vector<int32_t> head(ids.begin(), ids.begin() + s);
-    ASSERT_TRUE(model_->forward(pool_, state, {{0, head, true}}, got).ok());
+    ASSERT_TRUE(model_->forward(pool_, *state, {{0, head, true}}, got).ok());
     for (int64_t t = s; t < n; ++t) {
-      ASSERT_TRUE(model_->forward(pool_, state, {{0, {ids[t]}, false}}, logits).ok());
+      ASSERT_TRUE(model_->forward(pool_, *state, {{0, {ids[t]}, false}}, logits).ok());
       got.insert(got.end(), logits.begin(), logits.end());
     }
     const testing::Comparison c = testing::compare_logits(got, want, vocab, 1e-4, 1e-3);
@@ -121,10 +125,11 @@ TEST_F(SplitTest, TwoChunkPrefillEqualsOnePrefill) {
   const std::vector<int32_t> ids = test_ids(n, vocab, 12);
   const std::vector<float> want = batch_logits(*model_, pool_, ids);
   for (int64_t s : {2, 15, 16, 17, 33, 64, 69}) {
-    StateCache state(model_->config(), 1, n);
+    auto state = model_->new_state(1, n);
     std::vector<float> a, b;
-    ASSERT_TRUE(model_->forward(pool_, state, {{0, {ids.begin(), ids.begin() + s}, true}}, a).ok());
-    ASSERT_TRUE(model_->forward(pool_, state, {{0, {ids.begin() + s, ids.end()}, true}}, b).ok());
+    const std::vector<int32_t> head(ids.begin(), ids.begin() + s), tail(ids.begin() + s, ids.end());
+    ASSERT_TRUE(model_->forward(pool_, *state, {{0, head, true}}, a).ok());
+    ASSERT_TRUE(model_->forward(pool_, *state, {{0, tail, true}}, b).ok());
     a.insert(a.end(), b.begin(), b.end());
     const testing::Comparison c = testing::compare_logits(a, want, vocab, 1e-4, 1e-3);
     EXPECT_LE(c.max_abs, 1e-4) << "split at " << s << ": " << testing::describe(c, a, want, vocab);
@@ -137,11 +142,12 @@ TEST_F(SplitTest, BatchOfSequencesEqualsEachAlone) {
   const int64_t vocab = model_->config().vocab_size;
   const std::vector<int32_t> a = test_ids(23, vocab, 1), b = test_ids(1, vocab, 2);
   const std::vector<int32_t> c_prefix = test_ids(9, vocab, 3), c_rest = test_ids(5, vocab, 4);
-  StateCache state(model_->config(), 3, 64);
+  auto state = model_->new_state(3, 64);
   std::vector<float> logits;
-  ASSERT_TRUE(model_->forward(pool_, state, {{2, c_prefix, false}}, logits).ok());
+  ASSERT_TRUE(model_->forward(pool_, *state, {{2, c_prefix, false}}, logits).ok());
   std::vector<float> batched;
-  ASSERT_TRUE(model_->forward(pool_, state, {{0, a, true}, {1, b, true}, {2, c_rest, true}}, batched).ok());
+  const std::vector<SeqInput> batch = {{0, a, true}, {1, b, true}, {2, c_rest, true}};
+  ASSERT_TRUE(model_->forward(pool_, *state, batch, batched).ok());
 
   std::vector<float> want = batch_logits(*model_, pool_, a);
   const std::vector<float> wb = batch_logits(*model_, pool_, b);
@@ -155,14 +161,38 @@ TEST_F(SplitTest, BatchOfSequencesEqualsEachAlone) {
 }
 
 TEST_F(SplitTest, RejectsBadTokensAndContextOverflow) {
-  StateCache state(model_->config(), 1, 4);
+  auto state = StateCache::with_fixed_pages(model_->shard_config(), 1, 4, {}, 4);
   std::vector<float> logits;
-  Status s = model_->forward(pool_, state, {{0, {1, 2, 3, 4, 5}, false}}, logits);
+  Status s = model_->forward(pool_, *state, {{0, {1, 2, 3, 4, 5}, false}}, logits);
   EXPECT_FALSE(s.ok());
   EXPECT_NE(s.message().find("context"), std::string::npos) << s.message();
-  s = model_->forward(pool_, state, {{0, {static_cast<int32_t>(model_->config().vocab_size)}, false}}, logits);
+  const int32_t bad = static_cast<int32_t>(model_->config().vocab_size);
+  s = model_->forward(pool_, *state, {{0, {bad}, false}}, logits);
   EXPECT_FALSE(s.ok());
   EXPECT_NE(s.message().find("token id"), std::string::npos) << s.message();
+}
+
+// A paged slot holds what its pages hold: a sequence that does not fit is refused before any
+// work (no slot of the batch advances), naming the slot, the tokens needed and those available.
+TEST_F(SplitTest, PagedSlotMustHavePagesForItsTokens) {
+  auto state = model_->new_paged_state(2, 4, 4);
+  std::vector<float> logits;
+  Status s = model_->forward(pool_, *state, {{0, {1, 2}, false}}, logits);
+  EXPECT_EQ(s.code(), StatusCode::kInvalidArgument);
+  EXPECT_EQ(s.message(), "sequence in slot 0 needs 2 tokens of context, its pages hold 0");
+  state->append_pages(0, {3});
+  state->append_pages(1, {1, 0});
+  ASSERT_TRUE(model_->forward(pool_, *state, {{0, {1, 2, 3}, false}}, logits).ok());
+  s = model_->forward(pool_, *state, {{1, {4, 5}, false}, {0, {4, 5}, false}}, logits);
+  EXPECT_EQ(s.code(), StatusCode::kInvalidArgument);
+  EXPECT_EQ(s.message(), "sequence in slot 0 needs 5 tokens of context, its pages hold 4");
+  EXPECT_EQ(state->length(0), 3);
+  EXPECT_EQ(state->length(1), 0);
+  state->append_pages(0, {2});
+  ASSERT_TRUE(
+      model_->forward(pool_, *state, {{1, {4, 5}, false}, {0, {4, 5}, false}}, logits).ok());
+  EXPECT_EQ(state->length(0), 5);
+  EXPECT_EQ(state->length(1), 2);
 }
 
 }  // namespace
@@ -178,9 +208,9 @@ TEST_F(SplitTest, ActivationHookTagsEveryLayer) {
   std::map<std::pair<int64_t, std::string>, std::pair<int64_t, int64_t>> seen;
   model_->set_activation_hook([&](int64_t layer, const char* name, const float*, int64_t rows,
                                   int64_t cols) { seen[{layer, name}] = {rows, cols}; });
-  StateCache state(c, 1, 8);
+  auto state = model_->new_state(1, 8);
   std::vector<float> logits;
-  ASSERT_TRUE(model_->forward(pool_, state, {{0, {1, 2, 3, 4, 5}, false}}, logits).ok());
+  ASSERT_TRUE(model_->forward(pool_, *state, {{0, {1, 2, 3, 4, 5}, false}}, logits).ok());
   model_->set_activation_hook(nullptr);
   EXPECT_TRUE(seen.count({0, "embedding"}));
   for (int64_t i = 0; i < c.num_layers; ++i) {
@@ -193,6 +223,106 @@ TEST_F(SplitTest, ActivationHookTagsEveryLayer) {
     EXPECT_TRUE(seen.count({i, core})) << "layer " << i << " " << core;
   }
 }
+
+}  // namespace
+}  // namespace kiln
+
+namespace kiln {
+namespace {
+
+// One forward's rows for the sequence in `slot` (rows of the batch come per sequence in order:
+// all its tokens or one).
+std::vector<float> rows_of(const std::vector<SeqInput>& seqs, const std::vector<float>& logits,
+                           int64_t slot, int64_t vocab) {
+  int64_t row = 0;
+  for (const SeqInput& s : seqs) {
+    const int64_t n = s.all_logits ? static_cast<int64_t>(s.tokens.size()) : 1;
+    if (s.slot == slot) {
+      return {logits.begin() + row * vocab, logits.begin() + (row + n) * vocab};
+    }
+    row += n;
+  }
+  ADD_FAILURE() << "slot " << slot << " not in the batch";
+  return {};
+}
+
+struct InvarianceCase {
+  const char* preset;
+  DType dtype;
+};
+
+void PrintTo(const InvarianceCase& c, std::ostream* os) {
+  *os << c.preset << " " << dtype_name(c.dtype);
+}
+
+class BatchInvarianceTest : public ::testing::TestWithParam<InvarianceCase> {};
+
+// Sequence A alone (a 21-token prefill, then 5 single-token decodes) and A among sequences B and C
+// (prefilling and decoding around it, A in another slot, its pages scattered and out of order,
+// batches of 2 to 22 rows): A's logits are the same bits. Each output row's arithmetic must not
+// depend on the other rows (GEMM tiles, expert grouping, element-wise tails, thread split).
+TEST_P(BatchInvarianceTest, SequenceLogitsDoNotDependOnTheBatch) {
+  const InvarianceCase ic = GetParam();
+  auto m = KimiLinearModel::load(model_dir(ic.preset, ic.dtype) + "/model.gguf");
+  ASSERT_TRUE(m.ok()) << m.status().to_string();
+  KimiLinearModel& model = **m;
+  cpu::ThreadPool pool(2);
+  const int64_t vocab = model.config().vocab_size;
+  const std::vector<int32_t> a = test_ids(21, vocab, 21), a_next = test_ids(5, vocab, 22);
+  const std::vector<int32_t> b = test_ids(9, vocab, 23), b_more = test_ids(6, vocab, 24);
+  const std::vector<int32_t> c = test_ids(14, vocab, 25), d = test_ids(3, vocab, 26);
+  const int32_t B = 0, C = 1, A = 2;  // slots in the batched run
+
+  std::vector<float> alone, logits;
+  {
+    auto state = model.new_paged_state(3, 40, 4);
+    state->append_pages(0, {0, 1, 2, 3, 4, 5, 6});
+    ASSERT_TRUE(model.forward(pool, *state, {{0, a, true}}, alone).ok());
+    for (int32_t t : a_next) {
+      ASSERT_TRUE(model.forward(pool, *state, {{0, {t}, false}}, logits).ok());
+      alone.insert(alone.end(), logits.begin(), logits.end());
+    }
+  }
+  auto state = model.new_paged_state(3, 40, 4);
+  state->append_pages(A, {31, 2, 17, 9, 38, 5, 22});
+  state->append_pages(B, {1, 0, 33, 12, 28});
+  state->append_pages(C, {7, 3, 26, 14, 19});
+  const std::vector<std::vector<SeqInput>> steps = {
+      {{B, b, false}, {A, a, true}},
+      {{A, {a_next[0]}, false}, {C, c, true}},
+      {{C, {d[0]}, false}, {B, {d[1]}, false}, {A, {a_next[1]}, false}},
+      {{B, b_more, true}, {A, {a_next[2]}, false}, {C, {d[2]}, false}},
+      {{A, {a_next[3]}, false}},
+      {{C, {d[1]}, false}, {A, {a_next[4]}, false}, {B, {d[0]}, false}},
+  };
+  std::vector<float> batched;
+  for (const auto& step : steps) {
+    ASSERT_TRUE(model.forward(pool, *state, step, logits).ok());
+    const std::vector<float> rows = rows_of(step, logits, A, vocab);
+    batched.insert(batched.end(), rows.begin(), rows.end());
+  }
+  ASSERT_EQ(batched.size(), alone.size());
+  const testing::Comparison cmp = testing::compare_logits(batched, alone, vocab, 0.0, 1e-3);
+  std::printf("[parity] batch invariance %s %s: max |dlogit| = %.3g\n", ic.preset,
+              std::string(dtype_name(ic.dtype)).c_str(), cmp.max_abs);
+  if (ic.dtype == DType::kQ8_0) {
+    // Decode GEMMs (≤ 3 rows) scale q8_0 blocks in registers; larger batches dequantise first,
+    // so the rounding differs with the batch (not bitwise); the values still agree closely.
+    EXPECT_LE(cmp.max_abs, 1e-3) << testing::describe(cmp, batched, alone, vocab);
+    return;
+  }
+  EXPECT_EQ(std::memcmp(batched.data(), alone.data(), alone.size() * sizeof(float)), 0)
+      << testing::describe(cmp, batched, alone, vocab);
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Models, BatchInvarianceTest,
+    ::testing::Values(InvarianceCase{"micro", DType::kF32}, InvarianceCase{"micro", DType::kBF16},
+                      InvarianceCase{"tiny", DType::kF32}, InvarianceCase{"tiny", DType::kBF16},
+                      InvarianceCase{"tiny", DType::kQ8_0}),
+    [](const ::testing::TestParamInfo<InvarianceCase>& p) {
+      return std::string(p.param.preset) + "_" + std::string(dtype_name(p.param.dtype));
+    });
 
 }  // namespace
 }  // namespace kiln

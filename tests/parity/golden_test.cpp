@@ -26,14 +26,14 @@ class GoldenTest : public ::testing::Test {
 
   // Logits for ids, in one forward (batch) or one token per forward (seq).
   static std::vector<float> run(const std::vector<int32_t>& ids, bool batch) {
-    StateCache state(model_->config(), 1, static_cast<int64_t>(ids.size()) + 64);
+    auto state = model_->new_state(1, static_cast<int64_t>(ids.size()) + 64);
     std::vector<float> all, logits;
     if (batch) {
-      EXPECT_TRUE(model_->forward(*pool_, state, {{0, ids, true}}, all).ok());
+      EXPECT_TRUE(model_->forward(*pool_, *state, {{0, ids, true}}, all).ok());
       return all;
     }
     for (int32_t id : ids) {
-      EXPECT_TRUE(model_->forward(*pool_, state, {{0, {id}, false}}, logits).ok());
+      EXPECT_TRUE(model_->forward(*pool_, *state, {{0, {id}, false}}, logits).ok());
       all.insert(all.end(), logits.begin(), logits.end());
     }
     return all;
@@ -72,13 +72,13 @@ TEST_F(GoldenTest, GreedyContinuationsMatch) {
     const std::vector<int32_t> prompt = testing::read_ids_line(txt, "tokens");
     const std::vector<int32_t> want = testing::read_ids_line(txt, "greedy");
     const int64_t vocab = model_->config().vocab_size;
-    StateCache state(model_->config(), 1, static_cast<int64_t>(prompt.size() + want.size()) + 1);
+    auto state = model_->new_state(1, static_cast<int64_t>(prompt.size() + want.size()) + 1);
     std::vector<float> logits;
-    ASSERT_TRUE(model_->forward(*pool_, state, {{0, prompt, false}}, logits).ok());
+    ASSERT_TRUE(model_->forward(*pool_, *state, {{0, prompt, false}}, logits).ok());
     std::vector<int32_t> got;
     for (size_t i = 0; i < want.size(); ++i) {
       got.push_back(cpu::argmax(logits.data(), vocab));
-      ASSERT_TRUE(model_->forward(*pool_, state, {{0, {got.back()}, false}}, logits).ok());
+      ASSERT_TRUE(model_->forward(*pool_, *state, {{0, {got.back()}, false}}, logits).ok());
     }
     EXPECT_EQ(got, want) << stem;
   }

@@ -1,0 +1,110 @@
+// The HTTP/1.1 server on rank 0 (Boost.Beast over Asio, C++20 coroutines): accepts connections,
+// reads and bounds requests, calls the route handler, writes plain, deferred or streamed (SSE)
+// responses, and closes slow or vanished peers. It knows nothing of models or the OpenAI format:
+// routes (cluster/serve) decide what to answer.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "kernels/base/status.h"
+
+namespace kiln::gateway {
+
+struct GatewayOptions {
+  std::string host = "127.0.0.1";
+  int port = 8080;                   // 0 = any free port (see Gateway::port())
+  int64_t max_body_bytes = 4 << 20;  // Content-Length over this → 413 before reading the body;
+                                     // chunked bodies counted as they arrive (413 when over)
+  int64_t max_header_bytes = 64 << 10;  // → 431, then close
+  std::chrono::milliseconds read_timeout{30000};   // per read operation (headers, body)
+  std::chrono::milliseconds write_timeout{30000};  // per write operation
+  std::chrono::milliseconds idle_timeout{60000};   // keep-alive connection with no request
+  std::chrono::milliseconds ping_interval{5000};   // SSE ": ping" when nothing was sent for this long
+  int max_connections = 256;  // more open connections → accepted and closed at once
+  int threads = 1;            // Asio threads
+  std::vector<std::string> cors_allow_origins;  // Access-Control-Allow-Origin only for these
+  // Body of the 413 / 431 / 400 (unparsable HTTP) responses the gateway writes itself; the
+  // OpenAI envelope is filled in by the caller of Gateway (routes) via this hook.
+  std::function<std::string(int status, const std::string& message)> error_body;
+};
+
+struct HttpRequest {
+  std::string method;     // "GET", "POST", ...
+  std::string target;     // path and query as sent
+  std::string path;       // target without the query
+  std::string body;
+  std::string authorization;  // the Authorization header, as sent
+  std::string content_type;
+  std::string origin;
+  std::string request_id;     // X-Request-Id if sent, else generated
+};
+
+struct HttpResponse {
+  int status = 200;
+  std::string content_type = "application/json";
+  std::string body;
+  std::vector<std::pair<std::string, std::string>> headers;  // extra (e.g. Retry-After)
+};
+
+// Output produced on another thread (the engine) for one request. All methods but wake-up
+// registration are called on the session's strand.
+class ResponseSource {
+ public:
+  virtual ~ResponseSource() = default;
+  // `wake` may be called from any thread, any number of times; it schedules the session to call
+  // take()/take_response() again. set_wakeup is called once, before the first take.
+  virtual void set_wakeup(std::function<void()> wake) = 0;
+  // Streams: the bytes ready now (already SSE-framed; may be empty); *done once everything,
+  // including "data: [DONE]", has been returned.
+  virtual std::string take(bool* done) = 0;
+  // Deferred (non-streamed) responses: the whole response once it is ready.
+  virtual std::optional<HttpResponse> take_response() = 0;
+  // The client went away, a write failed or timed out, or the gateway is stopping: abort the
+  // work (idempotent). The session may still call take() afterwards to drain.
+  virtual void cancel() = 0;
+};
+
+// What a route returns: a complete response, or a response whose body comes from `source`.
+struct RouteResult {
+  HttpResponse response;                    // complete, or for a stream its head (status, headers)
+  std::shared_ptr<ResponseSource> source;   // null: `response` is complete
+  bool stream = false;  // source is an SSE stream: the head goes out at once (chunked
+                        // transfer-encoding, Content-Type text/event-stream, Cache-Control:
+                        // no-cache), then take() output as it comes, ": ping\n\n" when idle.
+                        // Otherwise a deferred response: take_response() is awaited, and a
+                        // client disconnect meanwhile calls cancel().
+};
+
+// Called on an Asio thread for every complete request; must not block for long (no model work).
+using Handler = std::function<RouteResult(const HttpRequest&)>;
+
+class Gateway {
+ public:
+  Gateway(GatewayOptions options, Handler handler);
+  ~Gateway();  // stop() then join
+  Gateway(const Gateway&) = delete;
+  Gateway& operator=(const Gateway&) = delete;
+
+  // Binds and listens (error naming host:port when it cannot), then serves on its own threads.
+  Status start();
+  int port() const;  // the bound port (useful with port 0)
+  // Stops accepting; sessions finish their current response, keep-alive is refused from now on
+  // (Connection: close) and idle connections are closed.
+  void stop_accepting();
+  // Closes every connection (cancelling their sources) and joins the threads.
+  void stop();
+  int open_connections() const;
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace kiln::gateway

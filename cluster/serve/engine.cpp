@@ -1,0 +1,189 @@
+#include "cluster/serve/engine.h"
+
+#include <random>
+
+#include <spdlog/spdlog.h>
+
+#include "kernels/base/check.h"
+
+namespace kiln::serve {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+int64_t now_ns() {
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now().time_since_epoch())
+      .count();
+}
+
+}  // namespace
+
+Status run_plan(KimiLinearModel& model, cpu::ThreadPool& pool, StateCache& state,
+                const StepPlan& plan, std::vector<float>& logits) {
+  std::vector<SeqInput> inputs;
+  inputs.reserve(plan.seqs.size());
+  for (const PlanSeq& p : plan.seqs) {
+    if (p.reset) state.reset(p.slot);
+    if (!p.new_pages.empty()) state.append_pages(p.slot, p.new_pages);
+    inputs.push_back({p.slot, p.tokens, p.all_logits});
+  }
+  return model.forward(pool, state, inputs, logits);
+}
+
+Status run_worker(KimiLinearModel& model, cpu::ThreadPool& pool, StateCache& state,
+                  Communicator& control) {
+  std::vector<float> logits;
+  for (;;) {
+    StepPlan plan = receive_plan(control);
+    if (plan.kind == StepPlan::Kind::kShutdown) return {};
+    KILN_RETURN_IF_ERROR(run_plan(model, pool, state, plan, logits));
+  }
+}
+
+Engine::Engine(KimiLinearModel& model, cpu::ThreadPool& pool, StateCache& state,
+               Communicator* control, const text::Tokenizer& tokenizer, Options options,
+               Metrics* metrics)
+    : model_(model),
+      pool_(pool),
+      state_(state),
+      control_(control),
+      options_(options),
+      metrics_(metrics),
+      scheduler_(options.scheduler, tokenizer, metrics) {
+  KILN_CHECK(state.n_slots() >= options.scheduler.max_sequences);
+  KILN_CHECK(state.n_pages() >= options.scheduler.n_pages);
+  KILN_CHECK(state.page_tokens() == options.scheduler.page_tokens);
+  stats_ = scheduler_.stats();
+  if (metrics_ != nullptr) {
+    const std::vector<double> step = {0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,
+                                      0.1,   0.25,   0.5,   1,    2.5,   10};
+    metrics_->define("step_time_seconds", Metrics::Type::kHistogram,
+                     "Wall time of one engine step on this rank.", step);
+  }
+}
+
+Status Engine::submit(std::shared_ptr<EngineRequest> request) {
+  KILN_CHECK(request && request->stream && !request->prompt.empty());
+  KILN_RETURN_IF_ERROR(scheduler_.check_fits(*request));
+  if (!request->params.sampling.seed) {
+    thread_local std::mt19937_64 rng{std::random_device{}()};
+    request->params.sampling.seed = rng();
+  }
+  {
+    std::lock_guard lock(mu_);
+    if (draining_ || failed_) {
+      return Status(StatusCode::kUnavailable, "the server is shutting down");
+    }
+    const int64_t queued = static_cast<int64_t>(inbox_.size()) + waiting_;
+    if (queued >= options_.scheduler.max_queue) {
+      return Status(StatusCode::kResourceExhausted,
+                    fmt::format("the queue is full ({} requests waiting)", queued));
+    }
+    inbox_.push_back(std::move(request));
+  }
+  cv_.notify_one();
+  return {};
+}
+
+void Engine::drain(Clock::time_point deadline) {
+  {
+    std::lock_guard lock(mu_);
+    if (!draining_) deadline_ = deadline;
+    draining_ = true;
+  }
+  cv_.notify_one();
+}
+
+void Engine::wake() { cv_.notify_one(); }
+
+EngineHealth Engine::health() const {
+  EngineHealth h;
+  h.running = running_.load();
+  std::lock_guard lock(mu_);
+  h.draining = draining_;
+  h.failed = failed_;
+  h.seconds_since_step = static_cast<double>(now_ns() - last_step_ns_.load()) * 1e-9;
+  const bool pending = busy_.load() || !inbox_.empty();
+  h.stalled = h.running && pending && h.seconds_since_step > options_.step_timeout_s;
+  return h;
+}
+
+SchedulerStats Engine::stats() const {
+  std::lock_guard lock(mu_);
+  return stats_;
+}
+
+bool Engine::step() {
+  StepPlan plan = scheduler_.next_step();
+  if (plan.seqs.empty()) return false;
+  const auto t0 = Clock::now();
+  if (control_ != nullptr && control_->size() > 1) send_plan(*control_, plan);
+  Status s = run_plan(model_, pool_, state_, plan, logits_);
+  // A plan the model rejects means the scheduler and the state disagree: a bug, and the other
+  // ranks are in the same forward, so the whole job must end.
+  KILN_CHECK_MSG(s.ok(), "engine step failed");
+  scheduler_.complete_step(logits_.data(), model_.config().vocab_size);
+  if (metrics_ != nullptr) {
+    metrics_->observe("step_time_seconds",
+                      std::chrono::duration<double>(Clock::now() - t0).count(), R"(rank="0")");
+  }
+  last_step_ns_.store(now_ns());
+  return true;
+}
+
+Status Engine::run() {
+  last_step_ns_.store(now_ns());
+  running_.store(true);
+  bool drain_logged = false;
+  for (;;) {
+    std::deque<std::shared_ptr<EngineRequest>> arrived;
+    bool draining;
+    Clock::time_point deadline;
+    {
+      std::unique_lock lock(mu_);
+      if (inbox_.empty() && scheduler_.idle() && !draining_) {
+        busy_.store(false);
+        last_step_ns_.store(now_ns());
+        cv_.wait_for(lock, std::chrono::milliseconds(100));
+      }
+      arrived.swap(inbox_);
+      draining = draining_;
+      deadline = deadline_;
+    }
+    busy_.store(true);
+    for (auto& r : arrived) {
+      Status s = scheduler_.enqueue(r);
+      if (!s.ok()) {
+        Event e;
+        e.kind = Event::Kind::kError;
+        e.status = s.code() == StatusCode::kResourceExhausted ? 429 : 400;
+        e.message = s.message();
+        r->stream->push(std::move(e));
+      }
+    }
+    if (draining) {
+      if (!drain_logged) {
+        spdlog::info("draining: {} request(s) running, {} waiting", scheduler_.stats().running_requests,
+                     scheduler_.stats().waiting_requests);
+        drain_logged = true;
+      }
+      if (Clock::now() >= deadline && !scheduler_.idle()) {
+        spdlog::warn("drain deadline passed: ending {} request(s)",
+                     scheduler_.stats().running_requests + scheduler_.stats().waiting_requests);
+        scheduler_.abort_all(503, "the server is shutting down", "drain");
+      }
+      if (scheduler_.idle()) break;
+    }
+    step();
+    std::lock_guard lock(mu_);
+    stats_ = scheduler_.stats();
+    waiting_ = stats_.waiting_requests;
+  }
+  if (control_ != nullptr && control_->size() > 1) send_plan(*control_, StepPlan{StepPlan::Kind::kShutdown, {}});
+  running_.store(false);
+  std::lock_guard lock(mu_);
+  stats_ = scheduler_.stats();
+  return {};
+}
+
+}  // namespace kiln::serve

@@ -1,0 +1,96 @@
+// Engine: the serving loop. On rank 0 it owns the scheduler: requests arrive from gateway threads
+// through submit(); each step the scheduler's StepPlan is broadcast to every rank (control
+// communicator), every rank applies it to its state and runs the forward, and rank 0 samples from
+// the logits. An idle engine sleeps on a condition variable (rank 0) or in broadcast_idle (other
+// ranks), so an idle server keeps no core busy. Draining (SIGTERM) stops admissions, lets running
+// requests finish until a deadline, ends the rest with an error, and then sends every rank the
+// shutdown plan.
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <cstdint>
+#include <deque>
+#include <memory>
+#include <mutex>
+#include <vector>
+
+#include "cluster/serve/metrics.h"
+#include "cluster/serve/request.h"
+#include "cluster/serve/scheduler.h"
+#include "cluster/serve/step_plan.h"
+#include "kernels/cpu/thread_pool.h"
+#include "shard/model.h"
+
+namespace kiln::serve {
+
+// Applies a plan to this rank's state (resets, pages) and runs the forward. Returns the forward's
+// error (a plan that does not fit the state is a bug on a correct scheduler).
+Status run_plan(KimiLinearModel& model, cpu::ThreadPool& pool, StateCache& state,
+                const StepPlan& plan, std::vector<float>& logits);
+
+// Ranks other than 0: run every plan until the shutdown plan arrives.
+Status run_worker(KimiLinearModel& model, cpu::ThreadPool& pool, StateCache& state,
+                  Communicator& control);
+
+struct EngineHealth {
+  bool running = false;    // run() has started (all ranks loaded)
+  bool draining = false;
+  bool stalled = false;    // work pending and no step finished within step_timeout
+  bool failed = false;     // a step failed: the engine stopped
+  double seconds_since_step = 0;
+};
+
+class Engine {
+ public:
+  struct Options {
+    SchedulerOptions scheduler;
+    double step_timeout_s = 30;
+  };
+  // control: all ranks (rank 0 = this one), or null on a single rank. metrics may be null.
+  Engine(KimiLinearModel& model, cpu::ThreadPool& pool, StateCache& state, Communicator* control,
+         const text::Tokenizer& tokenizer, Options options, Metrics* metrics);
+
+  // Any thread. Unavailable while draining or stopped; ResourceExhausted when the queue is full;
+  // InvalidArgument when the request can never fit (choices or pages beyond the server's).
+  // A request without a seed gets one here.
+  Status submit(std::shared_ptr<EngineRequest> request);
+  // Any thread (also from a signal-watching thread): stop admitting; finish running and queued
+  // work until `deadline`, then end what is left with an error; then run() returns.
+  void drain(std::chrono::steady_clock::time_point deadline);
+  // Any thread: wakes the loop (e.g. after a cancellation) so it is noticed promptly.
+  void wake();
+
+  // The engine thread (the one that makes this rank's MPI calls): serves until drained.
+  Status run();
+
+  EngineHealth health() const;
+  SchedulerStats stats() const;
+
+ private:
+  bool step();  // one scheduler step; false when there was nothing to run
+
+  KimiLinearModel& model_;
+  cpu::ThreadPool& pool_;
+  StateCache& state_;
+  Communicator* control_;
+  Options options_;
+  Metrics* metrics_;
+  Scheduler scheduler_;
+  std::vector<float> logits_;
+
+  mutable std::mutex mu_;
+  std::condition_variable cv_;
+  std::deque<std::shared_ptr<EngineRequest>> inbox_;
+  int64_t waiting_ = 0;  // scheduler's queue length, as of the last step
+  SchedulerStats stats_;
+  bool draining_ = false;
+  bool failed_ = false;
+  std::chrono::steady_clock::time_point deadline_;
+  std::atomic<bool> running_{false};
+  std::atomic<int64_t> last_step_ns_{0};
+  std::atomic<bool> busy_{false};
+};
+
+}  // namespace kiln::serve

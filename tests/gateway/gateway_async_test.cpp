@@ -1,0 +1,197 @@
+// Gateway responses produced on other threads: deferred answers woken from another thread,
+// SSE framing and pings, client disconnects (cancel() within 500 ms), stop_accepting and stop.
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <gtest/gtest.h>
+
+#include "gateway_test_util.h"
+
+namespace kiln::gateway::testing {
+namespace {
+
+std::string without_pings(std::string s, int* pings) {
+  const std::string ping = ": ping\n\n";
+  *pings = 0;
+  for (size_t at; (at = s.find(ping)) != std::string::npos; ++*pings) s.erase(at, ping.size());
+  return s;
+}
+
+TEST_F(GatewayTest, DeferredResponseIsWrittenAfterAWakeupFromAnotherThread) {
+  GatewayOptions o;
+  o.threads = 2;
+  start(o);
+  RawClient c(port_);
+  ASSERT_TRUE(c.send("GET /deferred HTTP/1.1\r\nHost: t\r\nX-Request-Id: d-1\r\n\r\n"));
+  auto source = next_source();
+  ASSERT_TRUE(source);
+  auto t0 = Clock::now();
+  std::thread engine([source] {
+    std::this_thread::sleep_for(Ms(50));
+    source->wake();  // a spurious wake-up: nothing is ready yet
+    std::this_thread::sleep_for(Ms(20));
+    source->respond(HttpResponse{201, "text/plain", "later", {{"Retry-After", "1"}}});
+  });
+  auto r = c.read_response();
+  engine.join();
+  ASSERT_TRUE(r);
+  EXPECT_GT(ms_since(t0), 60.0);
+  EXPECT_EQ(r->status, 201);
+  EXPECT_EQ(r->body, "later");
+  EXPECT_EQ(r->header("retry-after"), "1");
+  EXPECT_EQ(r->header("x-request-id"), "d-1");
+  EXPECT_EQ(source->cancels(), 0);
+
+  // An answer that is ready before the first take, then keep-alive goes on.
+  auto ready = get(c, "/ready");
+  ASSERT_TRUE(ready);
+  EXPECT_EQ(ready->status, 202);
+  EXPECT_EQ(ready->body, "ready");
+  auto echo = get(c, "/echo");
+  ASSERT_TRUE(echo);
+  EXPECT_EQ(echo->status, 200);
+}
+
+TEST_F(GatewayTest, ClientDisconnectWhileDeferredCancelsTheSource) {
+  start();
+  RawClient c(port_);
+  ASSERT_TRUE(c.send("GET /deferred HTTP/1.1\r\nHost: t\r\n\r\n"));
+  auto source = next_source();
+  ASSERT_TRUE(source);
+  std::this_thread::sleep_for(Ms(50));
+  EXPECT_EQ(source->cancels(), 0);
+  c.close();
+  auto t0 = Clock::now();
+  EXPECT_TRUE(source->wait_cancelled(Ms(500)));
+  EXPECT_LT(ms_since(t0), 500.0);
+  EXPECT_EQ(source->cancels(), 1);
+  source->respond(HttpResponse{});  // late answer and wake-up: dropped harmlessly
+  auto deadline = Clock::now() + Ms(1000);
+  while (gw_->open_connections() > 0 && Clock::now() < deadline) std::this_thread::sleep_for(Ms(5));
+  EXPECT_EQ(gw_->open_connections(), 0);
+}
+
+TEST_F(GatewayTest, SseFramingEventsInOrderAndPingsWhenIdle) {
+  GatewayOptions o;
+  o.ping_interval = Ms(100);
+  start(o);
+  RawClient c(port_);
+  ASSERT_TRUE(c.send("GET /stream HTTP/1.1\r\nHost: t\r\n\r\n"));
+  auto source = next_source();
+  ASSERT_TRUE(source);
+  source->push("data: a\n\n");
+  auto head = c.read_head();
+  ASSERT_TRUE(head);
+  EXPECT_EQ(head->status, 200);
+  EXPECT_EQ(head->header("transfer-encoding"), "chunked");
+  EXPECT_EQ(head->header("content-type"), "text/event-stream");
+  EXPECT_EQ(head->header("cache-control"), "no-cache");
+  EXPECT_EQ(head->header("x-stream"), "1");
+  EXPECT_FALSE(head->has("content-length"));
+
+  std::string events;
+  auto first = c.read_chunk();
+  ASSERT_TRUE(first);
+  events += *first;
+  std::this_thread::sleep_for(Ms(250));  // idle longer than ping_interval
+  source->push("data: b\n\n");
+  source->push("data: [DONE]\n\n", /*finish=*/true);
+  for (;;) {
+    auto chunk = c.read_chunk();
+    ASSERT_TRUE(chunk) << "stream ended without the final chunk";
+    if (chunk->empty()) break;
+    events += *chunk;
+  }
+  int pings = 0;
+  EXPECT_EQ(without_pings(events, &pings), "data: a\n\ndata: b\n\ndata: [DONE]\n\n") << events;
+  EXPECT_GE(pings, 1);
+  EXPECT_LT(events.find(": ping\n\n"), events.find("data: b")) << events;
+  EXPECT_EQ(source->cancels(), 0);
+
+  auto next = get(c, "/echo");  // keep-alive after a finished stream
+  ASSERT_TRUE(next);
+  EXPECT_EQ(next->status, 200);
+}
+
+TEST_F(GatewayTest, ClientDisconnectMidStreamCancelsTheSource) {
+  start();
+  RawClient c(port_);
+  ASSERT_TRUE(c.send("GET /stream HTTP/1.1\r\nHost: t\r\n\r\n"));
+  auto source = next_source();
+  ASSERT_TRUE(source);
+  source->push("data: a\n\n");
+  ASSERT_TRUE(c.read_head());
+  ASSERT_TRUE(c.read_chunk());
+  c.close();
+  auto t0 = Clock::now();
+  EXPECT_TRUE(source->wait_cancelled(Ms(500)));
+  EXPECT_LT(ms_since(t0), 500.0);
+  source->push("data: late\n\n", true);  // after cancel: drained or dropped, never a crash
+}
+
+TEST_F(GatewayTest, StopAcceptingRefusesNewConnectionsAndFinishesInflightStreams) {
+  start();
+  RawClient streaming(port_);
+  ASSERT_TRUE(streaming.send("GET /stream HTTP/1.1\r\nHost: t\r\n\r\n"));
+  auto source = next_source();
+  ASSERT_TRUE(source);
+  source->push("data: a\n\n");
+  ASSERT_TRUE(streaming.read_head());
+  ASSERT_TRUE(streaming.read_chunk());
+  RawClient idle(port_);
+  ASSERT_TRUE(get(idle));
+
+  gw_->stop_accepting();
+  EXPECT_TRUE(idle.wait_closed(Ms(500)));
+  bool refused = false;
+  auto deadline = Clock::now() + Ms(500);
+  while (!refused && Clock::now() < deadline) {
+    RawClient probe(port_);
+    refused = !probe.connected() || probe.wait_closed(Ms(50));
+  }
+  EXPECT_TRUE(refused);
+
+  source->push("data: b\n\n");
+  source->push("data: [DONE]\n\n", /*finish=*/true);
+  std::string rest;
+  for (;;) {
+    auto chunk = streaming.read_chunk();
+    ASSERT_TRUE(chunk) << "in-flight stream cut short";
+    if (chunk->empty()) break;
+    rest += *chunk;
+  }
+  EXPECT_EQ(rest, "data: b\n\ndata: [DONE]\n\n");
+  EXPECT_EQ(source->cancels(), 0);
+  EXPECT_TRUE(streaming.wait_closed(Ms(1000)));  // no keep-alive while draining
+}
+
+TEST_F(GatewayTest, StopCancelsSourcesClosesConnectionsAndIsIdempotent) {
+  start();
+  RawClient deferred(port_);
+  ASSERT_TRUE(deferred.send("GET /deferred HTTP/1.1\r\nHost: t\r\n\r\n"));
+  auto d = next_source();
+  RawClient streaming(port_);
+  ASSERT_TRUE(streaming.send("GET /stream HTTP/1.1\r\nHost: t\r\n\r\n"));
+  auto s = next_source();
+  ASSERT_TRUE(d && s);
+  RawClient idle(port_);
+  ASSERT_TRUE(get(idle));
+
+  auto t0 = Clock::now();
+  gw_->stop();
+  EXPECT_LT(ms_since(t0), 1000.0);
+  EXPECT_EQ(d->cancels(), 1);
+  EXPECT_EQ(s->cancels(), 1);
+  EXPECT_EQ(gw_->open_connections(), 0);
+  EXPECT_TRUE(deferred.wait_closed(Ms(500)));
+  EXPECT_TRUE(idle.wait_closed(Ms(500)));
+  gw_->stop();
+  gw_.reset();
+  d->respond(HttpResponse{});  // wake-ups after the gateway is gone are no-ops
+  s->push("data: x\n\n", true);
+}
+
+}  // namespace
+}  // namespace kiln::gateway::testing

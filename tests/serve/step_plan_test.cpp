@@ -1,0 +1,46 @@
+#include "cluster/serve/step_plan.h"
+
+#include <gtest/gtest.h>
+
+namespace kiln::serve {
+namespace {
+
+TEST(StepPlanTest, RoundTrips) {
+  StepPlan plan;
+  plan.seqs.push_back({3, true, false, {7, 8, 9}, {1, 2, 3, 4}});
+  plan.seqs.push_back({0, false, true, {}, {42}});
+  auto back = decode_plan(encode_plan(plan));
+  ASSERT_TRUE(back.ok()) << back.status().to_string();
+  EXPECT_EQ(*back, plan);
+  EXPECT_EQ(plan.n_tokens(), 5);
+  StepPlan shutdown{StepPlan::Kind::kShutdown, {}};
+  EXPECT_EQ(*decode_plan(encode_plan(shutdown)), shutdown);
+}
+
+TEST(StepPlanTest, RejectsMalformedEncodings) {
+  StepPlan plan;
+  plan.seqs.push_back({1, true, false, {5}, {1, 2}});
+  const std::vector<int32_t> good = encode_plan(plan);
+  for (size_t n = 0; n < good.size(); ++n) {
+    std::vector<int32_t> cut(good.begin(), good.begin() + static_cast<std::ptrdiff_t>(n));
+    EXPECT_FALSE(decode_plan(cut).ok()) << "prefix of " << n << " words";
+  }
+  std::vector<int32_t> extra = good;
+  extra.push_back(0);
+  EXPECT_FALSE(decode_plan(extra).ok());
+  std::vector<int32_t> kind = good;
+  kind[0] = 9;
+  EXPECT_FALSE(decode_plan(kind).ok());
+  std::vector<int32_t> neg = good;
+  neg[1] = -1;
+  EXPECT_FALSE(decode_plan(neg).ok());
+  std::vector<int32_t> flags = good;
+  flags[3] = 8;
+  EXPECT_FALSE(decode_plan(flags).ok());
+  std::vector<int32_t> no_tokens = good;
+  no_tokens[5] = 0;
+  EXPECT_FALSE(decode_plan(no_tokens).ok());
+}
+
+}  // namespace
+}  // namespace kiln::serve
