@@ -1,6 +1,8 @@
 // kiln launch: turns a topology file into an Open MPI job. Writes a hostfile (one "HOST slots=N"
 // line per node, placement order) and runs mpirun --map-by slot so rank r lands where
 // place_ranks puts it; every rank runs `kiln COMMAND --config FILE`. --dry-run prints both.
+#include <signal.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -50,6 +52,43 @@ void split_rest(const std::vector<std::string>& rest, LaunchOptions& o) {
   if (sep != rest.end()) o.rank_args.assign(sep + 1, rest.end());
 }
 
+// Runs mpirun as a child and returns its exit code. mpirun answers SIGTERM/SIGINT by killing
+// the job (SIGTERM, then SIGKILL a few seconds later), but forwards SIGUSR1 to every rank, and
+// `kiln serve` drains on SIGUSR1. So the first SIGTERM/SIGINT sent to `kiln launch` becomes a
+// SIGUSR1 to mpirun (a graceful drain: the job exits 0); a second one is passed on as SIGTERM.
+int run_mpirun(const std::vector<std::string>& argv) {
+  sigset_t set;
+  sigemptyset(&set);
+  sigaddset(&set, SIGTERM);
+  sigaddset(&set, SIGINT);
+  sigaddset(&set, SIGCHLD);
+  sigset_t old;
+  ::sigprocmask(SIG_BLOCK, &set, &old);
+  const pid_t child = ::fork();
+  if (child < 0) return fail(fmt::format("cannot start '{}': {}", argv[0], std::strerror(errno)));
+  if (child == 0) {
+    ::sigprocmask(SIG_SETMASK, &old, nullptr);
+    std::vector<char*> cargv;
+    for (const std::string& arg : argv) cargv.push_back(const_cast<char*>(arg.c_str()));
+    cargv.push_back(nullptr);
+    ::execvp(cargv[0], cargv.data());
+    std::fprintf(stderr, "kiln: error: cannot run '%s': %s\n", argv[0].c_str(),
+                 std::strerror(errno));
+    std::_Exit(127);
+  }
+  int forwarded = 0;
+  for (;;) {
+    int status = 0;
+    if (::waitpid(child, &status, WNOHANG) == child) {
+      if (WIFEXITED(status)) return WEXITSTATUS(status);
+      return 128 + (WIFSIGNALED(status) ? WTERMSIG(status) : 0);
+    }
+    int sig = 0;
+    if (::sigwait(&set, &sig) != 0 || sig == SIGCHLD) continue;
+    ::kill(child, forwarded++ == 0 ? SIGUSR1 : SIGTERM);
+  }
+}
+
 int run_launch(const LaunchArgs& a) {
   auto topology = load_topology(a.file);
   if (!topology.ok()) return fail(topology.status());
@@ -77,12 +116,7 @@ int run_launch(const LaunchArgs& a) {
     return 0;
   }
   std::fflush(stdout);
-  std::vector<char*> cargv;
-  for (const std::string& arg : argv) cargv.push_back(const_cast<char*>(arg.c_str()));
-  cargv.push_back(nullptr);
-  ::execvp(cargv[0], cargv.data());
-  fail(fmt::format("cannot run '{}': {}", a.mpirun, std::strerror(errno)));
-  return 127;
+  return run_mpirun(argv);
 }
 
 }  // namespace

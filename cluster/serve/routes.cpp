@@ -1,6 +1,7 @@
 #include "cluster/serve/routes.h"
 
 #include <chrono>
+#include <cmath>
 #include <fstream>
 #include <random>
 
@@ -274,7 +275,7 @@ RouteResult health(const ServerState& st, bool detailed) {
       o["running"] = s.running_requests;
       o["waiting"] = s.waiting_requests;
       const EngineHealth h = engine->health();
-      o["seconds_since_step"] = h.seconds_since_step;
+      o["seconds_since_step"] = std::round(h.seconds_since_step * 1000) / 1000;
     }
   }
   RouteResult r = json_response(status, json::serialize(o));

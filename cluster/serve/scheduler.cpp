@@ -246,14 +246,13 @@ void Scheduler::emit_token(Sequence& s, const float* row, int64_t vocab) {
   Active& a = *s.owner;
   const EngineRequest& r = *a.request;
   const GenerateParams& g = r.params;
-  std::vector<int32_t> banned;
+  banned_.clear();
   if (static_cast<int64_t>(s.output.size()) < g.min_tokens) {
-    if (!g.ignore_eos) banned = eos_ids_;
-    banned.insert(banned.end(), g.stop_token_ids.begin(), g.stop_token_ids.end());
+    if (!g.ignore_eos) banned_ = eos_ids_;
+    banned_.insert(banned_.end(), g.stop_token_ids.begin(), g.stop_token_ids.end());
   }
-  thread_local std::vector<float> scratch;
-  scratch.assign(row, row + vocab);
-  const int32_t token = s.sampler.sample(scratch.data(), r.prompt, banned);
+  scratch_.assign(row, row + vocab);
+  const int32_t token = s.sampler.sample(scratch_.data(), r.prompt, banned_);
   s.sampler.accept(token);
   s.output.push_back(token);
   if (metrics_ != nullptr) {
@@ -274,7 +273,10 @@ void Scheduler::emit_token(Sequence& s, const float* row, int64_t vocab) {
   const bool end_token = (!g.ignore_eos && contains(eos_ids_, token)) || contains(g.stop_token_ids, token);
   std::optional<std::string> reason;
   if (!end_token) {
-    StopMatcher::Result m = s.stop.push(s.decoder.push(token));
+    // Special tokens (turn markers, reserved ids) are not part of the text, as in vLLM's default
+    // skip_special_tokens; they still count as generated tokens.
+    StopMatcher::Result m =
+        s.stop.push(tokenizer_.is_special(token) ? std::string() : s.decoder.push(token));
     e.text = std::move(m.emit);
     if (m.stopped) reason = "stop";
   } else {

@@ -104,6 +104,8 @@ class Scheduler {
     bool samples;  // the entry ends the prompt or is a decode step: sample from its last row
   };
   std::vector<Planned> planned_;
+  std::vector<int32_t> banned_;  // scratch of emit_token
+  std::vector<float> scratch_;   // the logits row the sampler may modify
 };
 
 }  // namespace kiln::serve

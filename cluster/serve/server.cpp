@@ -24,13 +24,17 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 
-// Blocks SIGTERM/SIGINT in this thread and every thread it starts later; a watcher thread takes
-// them with sigwait, so no work happens in a signal handler.
+// SIGTERM and SIGINT (sent to the serving process) and SIGUSR1 (what mpirun forwards to every
+// rank, and what `kiln launch` turns its SIGTERM into) drain the server. They are blocked in this
+// thread and every thread it starts later; a watcher thread takes them with sigwait on rank 0, so
+// no work happens in a signal handler. Other ranks leave them blocked: rank 0's shutdown plan
+// ends them.
 sigset_t shutdown_signals() {
   sigset_t set;
   sigemptyset(&set);
   sigaddset(&set, SIGTERM);
   sigaddset(&set, SIGINT);
+  sigaddset(&set, SIGUSR1);
   return set;
 }
 
@@ -75,9 +79,15 @@ Status serve(const Topology& t, const ServeRuntime& runtime) {
   Scheduler::define_metrics(metrics);
   ServerState state;
   state.metrics = &metrics;
-  state.model_id = t.model.name.empty()
-                       ? std::filesystem::path(t.model.path).filename().string()
-                       : t.model.name;
+  // The id clients send as "model": model.name, else the file's stem (the directory's name for
+  // an HF directory or a file called model.gguf).
+  state.model_id = t.model.name;
+  if (state.model_id.empty()) {
+    std::filesystem::path p = std::filesystem::path(t.model.path).lexically_normal();
+    if (!p.has_filename()) p = p.parent_path();
+    state.model_id = p.stem() == "model" ? p.parent_path().filename().string() : p.stem().string();
+    if (std::filesystem::is_directory(p)) state.model_id = p.filename().string();
+  }
   if (state.model_id.empty()) state.model_id = "kiln";
   state.metrics_require_key = t.server.metrics_require_key;
   state.created = std::chrono::duration_cast<std::chrono::seconds>(
