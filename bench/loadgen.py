@@ -135,9 +135,9 @@ class Http:
                 pass
 
 
-def filler(seed: int, n_words: int) -> str:
+def filler(seed: int, n_words: int) -> list[str]:
     rng = random.Random(seed)
-    return " ".join(rng.choice(WORDS) for _ in range(max(1, n_words)))
+    return [rng.choice(WORDS) for _ in range(n_words)]
 
 
 async def count_tokens(http: Http, text: str, chat: bool) -> int | None:
@@ -152,28 +152,56 @@ async def count_tokens(http: Http, text: str, chat: bool) -> int | None:
 
 
 async def make_prompt(http: Http, index: int, target: int, chat: bool,
-                      have_tokenize: list[bool]) -> str:
-    """A prompt of `target` tokens (as the server counts them, chat template included), distinct
-    per request."""
+                      have_tokenize: list[bool]) -> tuple[str, bool]:
+    """A prompt distinct per request, and whether it is exactly `target` tokens as the server
+    counts them (chat template included): the most filler words that fit, found by bisection
+    with POST /tokenize, then " a" pads to close the gap. Without /tokenize, one word per
+    token (approximate)."""
     head = f"Request {index}:"
-    n_words = max(1, target - 4)
-    best = None
-    for _ in range(6):
-        text = f"{head} {filler(index, n_words)}"
-        if not have_tokenize[0]:
-            return text
-        n = await count_tokens(http, text, chat)
-        if n is None:
+    words = filler(index, target)
+
+    def text(n: int, pad: int = 0) -> str:
+        return head + "".join(" " + w for w in words[:n]) + " a" * pad
+
+    if not have_tokenize[0]:
+        return text(max(0, target - 3)), False
+    counts: dict[int, int] = {}
+
+    async def count(n: int, pad: int = 0) -> int | None:
+        c = await count_tokens(http, text(n, pad), chat)
+        if c is None:
             have_tokenize[0] = False
-            return text
-        if best is None or abs(n - target) < best[0]:
-            best = (abs(n - target), text)
-        if n == target:
-            return text
-        if n_words == 1 and n > target:
+        return c
+
+    c0 = await count(0)
+    if c0 is None:
+        return text(max(0, target - 3)), False
+    if c0 >= target:
+        return text(0), c0 == target
+    counts[0] = c0
+    lo, hi = 0, target  # every word is at least one token
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        c = await count(mid)
+        if c is None:
+            return text(lo), False
+        if c <= target:
+            counts[mid] = c
+            lo = mid
+        else:
+            hi = mid - 1
+    got, pad = counts[lo], 0
+    for _ in range(6):
+        if got == target:
+            return text(lo, pad), True
+        pad += target - got
+        if pad < 0:
             break
-        n_words = max(1, n_words + (target - n))
-    return best[1]
+        c = await count(lo, pad)
+        if c is None:
+            break
+        got = c
+    return text(lo, max(pad, 0)), False
 
 
 async def one_request(http: Http, args, model: str, res: Result, prompt: str) -> None:
@@ -282,7 +310,9 @@ async def main_async(args) -> int:
             return await make_prompt(http, r.index + args.seed * 1000003,
                                      r.prompt_tokens_target, args.chat, have_tokenize)
 
-    prompts = await asyncio.gather(*(prompt_for(r) for r in results))
+    made = await asyncio.gather(*(prompt_for(r) for r in results))
+    prompts = [t for t, _ in made]
+    exact = sum(1 for _, e in made if e)
 
     next_index = 0
 
@@ -318,7 +348,8 @@ async def main_async(args) -> int:
         "url": args.url, "model": model, "endpoint": "chat" if args.chat else "completions",
         "concurrency": args.concurrency, "requests": args.requests,
         "prompt_tokens_mix": args.prompt_tokens, "max_tokens_mix": args.max_tokens,
-        "exact_prompt_lengths": have_tokenize[0],
+        "exact_prompt_lengths": exact == len(results),
+        "prompts_of_exact_length": exact,
         "completed": len(completed), "incomplete": len(incomplete), "rejected": rejected,
         "duration_s": round(wall, 4),
         "requests_per_s": round(len(completed) / wall, 3),
@@ -347,7 +378,7 @@ async def main_async(args) -> int:
             return "n/a" if v is None else f"{v:.1f}{unit}"
         print(f"{report['endpoint']} x {args.requests} requests, concurrency {args.concurrency}, "
               f"prompt {args.prompt_tokens} tokens"
-              f"{'' if have_tokenize[0] else ' (approx.)'}, max_tokens {args.max_tokens}")
+              f"{'' if exact == len(results) else f' ({len(results) - exact} not exact)'}, max_tokens {args.max_tokens}")
         print(f"  completed      {len(completed)} in {wall:.2f} s  "
               f"({report['requests_per_s']:.2f} req/s, {report['output_tokens_per_s']:.1f} "
               f"output tokens/s)")

@@ -25,8 +25,12 @@ struct RankModel {
 // layer_split: layers per stage (empty = stages balanced by weight bytes).
 // on_joined, when set, runs on every rank once the world exists and before loading (the server
 // starts its gateway there); its error counts as that rank's load failure.
+// on_progress, when set, is called on rank 0 (from a helper thread for other ranks' reports)
+// with (rank, bytes loaded, bytes of that rank's share) while the ranks load.
+using RankProgress = std::function<void(int rank, int64_t done, int64_t total)>;
 StatusOr<RankModel> load_rank_model(const std::string& path, int tensor, int pipeline,
                                     const std::vector<int64_t>& layer_split = {},
-                                    const std::function<Status(const World&)>& on_joined = {});
+                                    const std::function<Status(const World&)>& on_joined = {},
+                                    const RankProgress& on_progress = {});
 
 }  // namespace kiln

@@ -36,7 +36,7 @@ StatusOr<std::unique_ptr<KimiLinearModel>> KimiLinearModel::load(const std::stri
     KILN_CHECK(p.tensor == 1 || (parallel.tp != nullptr && parallel.tp->size() == p.tensor));
     KILN_CHECK(p.pipeline == 1 || (parallel.pp != nullptr && parallel.pp->size() == p.pipeline));
     m->plan_ = p;
-    KILN_ASSIGN_OR_RETURN(m->weights_, load_weights(*m->checkpoint_, p));
+    KILN_ASSIGN_OR_RETURN(m->weights_, load_weights(*m->checkpoint_, p, parallel.progress));
     // Loading touched the whole files (row-parallel slices were copied out, shapes checked);
     // drop those pages so the rank keeps only its share resident.
     m->checkpoint_->release_pages();
@@ -48,8 +48,8 @@ StatusOr<std::unique_ptr<KimiLinearModel>> KimiLinearModel::load(const std::stri
       group_vocab.push_back(other.vocab);
     }
   } else {
-    KILN_ASSIGN_OR_RETURN(m->weights_, load_weights(*m->checkpoint_));
     m->plan_ = whole_model_plan(c);
+    KILN_ASSIGN_OR_RETURN(m->weights_, load_weights(*m->checkpoint_, m->plan_, parallel.progress));
     group_vocab.push_back(m->plan_.vocab);
   }
   m->parallel_ = parallel;

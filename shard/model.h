@@ -36,6 +36,7 @@ struct ParallelContext {
   Communicator* tp = nullptr;    // this rank's TP group (rank = tp_rank); needed when tensor > 1
   Communicator* pp = nullptr;    // ranks with this tp_rank, one per stage (rank = stage); needed
                                  // when pipeline > 1
+  LoadProgress progress;         // optional: bytes of this rank's share loaded so far
 };
 
 class KimiLinearModel {

@@ -262,48 +262,55 @@ Status load_layer(const Loader& L, const Names& n, const ModelConfig& c, int64_t
                   p.dense_ffn, w.dense, owned);
 }
 
-// Replaces a view into the file by a compact copy owned by the weights (views that already
-// start an owned buffer — row-parallel cuts, transposed W_UK — stay as they are).
-void own(MatrixView& m, std::vector<std::vector<std::byte>>& owned,
-         const std::unordered_set<const std::byte*>& already) {
-  if (m.data == nullptr || m.rows == 0 || already.count(m.data) != 0) return;
-  const int64_t row_bytes = dtype_row_bytes(m.dtype, m.cols);
-  std::vector<std::byte> buf(static_cast<size_t>(m.rows * row_bytes));
-  for (int64_t i = 0; i < m.rows; ++i) {
-    std::memcpy(buf.data() + i * row_bytes, m.row(i), static_cast<size_t>(row_bytes));
+// Every matrix of the weights, in load order.
+std::vector<MatrixView*> all_matrices(ModelWeights& w) {
+  std::vector<MatrixView*> out = {&w.embed, &w.lm_head};
+  auto mlp = [&](MlpWeights& m) { out.insert(out.end(), {&m.gate, &m.up, &m.down}); };
+  for (LayerWeights& l : w.layers) {
+    KdaWeights& k = l.kda;
+    out.insert(out.end(), {&k.q, &k.k, &k.v, &k.f_a, &k.f_b, &k.b, &k.g_a, &k.g_b, &k.o});
+    MlaWeights& a = l.mla;
+    out.insert(out.end(), {&a.q, &a.kv_a, &a.o});
+    for (MatrixView& v : a.k_b) out.push_back(&v);
+    for (MatrixView& v : a.v_b) out.push_back(&v);
+    mlp(l.dense);
+    out.push_back(&l.moe.router);
+    for (MlpWeights& e : l.moe.experts) mlp(e);
+    mlp(l.moe.shared);
   }
-  owned.push_back(std::move(buf));
-  m = MatrixView::contiguous(m.dtype, owned.back().data(), m.rows, m.cols);
-}
-
-void own(MlpWeights& m, std::vector<std::vector<std::byte>>& owned,
-         const std::unordered_set<const std::byte*>& already) {
-  for (MatrixView* v : {&m.gate, &m.up, &m.down}) own(*v, owned, already);
+  return out;
 }
 
 // Copies every matrix of a rank's share out of the memory-mapped file, so the rank's resident
 // memory is its share: views of the file would keep whole page-cache folios mapped, and those
-// hold the neighbouring ranks' rows too.
-void own_all(ModelWeights& w) {
+// hold the neighbouring ranks' rows too. Views that already start an owned buffer (row-parallel
+// cuts, transposed W_UK) stay as they are.
+void own_all(ModelWeights& w, const LoadProgress& progress) {
   std::unordered_set<const std::byte*> already;
   for (const auto& b : w.owned) already.insert(b.data());
-  std::vector<std::vector<std::byte>>& o = w.owned;
-  own(w.embed, o, already);
-  own(w.lm_head, o, already);
-  for (LayerWeights& l : w.layers) {
-    KdaWeights& k = l.kda;
-    for (MatrixView* v : {&k.q, &k.k, &k.v, &k.f_a, &k.f_b, &k.b, &k.g_a, &k.g_b, &k.o}) {
-      own(*v, o, already);
-    }
-    MlaWeights& a = l.mla;
-    for (MatrixView* v : {&a.q, &a.kv_a, &a.o}) own(*v, o, already);
-    for (MatrixView& v : a.k_b) own(v, o, already);
-    for (MatrixView& v : a.v_b) own(v, o, already);
-    own(l.dense, o, already);
-    own(l.moe.router, o, already);
-    for (MlpWeights& e : l.moe.experts) own(e, o, already);
-    own(l.moe.shared, o, already);
+  std::vector<MatrixView*> todo;
+  int64_t total = 0;
+  for (MatrixView* m : all_matrices(w)) {
+    if (m->data == nullptr || m->rows == 0 || already.count(m->data) != 0) continue;
+    todo.push_back(m);
+    total += m->rows * dtype_row_bytes(m->dtype, m->cols);
   }
+  int64_t done = 0, reported = 0;
+  for (MatrixView* m : todo) {
+    const int64_t row_bytes = dtype_row_bytes(m->dtype, m->cols);
+    std::vector<std::byte> buf(static_cast<size_t>(m->rows * row_bytes));
+    for (int64_t i = 0; i < m->rows; ++i) {
+      std::memcpy(buf.data() + i * row_bytes, m->row(i), static_cast<size_t>(row_bytes));
+    }
+    w.owned.push_back(std::move(buf));
+    *m = MatrixView::contiguous(m->dtype, w.owned.back().data(), m->rows, m->cols);
+    done += m->rows * row_bytes;
+    if (progress && done - reported >= (int64_t{64} << 20)) {
+      progress(done, total);
+      reported = done;
+    }
+  }
+  if (progress) progress(total, total);
 }
 
 }  // namespace
@@ -312,7 +319,8 @@ StatusOr<ModelWeights> load_weights(const Checkpoint& ck) {
   return load_weights(ck, whole_model_plan(ck.config()));
 }
 
-StatusOr<ModelWeights> load_weights(const Checkpoint& ck, const RankPlan& plan) {
+StatusOr<ModelWeights> load_weights(const Checkpoint& ck, const RankPlan& plan,
+                                    const LoadProgress& progress) {
   const ModelConfig& c = ck.config();
   const Names n{ck.format() == CheckpointFormat::kHf};
   Loader L(ck);
@@ -336,7 +344,15 @@ StatusOr<ModelWeights> load_weights(const Checkpoint& ck, const RankPlan& plan) 
   for (int64_t i = plan.layers.begin; i < plan.layers.end; ++i) {
     KILN_RETURN_IF_ERROR(load_layer(L, n, c, i, plan, w.layers[i], w.owned));
   }
-  if (plan.tensor > 1 || plan.pipeline > 1) own_all(w);
+  if (plan.tensor > 1 || plan.pipeline > 1) {
+    own_all(w, progress);
+  } else if (progress) {
+    int64_t total = 0;  // one rank reads the mapped file in place: nothing to copy
+    for (MatrixView* m : all_matrices(w)) {
+      if (m->data != nullptr) total += m->rows * dtype_row_bytes(m->dtype, m->cols);
+    }
+    progress(total, total);
+  }
   return w;
 }
 

@@ -7,6 +7,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -82,6 +83,10 @@ StatusOr<ModelWeights> load_weights(const Checkpoint& ck);
 // One rank's share. Quantised row-parallel slices must be block-aligned (error names the tensor).
 // In a parallel job (tensor or pipeline > 1) the share is copied out of the file into `owned`, so
 // the rank's resident memory is its share; one rank keeps zero-copy views of the mapping.
-StatusOr<ModelWeights> load_weights(const Checkpoint& ck, const RankPlan& plan);
+// progress, when set, is called as the share is copied: (bytes copied, bytes in all), the last
+// call with both equal.
+using LoadProgress = std::function<void(int64_t done, int64_t total)>;
+StatusOr<ModelWeights> load_weights(const Checkpoint& ck, const RankPlan& plan,
+                                    const LoadProgress& progress = {});
 
 }  // namespace kiln

@@ -125,8 +125,22 @@ Status serve(const Topology& t, const ServeRuntime& runtime) {
     return {};
   };
 
+  // Load progress of every rank, for /health/ready and one log line per rank per second.
+  std::vector<Clock::time_point> logged;
+  auto on_progress = [&](int rank, int64_t done, int64_t total) {
+    std::lock_guard lock(state.load_mu);
+    if (rank < 0 || rank >= static_cast<int>(state.ranks.size())) return;
+    state.ranks[static_cast<size_t>(rank)].loaded_bytes = done;
+    state.ranks[static_cast<size_t>(rank)].total_bytes = total;
+    logged.resize(state.ranks.size());
+    if (done == total || Clock::now() - logged[static_cast<size_t>(rank)] > std::chrono::seconds(1)) {
+      spdlog::info("rank {}: loaded {} of {}", rank, format_bytes(static_cast<double>(done)),
+                   format_bytes(static_cast<double>(total)));
+      logged[static_cast<size_t>(rank)] = Clock::now();
+    }
+  };
   auto ranked = load_rank_model(t.model.path, runtime.tensor, t.parallel.pipeline,
-                                t.parallel.layer_split, start_gateway);
+                                t.parallel.layer_split, start_gateway, on_progress);
   if (!ranked.ok()) return ranked.status();
   KimiLinearModel& model = *ranked->model;
   const World& w = ranked->world->world();

@@ -44,6 +44,10 @@ class CancelTest(ks.ServerTestCase):
         self.assertEqual(self.server.metric("requests_total", 'status="499"', m), LEAVERS)
         self.assertEqual(self.server.metric("requests_total", 'status="200"', m), 1)
         generated = self.server.metric("generation_tokens_total", m=m)
+        print(f"{LEAVERS} leavers of {LONG} tokens + {NORMAL}: {generated:g} tokens generated; "
+              f"aborted by reason: " + ", ".join(
+                  f"{labels} {v:g}" for (n, labels), v in m.items()
+                  if n == "kiln:requests_aborted_total"))
         self.assertLess(generated, NORMAL + LEAVERS * LONG / 4,
                         "the leavers' sequences kept running after they left")
 

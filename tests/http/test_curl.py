@@ -175,6 +175,25 @@ class CurlTest(ks.ServerTestCase):
         status, _, text = self.curl("/v1/completions", ks.completion_body("ok", 2, stream=False))
         self.assertEqual(status, 200, text)
 
+    def test_413_chunked_body(self):
+        # no Content-Length: the limit is applied to the chunks as they arrive
+        body = {"model": MODEL_NAME, "prompt": "z" * (2 * MAX_BODY), "max_tokens": 1}
+        status, _, text = self.curl("/v1/completions", body,
+                                    extra=["-H", "Transfer-Encoding: chunked"])
+        self.assert_envelope(status, text, 413)
+        small = ks.completion_body("chunked but small", 2, stream=False)
+        status, _, text = self.curl("/v1/completions", small,
+                                    extra=["-H", "Transfer-Encoding: chunked"])
+        self.assertEqual(status, 200, text)
+
+    def test_no_cors_by_default(self):
+        for path, body in (("/v1/models", None), ("/v1/completions",
+                                                  ks.completion_body("hi", 2, stream=False))):
+            status, headers, text = self.curl(path, body,
+                                              extra=["-H", "Origin: http://elsewhere.example"])
+            self.assertEqual(status, 200, text)
+            self.assertNotIn("access-control-allow-origin", headers)
+
     def test_404_405(self):
         status, _, text = self.curl("/v1/nothing-here")
         self.assert_envelope(status, text, 404, type_="invalid_request_error")

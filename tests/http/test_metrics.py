@@ -81,8 +81,8 @@ class MetricsTest(ks.ServerTestCase):
         for extra, n_req, want_prompt, want_completion in (
                 (["--prompt-tokens", "8,24", "--max-tokens", "4,12", "--concurrency", "4"], 12,
                  3 * (8 + 8 + 24 + 24), 3 * (4 + 12 + 4 + 12)),
-                (["--chat", "--prompt-tokens", "40", "--max-tokens", "5", "--concurrency", "2"],
-                 4, 4 * 40, 4 * 5)):
+                (["--chat", "--prompt-tokens", "80", "--max-tokens", "5", "--concurrency", "2"],
+                 4, 4 * 80, 4 * 5)):
             cmd = [sys.executable, ks.LOADGEN, "--url", self.server.base_url, "--requests",
                    str(n_req), "--json", "-"] + extra
             r = subprocess.run(cmd, capture_output=True, text=True, timeout=120)

@@ -27,6 +27,7 @@ class OverloadTest(ks.ServerTestCase):
         accepted, rejected, other = [], [], []
         for i, r in enumerate(results):
             (accepted if r.status == 200 else rejected if r.status == 429 else other).append(i)
+        print(f"burst of {CLIENTS}: {len(accepted)} accepted, {len(rejected)} rejected (429)")
         self.assertEqual(other, [], "only 200 or 429: " + "; ".join(
             f"{i}: {results[i].status} {results[i].error} {results[i].body[:200]!r}"
             for i in other))
