@@ -48,6 +48,9 @@ MPI_ENV = {
 
 _work_dir: Path | None = None
 
+# SIGTERM (e.g. from ctest) runs the atexit handlers below: no server is left running.
+signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+
 
 def work_dir() -> Path:
     global _work_dir
@@ -58,6 +61,8 @@ def work_dir() -> Path:
             _work_dir = Path(base)
         else:
             _work_dir = Path(tempfile.mkdtemp(prefix="kiln-http-"))
+            # (registered before any server's kill, so it runs after them)
+            atexit.register(shutil.rmtree, _work_dir, True)
     return _work_dir
 
 
@@ -68,8 +73,8 @@ def require_openai():
     except ImportError as e:
         raise AssertionError(
             f"the 'openai' package cannot be imported by {sys.executable} ({e}); run "
-            "scripts/python-env.sh (it makes build/pyenv) and reconfigure, or pass "
-            "-DKILN_PYTHON=<a python with openai>") from None
+            "scripts/python-env.sh (it makes build/pyenv, which the tests use when it exists), "
+            "or configure with -DKILN_PYTHON=<a python that has openai>") from None
     return openai
 
 
@@ -86,6 +91,7 @@ def micro_model() -> Path:
         raise AssertionError(f"kiln binary {KILN_BIN} not found (build the 'kiln' target)")
     st = os.stat(KILN_BIN)
     final = work_dir() / f"micro-f32-s7-{st.st_size}-{st.st_mtime_ns}"
+    _prune(keep=final)
     if (final / "model.gguf").exists():
         return final / "model.gguf"
     tmp = Path(tempfile.mkdtemp(prefix="model-", dir=work_dir()))
@@ -98,6 +104,20 @@ def micro_model() -> Path:
     except OSError:
         shutil.rmtree(tmp, ignore_errors=True)
     return final / "model.gguf"
+
+
+def _prune(keep: Path) -> None:
+    """Drops models made by older binaries and server logs older than a day."""
+    now = time.time()
+    for p in work_dir().iterdir():
+        try:
+            if p.is_dir() and p.name.startswith("micro-") and p != keep and \
+                    now - p.stat().st_mtime > 600:
+                shutil.rmtree(p, ignore_errors=True)
+            elif p.suffix == ".log" and now - p.stat().st_mtime > 86400:
+                p.unlink()
+        except OSError:
+            pass
 
 
 # ---------------------------------------------------------------------------------------------
@@ -167,6 +187,16 @@ class KilnServer:
     # -- life cycle
 
     def start(self, ready_timeout: float = 60) -> "KilnServer":
+        for attempt in range(3):
+            try:
+                return self._start(ready_timeout)
+            except AssertionError:
+                # the free port was taken by someone else between our probe and the bind
+                if attempt == 2 or "Address already in use" not in self.log():
+                    raise
+        raise AssertionError("unreachable")
+
+    def _start(self, ready_timeout: float) -> "KilnServer":
         model = micro_model()
         self.port = free_port()
         cmd = [MPIEXEC, "--allow-run-as-root", "--oversubscribe", "-np", str(self.ranks),
