@@ -11,9 +11,9 @@ namespace kiln::gateway::detail {
 
 namespace {
 
-constexpr size_t kReadChunk = 16 << 10;      // one read into the request buffer
-constexpr size_t kBufferSlack = 64 << 10;    // buffer bound beyond max_header_bytes
-constexpr size_t kLingerBytes = 4 << 20;     // discarded at most before a server-side close
+constexpr size_t kReadChunk = 16 << 10;    // one read into the request buffer
+constexpr size_t kBufferSlack = 64 << 10;  // buffer bound beyond max_header_bytes
+constexpr size_t kLingerBytes = 4 << 20;   // discarded at most before a server-side close
 constexpr std::chrono::milliseconds kLingerTime{500};
 
 size_t buffer_limit(const GatewayOptions& options) {

@@ -79,8 +79,8 @@ class Connection {
   const GatewayOptions& options_;
   beast::tcp_stream stream_;
   beast::flat_buffer buffer_;
-  asio::steady_timer wake_timer_;  // expires at the wait's deadline; notify() cancels it
-  uint64_t pending_wakeups_ = 0;   // notify() calls not yet consumed by wait()
+  asio::steady_timer wake_timer_;        // expires at the wait's deadline; notify() cancels it
+  uint64_t pending_wakeups_ = 0;         // notify() calls not yet consumed by wait()
   std::shared_ptr<void> monitor_owner_;  // set while a monitor read is in flight
   bool monitor_stopping_ = false;
   bool peer_gone_ = false;

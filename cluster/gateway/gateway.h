@@ -26,12 +26,16 @@ struct GatewayOptions {
   std::chrono::milliseconds read_timeout{30000};   // per read operation (headers, body)
   std::chrono::milliseconds write_timeout{30000};  // per write operation
   std::chrono::milliseconds idle_timeout{60000};   // keep-alive connection with no request
-  std::chrono::milliseconds ping_interval{5000};   // SSE ": ping" when nothing was sent for this long
+  std::chrono::milliseconds ping_interval{5000};   // SSE ": ping" after this long without output
   int max_connections = 256;  // more open connections → accepted and closed at once
   int threads = 1;            // Asio threads
-  std::vector<std::string> cors_allow_origins;  // Access-Control-Allow-Origin only for these
-  // Body of the 413 / 431 / 400 (unparsable HTTP) responses the gateway writes itself; the
-  // OpenAI envelope is filled in by the caller of Gateway (routes) via this hook.
+  // Access-Control-Allow-Origin (echoing the Origin) only for these exact origins ("*": any);
+  // the gateway answers their OPTIONS preflights itself (204), other origins' with 403.
+  std::vector<std::string> cors_allow_origins;
+  // Body of the 413 / 431 / 400 (unparsable HTTP) responses the gateway writes itself, and of
+  // 403 (preflight from another origin) and 500 (the handler threw); the OpenAI envelope is
+  // filled in by the caller of Gateway (routes) via this hook. Empty: a plain
+  // {"error":{"message","type","param":null,"code":null}}. Called on Asio threads.
   std::function<std::string(int status, const std::string& message)> error_body;
 };
 
@@ -59,7 +63,8 @@ class ResponseSource {
  public:
   virtual ~ResponseSource() = default;
   // `wake` may be called from any thread, any number of times; it schedules the session to call
-  // take()/take_response() again. set_wakeup is called once, before the first take.
+  // take()/take_response() again (a no-op once the connection or the gateway is gone).
+  // set_wakeup is called once, before the first take.
   virtual void set_wakeup(std::function<void()> wake) = 0;
   // Streams: the bytes ready now (already SSE-framed; may be empty); *done once everything,
   // including "data: [DONE]", has been returned.
@@ -83,6 +88,8 @@ struct RouteResult {
 };
 
 // Called on an Asio thread for every complete request; must not block for long (no model work).
+// With threads > 1 it runs concurrently for different connections. A thrown exception becomes a
+// 500 (logged with the request id).
 using Handler = std::function<RouteResult(const HttpRequest&)>;
 
 class Gateway {
@@ -92,15 +99,18 @@ class Gateway {
   Gateway(const Gateway&) = delete;
   Gateway& operator=(const Gateway&) = delete;
 
-  // Binds and listens (error naming host:port when it cannot), then serves on its own threads.
+  // Validates the options, binds and listens (error naming host:port when it cannot), then
+  // serves on its own threads. Once only.
   Status start();
   int port() const;  // the bound port (useful with port 0)
   // Stops accepting; sessions finish their current response, keep-alive is refused from now on
   // (Connection: close) and idle connections are closed.
   void stop_accepting();
-  // Closes every connection (cancelling their sources) and joins the threads.
+  // Closes every connection (cancelling their sources) and joins the threads. Idempotent; must
+  // not be called from the handler or a ResponseSource (it joins the threads they run on).
+  // Wake-ups after stop() are no-ops.
   void stop();
-  int open_connections() const;
+  int open_connections() const;  // accepted, not yet closed (connections over the cap excluded)
 
  private:
   struct Impl;

@@ -20,8 +20,8 @@ namespace {
 constexpr std::chrono::milliseconds kAcceptBackoff{20};
 
 Status listen_error(const GatewayOptions& o, const std::string& what) {
-  return {StatusCode::kUnavailable, fmt::format("gateway: cannot listen on {}:{}: {}", o.host,
-                                                o.port, what)};
+  return {StatusCode::kUnavailable,
+          fmt::format("gateway: cannot listen on {}:{}: {}", o.host, o.port, what)};
 }
 
 }  // namespace
@@ -55,9 +55,7 @@ StatusOr<std::shared_ptr<Listener>> Listener::open(std::shared_ptr<ServerState> 
   return listener;
 }
 
-void Listener::start() {
-  asio::co_spawn(strand_, accept_loop(shared_from_this()), asio::detached);
-}
+void Listener::start() { asio::co_spawn(strand_, accept_loop(shared_from_this()), asio::detached); }
 
 void Listener::close() {
   asio::post(strand_, [self = shared_from_this()] {

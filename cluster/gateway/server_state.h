@@ -34,8 +34,8 @@ inline constexpr auto kTuple = asio::as_tuple(asio::use_awaitable);
 
 class Session;
 
-// Guards posting into the io_context from foreign threads (ResponseSource wake-ups). Gateway::stop()
-// closes it once its threads are joined, so a wake-up that comes later is a no-op.
+// Guards posting into the io_context from foreign threads (ResponseSource wake-ups).
+// Gateway::stop() closes it once its threads are joined, so a wake-up that comes later is a no-op.
 struct PostGuard {
   std::mutex mu;
   bool open = true;  // guarded by mu
@@ -47,13 +47,13 @@ class ServerState {
   ServerState(asio::io_context& io, GatewayOptions opts, Handler h)
       : ioc(io), options(std::move(opts)), handler(std::move(h)) {}
 
-  asio::io_context& ioc;          // owned by Gateway::Impl, outlives every session
+  asio::io_context& ioc;         // owned by Gateway::Impl, outlives every session
   const GatewayOptions options;  // immutable after start
   const Handler handler;
   const std::shared_ptr<PostGuard> post_guard = std::make_shared<PostGuard>();
-  std::atomic<bool> draining{false};       // stop_accepting() or stop() was called
-  std::atomic<bool> stopping{false};       // stop() was called: sessions close at once
-  std::atomic<int> open_connections{0};    // sessions started and not yet closed
+  std::atomic<bool> draining{false};     // stop_accepting() or stop() was called
+  std::atomic<bool> stopping{false};     // stop() was called: sessions close at once
+  std::atomic<int> open_connections{0};  // sessions started and not yet closed
   std::atomic<uint64_t> next_session_id{1};
 
   // The live sessions, so stop_accepting()/stop() can reach them. Any thread.

@@ -60,6 +60,8 @@ asio::awaitable<void> Session::run(std::shared_ptr<Session> self) {
     co_await self->serve();
   } catch (const std::exception& e) {
     spdlog::debug("gateway: connection {} failed: {}", self->id_, e.what());
+  } catch (...) {
+    spdlog::debug("gateway: connection {} failed", self->id_);
   }
   self->cancel_source();  // only when a request was cut short by an exception
   self->source_.reset();
@@ -155,7 +157,7 @@ asio::awaitable<bool> Session::respond(BeastRequest request) {
   if (is_preflight(request)) {
     auto res = make_preflight_response(opt, request, exchange, keep_alive(exchange));
     bool ok = co_await conn_.write(res);
-    co_return ok && res.keep_alive();
+    co_return ok&& res.keep_alive();
   }
   HttpRequest req = to_http_request(request, exchange);
   RouteResult route;
@@ -171,7 +173,7 @@ asio::awaitable<bool> Session::respond(BeastRequest request) {
   if (!route.source) {
     auto res = make_response(route.response, exchange, keep_alive(exchange));
     bool ok = co_await conn_.write(res);
-    co_return ok && res.keep_alive();
+    co_return ok&& res.keep_alive();
   }
   source_ = std::move(route.source);
   source_cancelled_ = false;
@@ -197,7 +199,7 @@ asio::awaitable<bool> Session::respond_deferred(const Exchange& exchange) {
   }
   auto res = make_response(*response, exchange, keep_alive(exchange) && !conn_.peer_gone());
   bool ok = co_await conn_.write(res);
-  co_return ok && res.keep_alive();
+  co_return ok&& res.keep_alive();
 }
 
 asio::awaitable<bool> Session::respond_stream(const HttpResponse& head_response,

@@ -51,8 +51,8 @@ class Session : public std::enable_shared_from_this<Session> {
   Connection conn_;
   const uint64_t id_;  // for the log
   // Strand-only state:
-  bool idle_ = false;    // waiting for the first byte of a request
-  bool closed_ = false;  // shutdown() ran
+  bool idle_ = false;                       // waiting for the first byte of a request
+  bool closed_ = false;                     // shutdown() ran
   std::shared_ptr<ResponseSource> source_;  // the deferred/streamed response in progress
   bool source_cancelled_ = false;
 };

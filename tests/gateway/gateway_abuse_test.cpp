@@ -35,8 +35,8 @@ FloodResult flood(int port, const std::string& request) {
 
 TEST_F(GatewayTest, HeaderFloodIs431OrClosedWithinOneSecondWhileOthersAreServed) {
   start();
-  std::string one_big = "GET /echo HTTP/1.1\r\nHost: t\r\nX-Big: " + std::string(1 << 20, 'a') +
-                        "\r\n\r\n";
+  std::string one_big =
+      "GET /echo HTTP/1.1\r\nHost: t\r\nX-Big: " + std::string(1 << 20, 'a') + "\r\n\r\n";
   std::string many = "GET /echo HTTP/1.1\r\nHost: t\r\n";
   for (int i = 0; i < 10000; ++i) many += "X-F" + std::to_string(i) + ": v\r\n";
   many += "\r\n";

@@ -12,6 +12,13 @@
 namespace kiln::gateway::testing {
 namespace {
 
+// "r<i>" (built by appending: GCC 12's -Wrestrict misfires on "r" + std::to_string(i) at -O3).
+std::string request_id(int i) {
+  std::string id = "r";
+  id += std::to_string(i);
+  return id;
+}
+
 std::string without_pings(std::string s, int* pings) {
   const std::string ping = ": ping\n\n";
   *pings = 0;
@@ -113,6 +120,54 @@ TEST_F(GatewayTest, SseFramingEventsInOrderAndPingsWhenIdle) {
   auto next = get(c, "/echo");  // keep-alive after a finished stream
   ASSERT_TRUE(next);
   EXPECT_EQ(next->status, 200);
+}
+
+TEST_F(GatewayTest, Http10StreamIsUnchunkedAndEndsWithTheConnection) {
+  start();
+  RawClient c(port_);
+  ASSERT_TRUE(c.send("GET /stream HTTP/1.0\r\n\r\n"));
+  auto source = next_source();
+  ASSERT_TRUE(source);
+  source->push("data: a\n\n");
+  source->push("data: [DONE]\n\n", /*finish=*/true);
+  auto r = c.read_response();  // no length, no chunks: the body runs until the close
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 200);
+  EXPECT_FALSE(r->has("transfer-encoding"));
+  EXPECT_EQ(r->header("content-type"), "text/event-stream");
+  EXPECT_EQ(r->body, "data: a\n\ndata: [DONE]\n\n");
+}
+
+TEST_F(GatewayTest, ManyConcurrentDeferredRequestsOnSeveralThreads) {
+  GatewayOptions o;
+  o.threads = 4;
+  start(o);
+  constexpr int kClients = 16;
+  std::vector<std::unique_ptr<RawClient>> clients;
+  for (int i = 0; i < kClients; ++i) {
+    clients.push_back(std::make_unique<RawClient>(port_));
+    ASSERT_TRUE(clients.back()->send(
+        "GET /deferred HTTP/1.1\r\nHost: t\r\nX-Request-Id: " + request_id(i) + "\r\n\r\n"));
+  }
+  std::vector<std::shared_ptr<TestSource>> sources;
+  for (int i = 0; i < kClients; ++i) {
+    sources.push_back(next_source());
+    ASSERT_TRUE(sources.back());
+  }
+  std::vector<std::thread> engines;
+  for (int i = 0; i < kClients; ++i) {
+    engines.emplace_back([&sources, i] {
+      for (int k = 0; k < 20; ++k) sources[static_cast<size_t>(i)]->wake();
+      sources[static_cast<size_t>(i)]->respond(HttpResponse{200, "text/plain", "ok", {}});
+    });
+  }
+  for (auto& t : engines) t.join();
+  for (int i = 0; i < kClients; ++i) {
+    auto r = clients[static_cast<size_t>(i)]->read_response();
+    ASSERT_TRUE(r) << i;
+    EXPECT_EQ(r->body, "ok");
+    EXPECT_EQ(r->header("x-request-id"), request_id(i));
+  }
 }
 
 TEST_F(GatewayTest, ClientDisconnectMidStreamCancelsTheSource) {

@@ -45,10 +45,10 @@ TEST_F(GatewayTest, RoutesAndKeepsTheConnectionAlive) {
 TEST_F(GatewayTest, AnswersPipelinedRequestsInOrder) {
   start();
   RawClient c(port_);
-  ASSERT_TRUE(c.send(
-      "POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 3\r\n\r\none"
-      "POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 3\r\n\r\ntwo"
-      "GET /echo HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n"));
+  ASSERT_TRUE(
+      c.send("POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 3\r\n\r\none"
+             "POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 3\r\n\r\ntwo"
+             "GET /echo HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n"));
   auto a = c.read_response();
   auto b = c.read_response();
   auto d = c.read_response();
@@ -72,8 +72,9 @@ TEST_F(GatewayTest, ContentLengthOverTheLimitIs413WithoutReadingTheBody) {
   start(o);
   RawClient c(port_);
   auto t0 = Clock::now();
-  ASSERT_TRUE(c.send("POST /echo HTTP/1.1\r\nHost: t\r\nX-Request-Id: big-1\r\n"
-                     "Content-Length: 100000000\r\n\r\n"));  // the body never comes
+  ASSERT_TRUE(
+      c.send("POST /echo HTTP/1.1\r\nHost: t\r\nX-Request-Id: big-1\r\n"
+             "Content-Length: 100000000\r\n\r\n"));  // the body never comes
   auto r = c.read_response(Ms(1000));
   ASSERT_TRUE(r);
   EXPECT_LT(ms_since(t0), 500.0);
@@ -103,9 +104,8 @@ TEST_F(GatewayTest, DefaultErrorBodyIsTheOpenAIEnvelope) {
   ASSERT_TRUE(r);
   EXPECT_EQ(r->status, 413);
   EXPECT_EQ(r->header("content-type"), "application/json");
-  EXPECT_EQ(r->body,
-            R"({"error":{"message":"request body exceeds 10 bytes",)"
-            R"("type":"invalid_request_error","param":null,"code":null}})");
+  EXPECT_EQ(r->body, R"({"error":{"message":"request body exceeds 10 bytes",)"
+                     R"("type":"invalid_request_error","param":null,"code":null}})");
 }
 
 TEST_F(GatewayTest, ChunkedBodiesAreCountedAsTheyArrive) {
@@ -194,10 +194,10 @@ TEST_F(GatewayTest, CorsOnlyForAllowedOrigins) {
   EXPECT_EQ(denied->status, 200);
   EXPECT_FALSE(denied->has("access-control-allow-origin"));
 
-  ASSERT_TRUE(c.send(
-      "OPTIONS /v1/chat/completions HTTP/1.1\r\nHost: t\r\nOrigin: https://ok.example\r\n"
-      "Access-Control-Request-Method: POST\r\n"
-      "Access-Control-Request-Headers: authorization, content-type\r\n\r\n"));
+  ASSERT_TRUE(
+      c.send("OPTIONS /v1/chat/completions HTTP/1.1\r\nHost: t\r\nOrigin: https://ok.example\r\n"
+             "Access-Control-Request-Method: POST\r\n"
+             "Access-Control-Request-Headers: authorization, content-type\r\n\r\n"));
   auto preflight = c.read_response();
   ASSERT_TRUE(preflight);
   EXPECT_EQ(preflight->status, 204);
@@ -205,9 +205,9 @@ TEST_F(GatewayTest, CorsOnlyForAllowedOrigins) {
   EXPECT_NE(preflight->header("access-control-allow-methods").find("POST"), std::string::npos);
   EXPECT_EQ(preflight->header("access-control-allow-headers"), "authorization, content-type");
 
-  ASSERT_TRUE(c.send(
-      "OPTIONS /v1/chat/completions HTTP/1.1\r\nHost: t\r\nOrigin: https://evil.example\r\n"
-      "Access-Control-Request-Method: POST\r\n\r\n"));
+  ASSERT_TRUE(
+      c.send("OPTIONS /v1/chat/completions HTTP/1.1\r\nHost: t\r\nOrigin: https://evil.example\r\n"
+             "Access-Control-Request-Method: POST\r\n\r\n"));
   auto bad_preflight = c.read_response();
   ASSERT_TRUE(bad_preflight);
   EXPECT_EQ(bad_preflight->status, 403);

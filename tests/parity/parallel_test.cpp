@@ -53,7 +53,7 @@ std::vector<std::vector<float>> run(const std::string& path, int tensor, int pip
         EXPECT_EQ(plan->layers.size(), layer_split[plan->pp_stage]);
       }
       const int s = plan->pp_stage, t = plan->tp_rank;
-      auto model = KimiLinearModel::load(path, {*plan, tp[s][t].get(), pp[t][s].get()});
+      auto model = KimiLinearModel::load(path, {*plan, tp[s][t].get(), pp[t][s].get(), {}});
       if (!model.ok()) return void(errors[rank] = model.status().to_string());
       cpu::ThreadPool pool(1);
       auto state = (*model)->new_state(2, 64);
@@ -149,7 +149,7 @@ TEST(ParallelGoldenTest, Tp2Pp2MatchesLlamaCpp) {
       auto plan = plan_rank((*ck)->config(), {2, 2, {}}, rank, DType::kF32, {});
       ASSERT_TRUE(plan.ok()) << plan.status().to_string();
       auto m = KimiLinearModel::load(model, {*plan, tp[plan->pp_stage][plan->tp_rank].get(),
-                                             pp[plan->tp_rank][plan->pp_stage].get()});
+                                             pp[plan->tp_rank][plan->pp_stage].get(), {}});
       ASSERT_TRUE(m.ok()) << m.status().to_string();
       cpu::ThreadPool pool(1);
       auto state = (*m)->new_state(1, 128);
