@@ -59,6 +59,9 @@ Engine::Engine(KimiLinearModel& model, cpu::ThreadPool& pool, StateCache& state,
                                       0.1,   0.25,   0.5,   1,    2.5,   10};
     metrics_->define("step_time_seconds", Metrics::Type::kHistogram,
                      "Wall time of one engine step on this rank.", step);
+    metrics_->define("allreduce_time_seconds", Metrics::Type::kHistogram,
+                     "Time in tensor-parallel collectives during one engine step on this rank.",
+                     step);
   }
 }
 
@@ -117,6 +120,7 @@ bool Engine::step() {
   StepPlan plan = scheduler_.next_step();
   if (plan.seqs.empty()) return false;
   const auto t0 = Clock::now();
+  const double comm0 = options_.data_plane != nullptr ? options_.data_plane->busy_seconds() : 0.0;
   if (control_ != nullptr && control_->size() > 1) send_plan(*control_, plan);
   Status s = run_plan(model_, pool_, state_, plan, logits_);
   // A plan the model rejects means the scheduler and the state disagree: a bug, and the other
@@ -126,6 +130,10 @@ bool Engine::step() {
   if (metrics_ != nullptr) {
     metrics_->observe("step_time_seconds",
                       std::chrono::duration<double>(Clock::now() - t0).count(), R"(rank="0")");
+    if (options_.data_plane != nullptr) {
+      metrics_->observe("allreduce_time_seconds", options_.data_plane->busy_seconds() - comm0,
+                        R"(rank="0")");
+    }
   }
   last_step_ns_.store(now_ns());
   return true;

@@ -47,6 +47,8 @@ class Engine {
   struct Options {
     SchedulerOptions scheduler;
     double step_timeout_s = 30;
+    // This rank's TP group, whose busy time per step is exported as allreduce_time_seconds.
+    Communicator* data_plane = nullptr;
   };
   // control: all ranks (rank 0 = this one), or null on a single rank. metrics may be null.
   Engine(KimiLinearModel& model, cpu::ThreadPool& pool, StateCache& state, Communicator* control,

@@ -189,6 +189,7 @@ Status serve(const Topology& t, const ServeRuntime& runtime) {
   eo.scheduler.page_tokens = page;
   eo.scheduler.max_context = context;
   eo.step_timeout_s = t.scheduler.step_timeout_s;
+  if (w.tp_size > 1) eo.data_plane = &ranked->world->tp();
   Communicator* control = w.size > 1 ? &ranked->world->world_comm() : nullptr;
   Engine engine(model, pool, *cache, control, *tokenizer, eo, &metrics);
 
