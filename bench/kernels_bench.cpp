@@ -133,19 +133,29 @@ void BM_kda(benchmark::State& state) {
 }
 BENCHMARK(BM_kda)->Args({1, 0})->Args({256, 0})->Args({256, 16})->Args({256, 64})->UseRealTime();
 
-// Args: T, context before. H = 32, R = 512, P = 64.
+// Args: T, context before, page tokens (0: the whole cache as one page). H = 32, R = 512, P = 64.
 void BM_mla(benchmark::State& state) {
-  const int64_t T = state.range(0), pos0 = state.range(1), H = 32, R = 512, P = 64;
-  const auto q = random_vec(size_t(T * H * (R + P)), 8);
-  const auto cache = random_vec(size_t((pos0 + T) * (R + P)), 9);
+  const int64_t T = state.range(0), pos0 = state.range(1), H = 32, R = 512, P = 64, W = R + P;
+  const int64_t n_ctx = pos0 + T, page_tokens = state.range(2) > 0 ? state.range(2) : n_ctx;
+  const auto q = random_vec(size_t(T * H * W), 8);
+  const auto cache = random_vec(size_t(n_ctx * W), 9);
+  std::vector<const float*> pages;
+  for (int64_t p = 0; p < n_ctx; p += page_tokens) pages.push_back(cache.data() + p * W);
   std::vector<float> out(size_t(T * H * R));
   for (auto _ : state) {
-    cpu::mla_attention_absorbed(pool(), q.data(), T, H, R, P, cache.data(), pos0, 0.07f,
-                                out.data());
+    cpu::mla_attention_absorbed(pool(), q.data(), T, H, R, P, pages.data(), page_tokens, pos0,
+                                0.07f, out.data());
     benchmark::DoNotOptimize(out.data());
   }
 }
-BENCHMARK(BM_mla)->Args({1, 1024})->Args({1, 8192})->Args({64, 0})->UseRealTime();
+BENCHMARK(BM_mla)
+    ->Args({1, 1024, 0})
+    ->Args({1, 8192, 0})
+    ->Args({1, 8192, 64})
+    ->Args({1, 8192, 16})
+    ->Args({64, 0, 0})
+    ->Args({64, 0, 64})
+    ->UseRealTime();
 
 }  // namespace
 }  // namespace kiln

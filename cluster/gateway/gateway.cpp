@@ -99,7 +99,7 @@ Status Gateway::start() {
   impl_->work.emplace(asio::make_work_guard(impl_->ioc));
   for (int i = 0; i < o.threads; ++i) impl_->threads.emplace_back([this] { impl_->run_thread(); });
   impl_->started = true;
-  spdlog::info("gateway: listening on {}:{}", o.host, impl_->port.load());
+  spdlog::debug("gateway: listening on {}:{}", o.host, impl_->port.load());
   return Status::ok_status();
 }
 

@@ -61,6 +61,23 @@ TEST_F(GatewayTest, DeferredResponseIsWrittenAfterAWakeupFromAnotherThread) {
   EXPECT_EQ(echo->status, 200);
 }
 
+TEST_F(GatewayTest, RequestPipelinedBehindADeferredOneIsKeptAndAnswered) {
+  start();
+  RawClient c(port_);
+  ASSERT_TRUE(c.send("GET /deferred HTTP/1.1\r\nHost: t\r\n\r\n"
+                     "POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 4\r\n\r\nnext"));
+  auto source = next_source();
+  ASSERT_TRUE(source);
+  std::this_thread::sleep_for(Ms(30));  // the pipelined request arrives while the first waits
+  EXPECT_EQ(source->cancels(), 0);
+  source->respond(HttpResponse{200, "text/plain", "first", {}});
+  auto first = c.read_response();
+  auto second = c.read_response();
+  ASSERT_TRUE(first && second);
+  EXPECT_EQ(first->body, "first");
+  EXPECT_EQ(second->body, "next");
+}
+
 TEST_F(GatewayTest, ClientDisconnectWhileDeferredCancelsTheSource) {
   start();
   RawClient c(port_);
@@ -184,6 +201,24 @@ TEST_F(GatewayTest, ClientDisconnectMidStreamCancelsTheSource) {
   EXPECT_TRUE(source->wait_cancelled(Ms(500)));
   EXPECT_LT(ms_since(t0), 500.0);
   source->push("data: late\n\n", true);  // after cancel: drained or dropped, never a crash
+}
+
+TEST_F(GatewayTest, SlowReaderIsCutByTheWriteDeadline) {
+  GatewayOptions o;
+  o.write_timeout = Ms(300);
+  start(o);
+  RawClient c(port_);
+  ASSERT_TRUE(c.send("GET /stream HTTP/1.1\r\nHost: t\r\n\r\n"));  // and never reads
+  auto source = next_source();
+  ASSERT_TRUE(source);
+  const std::string mib(1 << 20, 'x');
+  auto t0 = Clock::now();
+  while (source->cancels() == 0 && ms_since(t0) < 1800.0) {
+    if (source->pending_bytes() == 0) source->push(mib);  // refill once the gateway took it
+    std::this_thread::sleep_for(Ms(2));
+  }
+  EXPECT_EQ(source->cancels(), 1);
+  EXPECT_LT(ms_since(t0), 1800.0);
 }
 
 TEST_F(GatewayTest, StopAcceptingRefusesNewConnectionsAndFinishesInflightStreams) {

@@ -94,6 +94,19 @@ TEST_F(GatewayTest, ContentLengthOverTheLimitIs413WithoutReadingTheBody) {
   EXPECT_EQ(r2->body.size(), 1024u);
 }
 
+TEST_F(GatewayTest, LargeBodiesWithinTheLimitAreRead) {
+  start();  // default limit 4 MiB; the read buffer itself stays small
+  const std::string body(3 << 20, 'b');
+  RawClient c(port_);
+  ASSERT_TRUE(c.send("POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: " +
+                     std::to_string(body.size()) + "\r\n\r\n" + body));
+  auto r = c.read_response();
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 200);
+  EXPECT_EQ(r->body.size(), body.size());
+  EXPECT_EQ(r->body, body);
+}
+
 TEST_F(GatewayTest, DefaultErrorBodyIsTheOpenAIEnvelope) {
   GatewayOptions o;
   o.max_body_bytes = 10;

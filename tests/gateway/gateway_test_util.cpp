@@ -258,6 +258,11 @@ bool TestSource::wakeup_set() {
   return static_cast<bool>(wake_);
 }
 
+size_t TestSource::pending_bytes() {
+  std::lock_guard lock(mu_);
+  return pending_.size();
+}
+
 // ---- GatewayTest ----
 
 void GatewayTest::TearDown() { gw_.reset(); }

@@ -85,6 +85,7 @@ class TestSource : public ResponseSource {
   bool wait_cancelled(Ms timeout);
   int cancels();
   bool wakeup_set();
+  size_t pending_bytes();  // pushed and not yet taken
 
  private:
   std::mutex mu_;
