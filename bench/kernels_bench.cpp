@@ -74,26 +74,28 @@ void BM_matmul(benchmark::State& state) {
 }
 
 // Decode from DRAM: cycles through enough copies of the matrix (≥ 96 MiB) that none is still in
-// the 32 MiB L3 when it comes round again. Args: dtype, rows, cols.
+// the 32 MiB L3 when it comes round again. Args: dtype, rows, cols, tokens (1: decode; more: batched decode).
 void BM_gemv_cold(benchmark::State& state) {
   const auto dt = static_cast<DType>(state.range(0));
   const int64_t rows = state.range(1), cols = state.range(2);
+  const int64_t n = state.range(3);
   const auto one = make_weights(dt, rows, cols);
   const size_t copies = std::max<size_t>(2, (size_t{96} << 20) / one.size() + 1);
   std::vector<std::vector<std::byte>> all(copies, one);
-  const auto x = random_vec(size_t(cols), 2);
-  std::vector<float> y(static_cast<size_t>(rows));
+  const auto x = random_vec(size_t(n * cols), 2);
+  std::vector<float> y(static_cast<size_t>(n * rows));
   size_t i = 0;
   for (auto _ : state) {
     const auto w = MatrixView::contiguous(dt, all[i].data(), rows, cols);
-    cpu::matmul(pool(), w, x.data(), cols, 1, y.data(), rows);
+    cpu::matmul(pool(), w, x.data(), cols, n, y.data(), rows);
     benchmark::DoNotOptimize(y.data());
     i = (i + 1) % copies;
   }
   state.SetLabel(std::string(dtype_name(dt)));
   state.SetBytesProcessed(state.iterations() * int64_t(one.size()));
 }
-BENCHMARK(BM_gemv_cold)->Name("gemv_dram")->ArgsProduct({{0, 1, 2, 3}, {4096}, {1024, 2304}})->UseRealTime();
+BENCHMARK(BM_gemv_cold)->Name("gemv_dram")->ArgsProduct({{0, 1, 2, 3}, {4096}, {1024, 2304}, {1}})->UseRealTime();
+BENCHMARK(BM_gemv_cold)->Name("gemm_dram")->ArgsProduct({{2, 3}, {4096}, {1024}, {4, 8, 16}})->UseRealTime();
 
 void gemv_args(benchmark::internal::Benchmark* b) {
   for (int dt = 0; dt < 4; ++dt) {

@@ -1,7 +1,8 @@
 // cpu::matmul and embedding_lookup. Threads split the weight rows into contiguous units.
-// n ≤ 3 tokens (decode): tiles convert the stored dtype in registers, so each weight byte is
-// streamed once per call. n ≥ 4 (prefill): each group of 4 rows is converted to f32 once into a
-// thread-local buffer and reused across a block of tokens by 4×3 register tiles.
+// Decode and batched decode (n ≤ 16 tokens, ≤ 4 for q8_0): tiles convert the stored dtype in
+// registers, a block of rows at a time, so each weight byte is streamed once per call. More
+// tokens (prefill): each group of 4 rows is converted to f32 once into a thread-local buffer and
+// reused across a block of tokens by 4×3 register tiles.
 #include "kernels/cpu/gemm.h"
 
 #include <algorithm>
@@ -52,6 +53,10 @@ using namespace gemm_detail;
 constexpr int64_t kRowUnit = 16;         // rows per parallel unit: 64 B of each y row
 constexpr int64_t kXBlockBytes = 192 << 10;  // token block of x kept in L2 while rows stream
 constexpr int64_t kSerialMacs = 1 << 16;  // below this much work, threads cost more than they save
+// Up to this many tokens the weights are converted in registers (rows_direct), beyond it once
+// into an f32 buffer (rows_buffered). q8_0's in-register dequantisation costs more per token, so
+// it switches earlier. Both paths do the same FMAs per output for f32/f16/bf16 (bitwise equal).
+int64_t direct_max_tokens(DType t) { return t == DType::kQ8_0 ? 4 : 16; }
 
 template <class L>
 struct PlainTile {
@@ -106,9 +111,15 @@ template <class Tk>
 void rows_direct(const MatrixView& w, int64_t r0, int64_t r1, const float* x, int64_t xs,
                  int64_t n, float* y, int64_t ys) {
   const int64_t tb = token_block(w.cols);
+  // More than one group of 3 tokens: a block of rows (≤ 16 KiB) is converted in registers once
+  // per token group while it sits in L1, so each weight byte still comes from memory once.
+  const int64_t rb = n <= 3 ? r1 - r0
+                            : std::max<int64_t>(4, (int64_t{16} << 10) / w.row_stride / 4 * 4);
   for (int64_t t0 = 0; t0 < n; t0 += tb) {
-    rows_tokens<Tk, 4>(w.row(r0), w.row_stride, r1 - r0, x + t0 * xs, xs, std::min(tb, n - t0),
-                       w.cols, y + t0 * ys + r0, ys);
+    for (int64_t r = r0; r < r1; r += rb) {
+      rows_tokens<Tk, 4>(w.row(r), w.row_stride, std::min(rb, r1 - r), x + t0 * xs, xs,
+                         std::min(tb, n - t0), w.cols, y + t0 * ys + r, ys);
+    }
   }
 }
 
@@ -142,7 +153,7 @@ void rows_buffered(const MatrixView& w, int64_t r0, int64_t r1, const float* x, 
 
 void rows_any(const MatrixView& w, int64_t r0, int64_t r1, const float* x, int64_t xs, int64_t n,
               float* y, int64_t ys) {
-  if (n >= 4) return rows_buffered(w, r0, r1, x, xs, n, y, ys);
+  if (n > direct_max_tokens(w.dtype)) return rows_buffered(w, r0, r1, x, xs, n, y, ys);
   switch (w.dtype) {
     case DType::kF32: return rows_direct<PlainTile<LoadF32>>(w, r0, r1, x, xs, n, y, ys);
     case DType::kF16: return rows_direct<PlainTile<LoadF16>>(w, r0, r1, x, xs, n, y, ys);
