@@ -1,10 +1,16 @@
 // The kiln command line: parses the sub-command and runs it.
 #include <cstdio>
 
+#include <spdlog/sinks/stdout_color_sinks.h>
+#include <spdlog/spdlog.h>
+
 #include "cluster/version.h"
 #include "launcher/commands.h"
 
 int main(int argc, char** argv) {
+  // Logs go to stderr (stdout carries generated text and command output).
+  spdlog::set_default_logger(spdlog::stderr_color_mt("kiln"));
+  spdlog::set_pattern("[%Y-%m-%d %H:%M:%S.%e] [%^%l%$] %v");
   CLI::App app{"kiln: a Kimi-Linear inference engine"};
   app.set_version_flag("--version", kiln::version_string());
   app.require_subcommand(1);

@@ -4,7 +4,9 @@ deadline; during the drain /health is 503 (or the port refuses) and new work is 
 mpirun exits 0 (reliability.md §B)."""
 
 import asyncio
+import datetime
 import json
+import re
 import time
 import unittest
 
@@ -108,12 +110,28 @@ class ShutdownTest(unittest.TestCase):
                         if want is not None:
                             self.assertEqual(s["tokens"], {0: want})
                         self.assertEqual(s["usage"]["completion_tokens"], s["tokens"][0])
-                    # the last event arrived within the drain deadline (+ slack for slow CI)
-                    self.assertLess(r.times[-1] - t_term[0], DRAIN_S + 8)
+                    # The stream ended (no hang). When it arrived depends on how fast this
+                    # client parses the thousands of chunks before it on a busy machine; the
+                    # server's own timing is checked from its log below.
+                    self.assertLess(r.times[-1] - t_term[0], DRAIN_S + 30)
         self.assertTrue(all(h in ("503", "refused") for h in health),
                         f"/health during the drain: {health}")
         self.assertTrue(all(h in ("503", "refused") for h in new_work),
                         f"new requests during the drain: {new_work}")
+
+        # Server side: the drain deadline ended what was left DRAIN_S after the signal.
+        stamps = {}
+        for line in server.log().splitlines():
+            m = re.match(r"\[(\d+-\d+-\d+ \d+:\d+:[\d.]+)\]", line)
+            for key in ("signal 15", "drain deadline passed", "stopped"):
+                if m and key in line and key not in stamps:
+                    stamps[key] = datetime.datetime.fromisoformat(m.group(1))
+        self.assertIn("signal 15", stamps, server.log_tail())
+        if any("error" in json.loads(r.events[-2]) for r in longs if len(r.events) >= 2):
+            self.assertIn("drain deadline passed", stamps, server.log_tail())
+            late = (stamps["drain deadline passed"] - stamps["signal 15"]).total_seconds()
+            self.assertLess(late, DRAIN_S + 1.0, server.log_tail())
+            self.assertGreaterEqual(late, DRAIN_S - 0.05, server.log_tail())
 
         rc = server.wait_exit(30)
         if rc is None:
