@@ -82,10 +82,29 @@ Status Engine::submit(std::shared_ptr<EngineRequest> request) {
       return Status(StatusCode::kResourceExhausted,
                     fmt::format("the queue is full ({} requests waiting)", queued));
     }
+    live_.push_back(request->stream);
     inbox_.push_back(std::move(request));
   }
   cv_.notify_one();
   return {};
+}
+
+void Engine::fail(const std::string& message) {
+  std::lock_guard lock(mu_);
+  failed_ = true;
+  for (const auto& stream : live_) {
+    Event e;
+    e.kind = Event::Kind::kError;
+    e.status = 503;
+    e.message = message;
+    stream->push(std::move(e));
+  }
+  live_.clear();
+}
+
+double Engine::seconds_in_step() const {
+  const int64_t began = step_began_ns_.load();
+  return began == 0 ? 0.0 : static_cast<double>(now_ns() - began) * 1e-9;
 }
 
 void Engine::drain(Clock::time_point deadline) {
@@ -120,6 +139,7 @@ bool Engine::step() {
   StepPlan plan = scheduler_.next_step();
   if (plan.seqs.empty()) return false;
   const auto t0 = Clock::now();
+  step_began_ns_.store(now_ns());
   const double comm0 = options_.data_plane != nullptr ? options_.data_plane->busy_seconds() : 0.0;
   if (control_ != nullptr && control_->size() > 1) send_plan(*control_, plan);
   Status s = run_plan(model_, pool_, state_, plan, logits_);
@@ -136,6 +156,7 @@ bool Engine::step() {
     }
   }
   last_step_ns_.store(now_ns());
+  step_began_ns_.store(0);
   return true;
 }
 
@@ -186,6 +207,9 @@ Status Engine::run() {
     std::lock_guard lock(mu_);
     stats_ = scheduler_.stats();
     waiting_ = stats_.waiting_requests;
+    std::erase_if(live_, [](const std::shared_ptr<RequestStream>& s) {
+      return s->closed() || s->cancelled();
+    });
   }
   if (control_ != nullptr && control_->size() > 1) send_plan(*control_, StepPlan{StepPlan::Kind::kShutdown, {}});
   running_.store(false);

@@ -63,6 +63,13 @@ class Engine {
   void drain(std::chrono::steady_clock::time_point deadline);
   // Any thread: wakes the loop (e.g. after a cancellation) so it is noticed promptly.
   void wake();
+  // Any thread, when a rank has failed and the engine thread may be stuck in a collective: every
+  // request not yet finished gets an error event (503, `message`), new ones are refused and
+  // health reports "failed". The engine thread is not waited for.
+  void fail(const std::string& message);
+  // Seconds the current step has been running (0 between steps): a step that waits on a dead or
+  // hung rank never ends.
+  double seconds_in_step() const;
 
   // The engine thread (the one that makes this rank's MPI calls): serves until drained.
   Status run();
@@ -92,6 +99,8 @@ class Engine {
   std::chrono::steady_clock::time_point deadline_;
   std::atomic<bool> running_{false};
   std::atomic<int64_t> last_step_ns_{0};
+  std::atomic<int64_t> step_began_ns_{0};  // 0 between steps
+  std::vector<std::shared_ptr<RequestStream>> live_;  // submitted, not yet closed (guarded by mu_)
   std::atomic<bool> busy_{false};
 };
 

@@ -82,14 +82,22 @@ struct Event {
 // so it must only schedule work (e.g. post to an executor), never block.
 class RequestStream {
  public:
+  // After the final event (kDone or kError) the stream is closed: later pushes are dropped, so a
+  // failure reported from another thread and the engine's own last event cannot both arrive.
   void push(Event event) {
     std::function<void()> wake;
     {
       std::lock_guard lock(mu_);
+      if (closed_) return;
+      closed_ = event.kind != Event::Kind::kDelta;
       events_.push_back(std::move(event));
       wake = wake_;
     }
     if (wake) wake();
+  }
+  bool closed() const {
+    std::lock_guard lock(mu_);
+    return closed_;
   }
   std::vector<Event> take() {
     std::lock_guard lock(mu_);
@@ -111,8 +119,9 @@ class RequestStream {
   bool cancelled() const { return cancelled_.load(std::memory_order_relaxed); }
 
  private:
-  std::mutex mu_;
+  mutable std::mutex mu_;
   std::vector<Event> events_;
+  bool closed_ = false;
   std::function<void()> wake_;
   std::atomic<bool> cancelled_{false};
 };

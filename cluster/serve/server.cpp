@@ -4,6 +4,7 @@
 #include <signal.h>
 
 #include <atomic>
+#include <cstdio>
 #include <chrono>
 #include <filesystem>
 #include <thread>
@@ -210,15 +211,52 @@ Status serve(const Topology& t, const ServeRuntime& runtime) {
   state.tokenizer.store(&*tokenizer);
   state.engine.store(&engine);
 
+  // A rank that died or hung leaves this rank's step waiting in a collective forever. Every
+  // open request then gets an error event, the gateway stops accepting, and the process exits
+  // non-zero so mpirun ends the job (it kills the other ranks).
+  std::atomic<bool> failing{false};
+  auto fail_job = [&](const std::string& why) {
+    if (failing.exchange(true)) return;
+    spdlog::error("{}: ending every request and the job", why);
+    state.failed.store(true);
+    {
+      std::lock_guard lock(state.load_mu);
+      state.failure = why;
+    }
+    engine.fail("the server failed: a rank stopped responding");
+    if (gw) gw->stop_accepting();
+    std::this_thread::sleep_for(std::chrono::milliseconds(300));  // sessions write the errors
+    std::fflush(nullptr);
+    std::_Exit(1);
+  };
   SignalWatcher watcher([&](int sig) {
+    // mpirun sends SIGTERM to the survivors when a rank dies; a step already stuck that long
+    // means this is such a failure, not a request to drain.
+    if (w.size > 1 && engine.seconds_in_step() > 0.25) {
+      fail_job(fmt::format("signal {} while a step has waited {:.1f} s on the other ranks", sig,
+                           engine.seconds_in_step()));
+    }
     spdlog::info("signal {}: draining for up to {} s", sig, t.scheduler.drain_timeout_s);
     if (gw) gw->stop_accepting();
     engine.drain(Clock::now() + std::chrono::milliseconds(
                                     static_cast<int64_t>(t.scheduler.drain_timeout_s * 1000)));
   });
+  std::atomic<bool> done{false};
+  std::thread watchdog([&] {
+    while (!done.load()) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));
+      const double in_step = engine.seconds_in_step();
+      if (in_step > t.scheduler.step_timeout_s) {
+        fail_job(fmt::format("a step has run for {:.1f} s (scheduler.step_timeout_s = {})",
+                             in_step, t.scheduler.step_timeout_s));
+      }
+    }
+  });
   spdlog::info("ready: model {} ({} rank(s), tensor {} x pipeline {})", state.model_id, w.size,
                w.tp_size, w.pp_size);
   Status s = engine.run();
+  done.store(true);
+  watchdog.join();
   // Let the sessions write what the engine produced last, then close everything.
   const auto until = Clock::now() + std::chrono::seconds(2);
   while (gw && gw->open_connections() > 0 && Clock::now() < until) {

@@ -243,9 +243,14 @@ class KilnServer:
     def rank0_pid(self) -> int:
         """The rank-0 kiln process: a descendant of mpirun running `serve` with
         OMPI_COMM_WORLD_RANK=0 in its environment."""
-        if self._rank0 is not None:
-            return self._rank0
+        if self._rank0 is None:
+            self._rank0 = self.rank_pid(0)
+        return self._rank0
+
+    def rank_pid(self, rank: int) -> int:
+        """The kiln process of world rank `rank` (see rank0_pid)."""
         assert self.proc is not None
+        want = f"OMPI_COMM_WORLD_RANK={rank}".encode()
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
             parents: dict[int, int] = {}
@@ -268,11 +273,10 @@ class KilnServer:
                     environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
                 except OSError:
                     continue
-                if b"serve" in cmdline and b"OMPI_COMM_WORLD_RANK=0" in environ:
-                    self._rank0 = pid
+                if b"serve" in cmdline and want in environ:
                     return pid
             time.sleep(0.1)
-        raise AssertionError("rank 0 of the server not found among mpirun's descendants")
+        raise AssertionError(f"rank {rank} of the server not found among mpirun's descendants")
 
     def sigterm_rank0(self) -> None:
         os.kill(self.rank0_pid(), signal.SIGTERM)
