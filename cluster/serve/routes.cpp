@@ -380,7 +380,11 @@ gateway::Handler make_routes(ServerState& st) {
     if (get && path == "/health") return health(st, false);
     if (get && path == "/health/ready") return health(st, true);
     if (get && path == "/metrics") return metrics_route(st);
+    // Past this point the server state is read: it is complete once the engine is published
+    // (the store of `engine` happens after every field is set).
+    const bool loaded = st.engine.load() != nullptr && st.tokenizer.load() != nullptr;
     if (get && path == "/v1/models") {
+      if (!loaded) return error_response(st, unavailable("the model is still loading"));
       return json_response(200, models_body(st.model_id, st.created, st.limits.context));
     }
     const bool known = path == "/v1/completions" || path == "/v1/chat/completions" ||
@@ -391,7 +395,7 @@ gateway::Handler make_routes(ServerState& st) {
       return error_response(st, e);
     }
     if (!known) return error_response(st, not_found(fmt::format("no route {} {}", req.method, path)));
-    if (st.engine.load() == nullptr || st.tokenizer.load() == nullptr) {
+    if (!loaded) {
       return error_response(st, unavailable("the model is still loading"));
     }
     if (path == "/tokenize") return tokenize(st, req);
