@@ -96,6 +96,8 @@ void BM_gemv_cold(benchmark::State& state) {
 }
 BENCHMARK(BM_gemv_cold)->Name("gemv_dram")->ArgsProduct({{0, 1, 2, 3}, {4096}, {1024, 2304}, {1}})->UseRealTime();
 BENCHMARK(BM_gemv_cold)->Name("gemm_dram")->ArgsProduct({{2, 3}, {4096}, {1024}, {4, 8, 16}})->UseRealTime();
+// One MoE expert matrix of the mini shape (256 x 1024) from DRAM, 1 and 2 tokens.
+BENCHMARK(BM_gemv_cold)->Name("expert_dram")->ArgsProduct({{2, 3}, {256}, {1024}, {1, 2}})->UseRealTime();
 
 void gemv_args(benchmark::internal::Benchmark* b) {
   for (int dt = 0; dt < 4; ++dt) {
