@@ -61,6 +61,22 @@ ApiError from_status(const Status& s) {
   }
 }
 
+// The client-facing error for an engine kError event.
+ApiError engine_error(const Event& e) {
+  switch (e.status) {
+    case 503: return unavailable(e.message);
+    case 429: return rate_limited(e.message);
+    case 400: return bad_request(e.message);
+    default: {
+      ApiError err;
+      err.status = 500;
+      err.type = "server_error";
+      err.message = e.message;
+      return err;
+    }
+  }
+}
+
 // The engine's events for one request, turned into SSE frames (streams) or one body.
 class GenerationSource final : public gateway::ResponseSource {
  public:
@@ -105,9 +121,7 @@ class GenerationSource final : public gateway::ResponseSource {
           finish(200);
           break;
         case Event::Kind::kError: {
-          ApiError err = e.status == 503 ? unavailable(e.message) : from_status(Status(StatusCode::kInternal, e.message));
-          if (e.status == 429) err = rate_limited(e.message);
-          if (e.status == 400) err = bad_request(e.message);
+          const ApiError err = engine_error(e);
           out += "data: " + error_body(err) + "\n\n";
           out += "data: [DONE]\n\n";
           finish(e.status);
@@ -144,18 +158,7 @@ class GenerationSource final : public gateway::ResponseSource {
           return r;
         }
         case Event::Kind::kError: {
-          ApiError err;
-          if (e.status == 503) {
-            err = unavailable(e.message);
-          } else if (e.status == 429) {
-            err = rate_limited(e.message);
-          } else if (e.status == 400) {
-            err = bad_request(e.message);
-          } else {
-            err.status = 500;
-            err.type = "server_error";
-            err.message = e.message;
-          }
+          const ApiError err = engine_error(e);
           HttpResponse r;
           r.status = err.status;
           r.body = error_body(err);
