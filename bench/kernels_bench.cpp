@@ -14,6 +14,7 @@
 #include "kernels/cpu/kda.h"
 #include "kernels/cpu/mla.h"
 #include "kernels/cpu/thread_pool.h"
+#include "kernels/ref/quant_k.h"
 
 namespace kiln {
 namespace {
@@ -49,7 +50,13 @@ std::vector<std::byte> make_weights(DType dt, int64_t rows, int64_t cols) {
           h[size_t(c)] = dt == DType::kF16 ? f32_to_f16(f[size_t(c)]) : f32_to_bf16(f[size_t(c)]);
         std::memcpy(dst, h.data(), size_t(rb));
         break;
-      case DType::kQ8_0: quantize_row_q8_0(f.data(), reinterpret_cast<BlockQ8_0*>(dst), cols);
+      case DType::kQ8_0: quantize_row_q8_0(f.data(), reinterpret_cast<BlockQ8_0*>(dst), cols); break;
+      case DType::kQ4_K:
+        ref::quantize_row_q4_k(f.data(), reinterpret_cast<BlockQ4_K*>(dst), cols);
+        break;
+      case DType::kQ6_K:
+        ref::quantize_row_q6_k(f.data(), reinterpret_cast<BlockQ6_K*>(dst), cols);
+        break;
     }
   }
   return bytes;

@@ -10,6 +10,7 @@
 #include <fmt/format.h>
 
 #include "cluster/make_model_vocab.h"
+#include "kernels/ref/quant_k.h"
 #include "shard/gguf.h"
 #include "shard/mapped_file.h"
 #include "shard/safetensors.h"
@@ -110,9 +111,14 @@ std::string f32_bytes(const std::vector<float>& v) {
   return std::string(reinterpret_cast<const char*>(v.data()), v.size() * 4);
 }
 
+bool is_block_type(DType t) { return dtype_block_elems(t) > 1; }
+
 // Rounds `v` (rows of `cols`) through `t` in place and returns the encoded bytes.
 Encoded round_through(std::vector<float>& v, int64_t cols, DType t) {
-  if (t == DType::kQ8_0 && cols % kQ8Block != 0) t = DType::kF16;  // llama.cpp's fallback
+  // llama.cpp's fallbacks for rows that are not whole blocks: a k-quant becomes Q5_0/Q8_0
+  // (kiln has no Q5_0, so Q8_0 for both), and q8_0 becomes f16.
+  if ((t == DType::kQ4_K || t == DType::kQ6_K) && cols % kQKBlock != 0) t = DType::kQ8_0;
+  if (t == DType::kQ8_0 && cols % kQ8Block != 0) t = DType::kF16;
   Encoded e{t, {}};
   const int64_t n = static_cast<int64_t>(v.size());
   switch (t) {
@@ -136,8 +142,50 @@ Encoded round_through(std::vector<float>& v, int64_t cols, DType t) {
       e.bytes.assign(reinterpret_cast<const char*>(q.data()), q.size() * sizeof(BlockQ8_0));
       break;
     }
+    case DType::kQ4_K: {
+      std::vector<BlockQ4_K> q(static_cast<size_t>(n / kQKBlock));
+      ref::quantize_row_q4_k(v.data(), q.data(), n);
+      ref::dequantize_row_q4_k(q.data(), v.data(), n);
+      e.bytes.assign(reinterpret_cast<const char*>(q.data()), q.size() * sizeof(BlockQ4_K));
+      break;
+    }
+    case DType::kQ6_K: {
+      std::vector<BlockQ6_K> q(static_cast<size_t>(n / kQKBlock));
+      ref::quantize_row_q6_k(v.data(), q.data(), n);
+      ref::dequantize_row_q6_k(q.data(), v.data(), n);
+      e.bytes.assign(reinterpret_cast<const char*>(q.data()), q.size() * sizeof(BlockQ6_K));
+      break;
+    }
   }
   return e;
+}
+
+// llama.cpp's use_more_bits: the first and last eighth of the layers and every third one between.
+bool use_more_bits(int64_t i, int64_t n) {
+  return i < n / 8 || i >= 7 * n / 8 || (i - n / 8) % 3 == 2;
+}
+
+// The GGUF type of 2-D tensor `gg` (layer `layer`, −1 for none) in a file of model dtype `t`.
+// Only kQ4_K is a mix: llama.cpp's Q4_K_M (llama_tensor_get_type, LLAMA_FTYPE_MOSTLY_Q4_K_M):
+//   output.weight                                   → Q6_K
+//   token_embd.weight                               → Q4_K (Q6_K only when there is no output)
+//   attn_v.weight of the use_more_bits(i, n) ones   → Q6_K (i, n count attn_v tensors: KDA layers)
+//   ffn_down* of layers use_more_bits(layer, L)     → Q6_K (dense, routed experts and shared)
+//   every other matrix                              → Q4_K
+// The router (ffn_gate_inp) stays f32 as for q8_0, 1-D tensors are always f32, and
+// round_through turns rows that are not whole 256-blocks into Q8_0 (or f16).
+DType gguf_type(DType t, const std::string& gg, int64_t layer, int64_t n_layers,
+                int64_t attn_v_index, int64_t n_attn_v) {
+  if (gg.find("ffn_gate_inp") != std::string::npos) return is_block_type(t) ? DType::kF32 : t;
+  if (t != DType::kQ4_K) return t;
+  if (gg == "output.weight") return DType::kQ6_K;
+  if (gg.find("attn_v.weight") != std::string::npos && use_more_bits(attn_v_index, n_attn_v)) {
+    return DType::kQ6_K;
+  }
+  if (gg.find("ffn_down") != std::string::npos && use_more_bits(layer, n_layers)) {
+    return DType::kQ6_K;
+  }
+  return DType::kQ4_K;
 }
 
 GgmlType ggml_type_of(DType t) {
@@ -146,6 +194,8 @@ GgmlType ggml_type_of(DType t) {
     case DType::kF16: return GgmlType::kF16;
     case DType::kBF16: return GgmlType::kBF16;
     case DType::kQ8_0: return GgmlType::kQ8_0;
+    case DType::kQ4_K: return GgmlType::kQ4_K;
+    case DType::kQ6_K: return GgmlType::kQ6_K;
   }
   return GgmlType::kF32;
 }
@@ -153,10 +203,23 @@ GgmlType ggml_type_of(DType t) {
 // Collects tensors for both files.
 class Emitter {
  public:
-  Emitter(const MakeModelOptions& o) : opt_(o) {}
+  Emitter(const MakeModelOptions& o, const ModelConfig& c) : opt_(o), config_(c) {}
 
-  // HF dtype for a tensor whose GGUF encoding is `t`: q8_0 values are written exactly as f32.
-  DType hf_dtype(DType t) const { return t == DType::kQ8_0 ? DType::kF32 : t; }
+  // HF dtype for a tensor whose GGUF encoding is `t`: block-quantised values are written exactly
+  // as f32.
+  DType hf_dtype(DType t) const { return is_block_type(t) ? DType::kF32 : t; }
+
+  // The GGUF type of matrix `gg` in this file (see gguf_type). Call once per tensor, in file
+  // order: attn_v tensors are counted as they come, as llama.cpp does.
+  DType matrix_type(const std::string& gg) {
+    int64_t layer = -1;
+    if (gg.rfind("blk.", 0) == 0) layer = std::stoll(gg.substr(4));
+    const bool attn_v = gg.find("attn_v.weight") != std::string::npos;
+    const DType t = gguf_type(opt_.dtype, gg, layer, config_.num_layers, attn_v_seen_,
+                              config_.num_kda_layers());
+    if (attn_v) ++attn_v_seen_;
+    return t;
+  }
 
   void hf(const std::string& name, const std::vector<int64_t>& shape, std::vector<float> values,
           DType t) {
@@ -179,15 +242,18 @@ class Emitter {
 
  private:
   const MakeModelOptions& opt_;
+  const ModelConfig& config_;
+  int64_t attn_v_seen_ = 0;
   SafetensorsWriter st_;
   GgufWriter gg_;
 };
 
 // A matrix [rows][cols] (HF) = GGUF {cols, rows}, stored in the model dtype.
+// `t` is the model dtype; the tensor's own type comes from Emitter::matrix_type.
 void emit_matrix(Emitter& em, const std::string& hf, const std::string& gg, int64_t rows,
                  int64_t cols, float stddev, DType t) {
   std::vector<float> v = normal_values(em.opt().seed, hf, rows * cols, 0.0f, stddev);
-  Encoded e = round_through(v, cols, t);
+  Encoded e = round_through(v, cols, t == em.opt().dtype ? em.matrix_type(gg) : t);
   em.hf(hf, {rows, cols}, std::move(v), em.hf_dtype(e.dtype));
   em.gguf(gg, {cols, rows}, std::move(e));
 }
@@ -281,7 +347,8 @@ void emit_mla(Emitter& em, const ModelConfig& c, int64_t i) {
       std::copy_n(&w[(h * (N + V) + N + v) * R], R, &vb[(h * V + v) * R]);
     }
   }
-  Encoded ekb = round_through(kb, N, t), evb = round_through(vb, R, t);
+  Encoded ekb = round_through(kb, N, em.matrix_type(gg_layer(i, "attn_k_b.weight")));
+  Encoded evb = round_through(vb, R, em.matrix_type(gg_layer(i, "attn_v_b.weight")));
   for (int64_t h = 0; h < H; ++h) {
     for (int64_t n = 0; n < N; ++n) {
       for (int64_t r = 0; r < R; ++r) w[(h * (N + V) + n) * R + r] = kb[(h * R + r) * N + n];
@@ -290,8 +357,8 @@ void emit_mla(Emitter& em, const ModelConfig& c, int64_t i) {
       std::copy_n(&vb[(h * V + v) * R], R, &w[(h * (N + V) + N + v) * R]);
     }
   }
-  const DType hf_t = (ekb.dtype == DType::kQ8_0 || evb.dtype == DType::kQ8_0 || ekb.dtype != evb.dtype)
-                         ? DType::kF32 : ekb.dtype;
+  const bool widen = is_block_type(ekb.dtype) || is_block_type(evb.dtype) || ekb.dtype != evb.dtype;
+  const DType hf_t = widen ? DType::kF32 : ekb.dtype;
   em.hf(kvb, {H * (N + V), R}, std::move(w), hf_t);
   em.gguf(gg_layer(i, "attn_k_b.weight"), {N, R, H}, std::move(ekb));
   em.gguf(gg_layer(i, "attn_v_b.weight"), {R, V, H}, std::move(evb));
@@ -313,12 +380,13 @@ void emit_experts(Emitter& em, const ModelConfig& c, int64_t i, const char* hf_w
                   const char* gg_name, int64_t rows, int64_t cols) {
   const MakeModelOptions& o = em.opt();
   const int64_t E = c.num_experts;
-  Encoded all{o.dtype, {}};
+  const DType t = em.matrix_type(gg_layer(i, gg_name));
+  Encoded all{t, {}};
   for (int64_t e = 0; e < E; ++e) {
     const std::string hf = fmt::format("model.layers.{}.block_sparse_moe.experts.{}.{}.weight", i, e, hf_w);
     std::vector<float> v = normal_values(o.seed, hf, rows * cols, 0.0f,
                                          1.0f / std::sqrt(static_cast<float>(cols)));
-    Encoded enc = round_through(v, cols, o.dtype);
+    Encoded enc = round_through(v, cols, t);
     em.hf(hf, {rows, cols}, std::move(v), em.hf_dtype(enc.dtype));
     all.dtype = enc.dtype;
     all.bytes += enc.bytes;
@@ -331,9 +399,9 @@ void emit_moe(Emitter& em, const ModelConfig& c, int64_t i) {
   const DType t = o.dtype;
   const int64_t D = c.hidden_size, E = c.num_experts, F = c.moe_intermediate_size;
   const float sd = 1.0f / std::sqrt(static_cast<float>(D));
-  // The router stays f32 in q8_0 files (llama.cpp does not quantise ffn_gate_inp).
+  // The router stays f32 in quantised files (llama.cpp does not quantise ffn_gate_inp).
   emit_matrix(em, hf_layer(i, "block_sparse_moe.gate.weight"), gg_layer(i, "ffn_gate_inp.weight"),
-              E, D, sd, t == DType::kQ8_0 ? DType::kF32 : t);
+              E, D, sd, t);
   const std::string bias = hf_layer(i, "block_sparse_moe.gate.e_score_correction_bias");
   emit_f32(em, bias, {E}, gg_layer(i, "exp_probs_b.bias"), {E},
            normal_values(o.seed, bias, E, 0.0f, 0.05f));
@@ -393,14 +461,16 @@ StatusOr<std::string> make_model(const ModelConfig& config, const MakeModelOptio
   fs::create_directories(options.write_hf ? hf_dir : out, ec);
   if (ec) return invalid_argument("make-model: cannot create '{}': {}", options.out_dir, ec.message());
 
-  Emitter em(options);
+  Emitter em(options, c);
   emit_all(em, c);
   auto write_text = [](const fs::path& p, const std::string& text) {
     return write_file(p.string(), text);
   };
   std::string summary = fmt::format("{}: {} layers, hidden {}, vocab {}, dtype {}, seed {}", c.name,
                                     c.num_layers, c.hidden_size, c.vocab_size,
-                                    dtype_name(options.dtype), options.seed);
+                                    options.dtype == DType::kQ4_K ? "q4_k_m"
+                                                                  : dtype_name(options.dtype),
+                                    options.seed);
   if (options.write_hf) {
     em.st().add_metadata("format", "pt");
     KILN_RETURN_IF_ERROR(em.st().write((hf_dir / "model.safetensors").string()));

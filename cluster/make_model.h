@@ -19,7 +19,9 @@ StatusOr<ModelConfig> preset_config(const std::string& preset);
 
 struct MakeModelOptions {
   uint64_t seed = 1;
-  DType dtype = DType::kBF16;   // GGUF matrices; the HF twin uses it too except q8_0 → f32
+  // GGUF matrices; the HF twin uses it too except block types → f32. kQ4_K means llama.cpp's
+  // Q4_K_M mix of q4_k, q6_k and q8_0 (see gguf_type in make_model.cpp).
+  DType dtype = DType::kBF16;
   std::string out_dir;          // HF files go to out_dir/hf, the GGUF to out_dir/model.gguf
   bool write_hf = true;
   bool write_gguf = true;

@@ -69,7 +69,7 @@ std::string hf_config_json(const ModelConfig& c, const DemoVocab& vocab, DType d
 
 void add_gguf_metadata(GgufWriter& g, const ModelConfig& c, DType dtype) {
   const uint32_t file_type = dtype == DType::kF32 ? 0 : dtype == DType::kF16 ? 1
-                             : dtype == DType::kQ8_0 ? 7 : 32;
+                             : dtype == DType::kQ8_0 ? 7 : dtype == DType::kQ4_K ? 15 : 32;
   auto u32 = [](int64_t v) { return static_cast<uint32_t>(v); };
   g.add_string("general.architecture", "kimi-linear");
   g.add_string("general.name", c.name);

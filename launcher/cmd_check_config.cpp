@@ -23,7 +23,7 @@ namespace {
 DType stored_matrix_dtype(const Checkpoint& ck) {
   uint64_t best = 0;
   DType dtype = DType::kF32;
-  uint64_t bytes[4] = {0, 0, 0, 0};
+  uint64_t bytes[8] = {};  // indexed by DType (6 values)
   for (const TensorRef& t : ck.tensors()) {
     if (t.squeezed().size() < 2) continue;
     const auto i = static_cast<size_t>(t.dtype);

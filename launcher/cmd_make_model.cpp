@@ -26,7 +26,8 @@ int run_make_model(const MakeModelArgs& a) {
   if (!cfg.ok()) return fail(cfg.status());
   ModelConfig c = *cfg;
   const std::map<std::string, DType> dtypes = {
-      {"f32", DType::kF32}, {"f16", DType::kF16}, {"bf16", DType::kBF16}, {"q8_0", DType::kQ8_0}};
+      {"f32", DType::kF32}, {"f16", DType::kF16}, {"bf16", DType::kBF16}, {"q8_0", DType::kQ8_0},
+      {"q4_k_m", DType::kQ4_K}};  // the Q4_K_M mix, see MakeModelOptions::dtype
   MakeModelOptions o;
   o.dtype = dtypes.at(a.dtype);
   o.seed = a.seed;
@@ -62,8 +63,8 @@ void register_make_model(CLI::App& app, Runner& run) {
   CLI::App* sub = app.add_subcommand("make-model", "Write a random-weight Kimi-Linear checkpoint");
   sub->add_option("--preset", a->preset, "Shape: micro, tiny or mini")
       ->check(CLI::IsMember({"micro", "tiny", "mini"}))->capture_default_str();
-  sub->add_option("--dtype", a->dtype, "Weight type: f32, f16, bf16 or q8_0")
-      ->check(CLI::IsMember({"f32", "f16", "bf16", "q8_0"}))->capture_default_str();
+  sub->add_option("--dtype", a->dtype, "Weight type: f32, f16, bf16, q8_0 or q4_k_m")
+      ->check(CLI::IsMember({"f32", "f16", "bf16", "q8_0", "q4_k_m"}))->capture_default_str();
   sub->add_option("--format", a->format, "Which layouts to write: hf, gguf or both")
       ->check(CLI::IsMember({"hf", "gguf", "both"}))->capture_default_str();
   sub->add_option("--out", a->out, "Output directory (HF files in OUT/hf, GGUF at OUT/model.gguf)")

@@ -224,7 +224,7 @@ Status size_tensor(GgufTensor* t, uint32_t type) {
   if (!info->supported) {
     return unimplemented(
         "tensor '{}' has type {}, which kiln does not support yet (supported: F32, F16, BF16, "
-        "Q8_0)", t->name, info->name);
+        "Q8_0, Q4_K, Q6_K)", t->name, info->name);
   }
   t->type = static_cast<GgmlType>(type);
   t->dtype = info->dtype;

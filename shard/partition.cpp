@@ -25,8 +25,8 @@ uint64_t matrix_bytes(DType t, int64_t rows, int64_t cols) {
   return u64(rows) * u64((cols + be - 1) / be * dtype_block_bytes(t));
 }
 uint64_t f32_bytes(int64_t n) { return u64(n) * 4; }
-// GGUF files keep ffn_gate_inp unquantised; kiln's make-model writes it f32 for q8_0 too.
-DType router_dtype(DType t) { return t == DType::kQ8_0 ? DType::kF32 : t; }
+// GGUF files keep ffn_gate_inp unquantised; kiln's make-model writes it f32 for block types too.
+DType router_dtype(DType t) { return dtype_block_elems(t) > 1 ? DType::kF32 : t; }
 
 uint64_t mlp_bytes(const ModelConfig& c, int64_t ffn, DType t) {
   return 2 * matrix_bytes(t, ffn, c.hidden_size) + matrix_bytes(t, c.hidden_size, ffn);

@@ -18,6 +18,8 @@ const char* safetensors_dtype_name(DType t) {
     case DType::kF16: return "F16";
     case DType::kBF16: return "BF16";
     case DType::kQ8_0: return "Q8_0";  // not a safetensors dtype; readers reject it
+    case DType::kQ4_K: return "Q4_K";  // likewise
+    case DType::kQ6_K: return "Q6_K";
   }
   return "?";
 }

@@ -80,7 +80,7 @@ class Loader {
 // Transposes per-head [N][R] blocks of an [H*(N+V)][R] kv_b matrix into [R][N] per head.
 std::vector<MatrixView> transpose_k_b(const MatrixView& kv_b, int64_t H, int64_t N, int64_t V,
                                       int64_t R, std::vector<std::vector<std::byte>>& owned) {
-  const bool plain = kv_b.dtype != DType::kQ8_0;
+  const bool plain = dtype_block_elems(kv_b.dtype) == 1;  // block types are widened to f32
   const DType out_t = plain ? kv_b.dtype : DType::kF32;
   const int64_t esz = dtype_block_bytes(out_t);
   std::vector<MatrixView> heads;

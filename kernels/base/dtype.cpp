@@ -4,6 +4,8 @@
 
 #include <immintrin.h>
 
+#include "kernels/ref/quant_k.h"
+
 namespace kiln {
 
 std::string_view dtype_name(DType t) {
@@ -12,11 +14,23 @@ std::string_view dtype_name(DType t) {
     case DType::kF16: return "f16";
     case DType::kBF16: return "bf16";
     case DType::kQ8_0: return "q8_0";
+    case DType::kQ4_K: return "q4_k";
+    case DType::kQ6_K: return "q6_k";
   }
   return "?";
 }
 
-int64_t dtype_block_elems(DType t) { return t == DType::kQ8_0 ? kQ8Block : 1; }
+int64_t dtype_block_elems(DType t) {
+  switch (t) {
+    case DType::kF32:
+    case DType::kF16:
+    case DType::kBF16: return 1;
+    case DType::kQ8_0: return kQ8Block;
+    case DType::kQ4_K:
+    case DType::kQ6_K: return kQKBlock;
+  }
+  return 1;
+}
 
 int64_t dtype_block_bytes(DType t) {
   switch (t) {
@@ -24,6 +38,8 @@ int64_t dtype_block_bytes(DType t) {
     case DType::kF16: return 2;
     case DType::kBF16: return 2;
     case DType::kQ8_0: return static_cast<int64_t>(sizeof(BlockQ8_0));
+    case DType::kQ4_K: return static_cast<int64_t>(sizeof(BlockQ4_K));
+    case DType::kQ6_K: return static_cast<int64_t>(sizeof(BlockQ6_K));
   }
   return 0;
 }
@@ -66,6 +82,12 @@ void dequantize_row(DType t, const void* src, float* dst, int64_t n) {
     }
     case DType::kQ8_0:
       dequantize_row_q8_0(static_cast<const BlockQ8_0*>(src), dst, n);
+      return;
+    case DType::kQ4_K:
+      ref::dequantize_row_q4_k(static_cast<const BlockQ4_K*>(src), dst, n);
+      return;
+    case DType::kQ6_K:
+      ref::dequantize_row_q6_k(static_cast<const BlockQ6_K*>(src), dst, n);
       return;
   }
 }

@@ -1,5 +1,6 @@
 // Element types kiln's kernels consume directly, with their storage sizes and scalar conversions.
-// Quantised types are stored in blocks along a row: q8_0 = 32 int8 values + one f16 scale.
+// Quantised types are stored in blocks along a row: q8_0 = 32 int8 values + one f16 scale;
+// q4_k and q6_k are ggml's 256-element k-quant super-blocks (layouts below, byte-exact with ggml).
 #pragma once
 
 #include <cstdint>
@@ -10,10 +11,11 @@
 
 namespace kiln {
 
-enum class DType : uint8_t { kF32, kF16, kBF16, kQ8_0 };
+enum class DType : uint8_t { kF32, kF16, kBF16, kQ8_0, kQ4_K, kQ6_K };
 
 std::string_view dtype_name(DType t);
-// Elements per storage block (1 for plain types, 32 for q8_0) and bytes per block.
+// Elements per storage block (1 for plain types, 32 for q8_0, 256 for q4_k/q6_k) and bytes per
+// block.
 int64_t dtype_block_elems(DType t);
 int64_t dtype_block_bytes(DType t);
 // Bytes of `n` elements; n must be a multiple of the block size (checked by callers).
@@ -27,6 +29,32 @@ struct BlockQ8_0 {
   int8_t qs[kQ8Block];   // value = d * qs[i]
 };
 static_assert(sizeof(BlockQ8_0) == 34);
+
+inline constexpr int kQKBlock = 256;  // ggml's QK_K: elements per k-quant super-block
+// q4_k: 8 sub-blocks of 32; value = d·sc[j]·q − dmin·m[j], q ∈ [0, 15], sc/m 6-bit.
+// scales[12] packs the eight (sc, m) pairs as ggml's get_scale_min_k4 reads them: for j < 4,
+// sc[j] = scales[j] & 63 and m[j] = scales[j+4] & 63; for j ≥ 4, the low 4 bits come from
+// scales[j+4] (sc: low nibble, m: high nibble) and the top 2 bits from bits 6–7 of scales[j−4]
+// (sc) and scales[j] (m). qs[32·c + l] holds element 64·c + l (low nibble, sub-block 2c) and
+// element 64·c + 32 + l (high nibble, sub-block 2c+1).
+struct BlockQ4_K {
+  uint16_t d;           // f16 super-block scale of the 6-bit scales
+  uint16_t dmin;        // f16 super-block scale of the 6-bit mins
+  uint8_t scales[12];
+  uint8_t qs[kQKBlock / 2];
+};
+static_assert(sizeof(BlockQ4_K) == 144);
+// q6_k: 16 sub-blocks of 16; value = d·scales[e/16]·(q − 32), q ∈ [0, 63]. Element e of half
+// h = e/128 at offset l < 32 of quarter g = (e%128)/32: the low 4 bits are in
+// ql[64h + l + 32·(g&1)] (low nibble for g < 2, high nibble otherwise), the top 2 bits in
+// qh[32h + l] at bit 2g.
+struct BlockQ6_K {
+  uint8_t ql[kQKBlock / 2];
+  uint8_t qh[kQKBlock / 4];
+  int8_t scales[kQKBlock / 16];
+  uint16_t d;           // f16
+};
+static_assert(sizeof(BlockQ6_K) == 210);
 
 inline float bf16_to_f32(uint16_t h) {
   uint32_t bits = static_cast<uint32_t>(h) << 16;

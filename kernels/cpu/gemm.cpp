@@ -1,8 +1,8 @@
 // cpu::matmul and embedding_lookup. Threads split the weight rows into contiguous units.
-// Decode and batched decode (n ≤ 16 tokens, ≤ 4 for q8_0): tiles convert the stored dtype in
-// registers, a block of rows at a time, so each weight byte is streamed once per call. More
-// tokens (prefill): each group of 4 rows is converted to f32 once into a thread-local buffer and
-// reused across a block of tokens by 4×3 register tiles.
+// Decode and batched decode (n ≤ 16 tokens, ≤ 4 for q8_0, ≤ 3 for q4_k/q6_k): tiles convert the
+// stored dtype in registers, a block of rows at a time, so each weight byte is streamed once per
+// call. More tokens (prefill): each group of 4 rows is converted to f32 once into a thread-local
+// buffer and reused across a block of tokens by 4×3 register tiles.
 #include "kernels/cpu/gemm.h"
 
 #include <algorithm>
@@ -14,6 +14,49 @@
 
 namespace kiln::cpu {
 namespace gemm_detail {
+namespace {
+
+// Vectorised twins of ref::dequantize_row_q4_k / _q6_k, bitwise equal to them: the same
+// products in the same order ((d·sc)·q − dmin·m, (d·scale)·q), no fused multiply-add.
+void convert_q4k(const BlockQ4_K* blk, int64_t n, float* dst) {
+  const __m256i low4 = _mm256_set1_epi32(0x0F);
+  for (int64_t b = 0; b < n / kQKBlock; ++b) {
+    const float d = f16_to_f32(blk[b].d), dmin = f16_to_f32(blk[b].dmin);
+    const uint8_t* s = blk[b].scales;
+    for (int j = 0; j < 8; ++j) {
+      const int sc = j < 4 ? s[j] & 63 : (s[j + 4] & 0x0F) | ((s[j - 4] >> 6) << 4);
+      const int m = j < 4 ? s[j + 4] & 63 : (s[j + 4] >> 4) | ((s[j] >> 6) << 4);
+      const __m256 ds = _mm256_set1_ps(d * static_cast<float>(sc));
+      const __m256 dm = _mm256_set1_ps(dmin * static_cast<float>(m));
+      for (int g = 0; g < 32; g += 8) {
+        const __m256i q = _mm256_and_si256(
+            _mm256_srli_epi32(load8_u8(blk[b].qs + 32 * (j / 2) + g), 4 * (j % 2)), low4);
+        _mm256_storeu_ps(dst + b * kQKBlock + 32 * j + g,
+                         _mm256_sub_ps(_mm256_mul_ps(ds, _mm256_cvtepi32_ps(q)), dm));
+      }
+    }
+  }
+}
+
+void convert_q6k(const BlockQ6_K* blk, int64_t n, float* dst) {
+  const __m256i low4 = _mm256_set1_epi32(0x0F), low2 = _mm256_set1_epi32(3);
+  const __m256i bias = _mm256_set1_epi32(32);
+  for (int64_t b = 0; b < n / kQKBlock; ++b) {
+    const float d = f16_to_f32(blk[b].d);
+    for (int e = 0; e < kQKBlock; e += 8) {
+      const int h = e / 128, g = (e % 128) / 32, l = e % 32;
+      const __m256i lo = _mm256_and_si256(
+          _mm256_srli_epi32(load8_u8(blk[b].ql + 64 * h + 32 * (g & 1) + l), 4 * (g / 2)), low4);
+      const __m256i hi =
+          _mm256_and_si256(_mm256_srli_epi32(load8_u8(blk[b].qh + 32 * h + l), 2 * g), low2);
+      const __m256i q = _mm256_sub_epi32(_mm256_or_si256(lo, _mm256_slli_epi32(hi, 4)), bias);
+      const __m256 ds = _mm256_set1_ps(d * static_cast<float>(blk[b].scales[e / 16]));
+      _mm256_storeu_ps(dst + b * kQKBlock + e, _mm256_mul_ps(ds, _mm256_cvtepi32_ps(q)));
+    }
+  }
+}
+
+}  // namespace
 
 void convert_row(DType t, const std::byte* src, int64_t n, float* dst) {
   const int64_t n8 = n & ~int64_t{7};
@@ -41,6 +84,8 @@ void convert_row(DType t, const std::byte* src, int64_t n, float* dst) {
       }
       return;
     }
+    case DType::kQ4_K: return convert_q4k(reinterpret_cast<const BlockQ4_K*>(src), n, dst);
+    case DType::kQ6_K: return convert_q6k(reinterpret_cast<const BlockQ6_K*>(src), n, dst);
   }
 }
 
@@ -56,7 +101,18 @@ constexpr int64_t kSerialMacs = 1 << 16;  // below this much work, threads cost 
 // Up to this many tokens the weights are converted in registers (rows_direct), beyond it once
 // into an f32 buffer (rows_buffered). q8_0's in-register dequantisation costs more per token, so
 // it switches earlier. Both paths do the same FMAs per output for f32/f16/bf16 (bitwise equal).
-int64_t direct_max_tokens(DType t) { return t == DType::kQ8_0 ? 4 : 16; }
+// q4_k/q6_k unpack even more per weight, so their tiles serve decode only (≤ 3 tokens).
+int64_t direct_max_tokens(DType t) {
+  switch (t) {
+    case DType::kF32:
+    case DType::kF16:
+    case DType::kBF16: return 16;
+    case DType::kQ8_0: return 4;
+    case DType::kQ4_K:
+    case DType::kQ6_K: return 3;
+  }
+  return 0;
+}
 
 template <class L>
 struct PlainTile {
@@ -81,6 +137,38 @@ struct Q8Tile {
     }
   }
 };
+
+// The k-quant tiles, split into sub-tiles of ≤ kSub rows like Q8Tile.
+template <template <int, int> class F>
+struct KQuantTile {
+  template <int MR, int NR>
+  static void run(const std::byte* w, int64_t ws, const float* x, int64_t xs, int64_t K, float* y,
+                  int64_t ys) {
+    constexpr int kSub = NR == 1 ? 4 : 2;
+    if constexpr (MR <= kSub) {
+      F<MR, NR>::run(w, ws, x, xs, K, y, ys);
+    } else {
+      F<kSub, NR>::run(w, ws, x, xs, K, y, ys);
+      run<MR - kSub, NR>(w + kSub * ws, ws, x, xs, K, y + kSub, ys);
+    }
+  }
+};
+template <int MR, int NR>
+struct Q4KFn {
+  static void run(const std::byte* w, int64_t ws, const float* x, int64_t xs, int64_t K, float* y,
+                  int64_t ys) {
+    tile_q4k<MR, NR>(w, ws, x, xs, K, y, ys);
+  }
+};
+template <int MR, int NR>
+struct Q6KFn {
+  static void run(const std::byte* w, int64_t ws, const float* x, int64_t xs, int64_t K, float* y,
+                  int64_t ys) {
+    tile_q6k<MR, NR>(w, ws, x, xs, K, y, ys);
+  }
+};
+using Q4KTile = KQuantTile<Q4KFn>;
+using Q6KTile = KQuantTile<Q6KFn>;
 
 // Rows [0, m) × NR tokens, MR rows per tile then single rows.
 template <class Tk, int MR, int NR>
@@ -159,6 +247,8 @@ void rows_any(const MatrixView& w, int64_t r0, int64_t r1, const float* x, int64
     case DType::kF16: return rows_direct<PlainTile<LoadF16>>(w, r0, r1, x, xs, n, y, ys);
     case DType::kBF16: return rows_direct<PlainTile<LoadBF16>>(w, r0, r1, x, xs, n, y, ys);
     case DType::kQ8_0: return rows_direct<Q8Tile>(w, r0, r1, x, xs, n, y, ys);
+    case DType::kQ4_K: return rows_direct<Q4KTile>(w, r0, r1, x, xs, n, y, ys);
+    case DType::kQ6_K: return rows_direct<Q6KTile>(w, r0, r1, x, xs, n, y, ys);
   }
 }
 

@@ -104,6 +104,134 @@ inline void tile_q8(const std::byte* w, int64_t w_stride, const float* x, int64_
     for (int j = 0; j < NR; ++j) y[j * y_stride + i] = hsum(acc[i][j]);
 }
 
+// 8 unsigned bytes widened to 8 int32 lanes.
+inline __m256i load8_u8(const uint8_t* p) {
+  return _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p)));
+}
+
+// Bytes 8·G .. 8·G+7 of v, sign-extended to 8 int32 lanes.
+template <int G>
+inline __m256i widen8_i8(__m256i v) {
+  __m128i h = G < 2 ? _mm256_castsi256_si128(v) : _mm256_extracti128_si256(v, 1);
+  if constexpr (G % 2 == 1) h = _mm_srli_si128(h, 8);
+  return _mm256_cvtepi8_epi32(h);
+}
+
+// One group of 8 weights of a q6_k quarter: q[i] holds the quarter's 32 values (q − 32) of row
+// i, vs[i] the scale d·scales of group G's sub-block; acc += (vs·q) · x.
+template <int G, int MR, int NR>
+inline void q6k_group(const __m256i* q, const __m256* vs, const float* x, int64_t x_stride,
+                      __m256 (&acc)[MR][NR]) {
+  __m256 xv[NR];
+  for (int t = 0; t < NR; ++t) xv[t] = _mm256_loadu_ps(x + t * x_stride + 8 * G);
+  for (int i = 0; i < MR; ++i) {
+    const __m256 wv = _mm256_mul_ps(_mm256_cvtepi32_ps(widen8_i8<G>(q[i])), vs[i]);
+    for (int t = 0; t < NR; ++t) acc[i][t] = _mm256_fmadd_ps(wv, xv[t], acc[i][t]);
+  }
+}
+
+// q6_k tile: each quarter of 32 values (one ql half-row of nibbles plus 2 bits of qh each) is
+// unpacked with byte-wide ops, 32 values at a time, then widened 8 at a time; each weight is
+// scaled (d·scales[sub-block]) before the FMA. Register use is MR·NR + 3·MR + NR + 1 vectors.
+template <int MR, int NR>
+inline void tile_q6k(const std::byte* w, int64_t w_stride, const float* x, int64_t x_stride,
+                     int64_t K, float* y, int64_t y_stride) {
+  __m256 acc[MR][NR];
+  for (int i = 0; i < MR; ++i)
+    for (int j = 0; j < NR; ++j) acc[i][j] = _mm256_setzero_ps();
+  const __m256i low4 = _mm256_set1_epi8(0x0F), low2 = _mm256_set1_epi8(3);
+  const __m256i bias = _mm256_set1_epi8(32);
+  for (int64_t b = 0; b < K / kQKBlock; ++b) {
+    for (int e0 = 0; e0 < kQKBlock; e0 += 32) {  // one quarter: elements e0 .. e0+31
+      const int h = e0 / 128, g = (e0 % 128) / 32;
+      __m256i q[MR];
+      __m256 vs0[MR], vs1[MR];
+      for (int i = 0; i < MR; ++i) {
+        const auto* blk = reinterpret_cast<const BlockQ6_K*>(w + i * w_stride) + b;
+        const __m256i ql = _mm256_loadu_si256(
+            reinterpret_cast<const __m256i*>(blk->ql + 64 * h + 32 * (g & 1)));
+        const __m256i qh =
+            _mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk->qh + 32 * h));
+        // 16-bit shifts: the masks drop the bits that cross from the neighbouring byte.
+        const __m256i lo = _mm256_and_si256(g < 2 ? ql : _mm256_srli_epi16(ql, 4), low4);
+        const __m256i hi = _mm256_and_si256(
+            _mm256_srl_epi16(qh, _mm_cvtsi32_si128(2 * g)), low2);
+        q[i] = _mm256_sub_epi8(_mm256_or_si256(lo, _mm256_slli_epi16(hi, 4)), bias);
+        const float d = f16_to_f32(blk->d);
+        vs0[i] = _mm256_set1_ps(d * static_cast<float>(blk->scales[e0 / 16]));
+        vs1[i] = _mm256_set1_ps(d * static_cast<float>(blk->scales[e0 / 16 + 1]));
+      }
+      const float* xq = x + b * kQKBlock + e0;
+      q6k_group<0, MR, NR>(q, vs0, xq, x_stride, acc);
+      q6k_group<1, MR, NR>(q, vs0, xq, x_stride, acc);
+      q6k_group<2, MR, NR>(q, vs1, xq, x_stride, acc);
+      q6k_group<3, MR, NR>(q, vs1, xq, x_stride, acc);
+    }
+  }
+  for (int i = 0; i < MR; ++i)
+    for (int t = 0; t < NR; ++t) y[t * y_stride + i] = hsum(acc[i][t]);
+}
+
+// One group of 8 weights of a q4_k sub-block: q[i] holds the sub-block's 32 values of row i;
+// w = d·sc·q − dmin·m (vd, vm) is formed in registers, then acc += w · x.
+template <int G, int MR, int NR>
+inline void q4k_group(const __m256i* q, const __m256* vd, const __m256* vm, const float* x,
+                      int64_t x_stride, __m256 (&acc)[MR][NR]) {
+  __m256 xv[NR];
+  for (int t = 0; t < NR; ++t) xv[t] = _mm256_loadu_ps(x + t * x_stride + 8 * G);
+  for (int i = 0; i < MR; ++i) {
+    const __m256 wv = _mm256_fmsub_ps(_mm256_cvtepi32_ps(widen8_i8<G>(q[i])), vd[i], vm[i]);
+    for (int t = 0; t < NR; ++t) acc[i][t] = _mm256_fmadd_ps(wv, xv[t], acc[i][t]);
+  }
+}
+
+// q4_k tile (layout in kernels/base/dtype.h): the 32 bytes of a 64-element chunk give the 32
+// low nibbles of sub-block 2c and the 32 high nibbles of sub-block 2c+1 with two byte-wide ops;
+// they are widened 8 at a time and dequantised in registers before the FMA. Register use is
+// MR·NR + 3·MR + NR + 1 vectors (see Q4KTile).
+template <int MR, int NR>
+inline void tile_q4k(const std::byte* w, int64_t w_stride, const float* x, int64_t x_stride,
+                     int64_t K, float* y, int64_t y_stride) {
+  __m256 acc[MR][NR];
+  for (int i = 0; i < MR; ++i)
+    for (int j = 0; j < NR; ++j) acc[i][j] = _mm256_setzero_ps();
+  const __m256i low4 = _mm256_set1_epi8(0x0F);
+  for (int64_t b = 0; b < K / kQKBlock; ++b) {
+    float ds[MR][8], dm[MR][8];  // d·sc_j and dmin·m_j per row and sub-block
+    for (int i = 0; i < MR; ++i) {
+      const auto* blk = reinterpret_cast<const BlockQ4_K*>(w + i * w_stride) + b;
+      const float d = f16_to_f32(blk->d), dmin = f16_to_f32(blk->dmin);
+      const uint8_t* s = blk->scales;
+      for (int j = 0; j < 8; ++j) {
+        const int sc = j < 4 ? s[j] & 63 : (s[j + 4] & 0x0F) | ((s[j - 4] >> 6) << 4);
+        const int m = j < 4 ? s[j + 4] & 63 : (s[j + 4] >> 4) | ((s[j] >> 6) << 4);
+        ds[i][j] = d * static_cast<float>(sc);
+        dm[i][j] = dmin * static_cast<float>(m);
+      }
+    }
+    for (int j = 0; j < 8; ++j) {  // sub-block j: elements 32j .. 32j+31
+      __m256i q[MR];
+      __m256 vd[MR], vm[MR];
+      for (int i = 0; i < MR; ++i) {
+        const auto* blk = reinterpret_cast<const BlockQ4_K*>(w + i * w_stride) + b;
+        const __m256i raw =
+            _mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk->qs + 32 * (j / 2)));
+        // 16-bit shift: the mask drops the bits that cross from the neighbouring byte.
+        q[i] = _mm256_and_si256(j % 2 == 0 ? raw : _mm256_srli_epi16(raw, 4), low4);
+        vd[i] = _mm256_set1_ps(ds[i][j]);
+        vm[i] = _mm256_set1_ps(dm[i][j]);
+      }
+      const float* xs = x + b * kQKBlock + 32 * j;
+      q4k_group<0, MR, NR>(q, vd, vm, xs, x_stride, acc);
+      q4k_group<1, MR, NR>(q, vd, vm, xs, x_stride, acc);
+      q4k_group<2, MR, NR>(q, vd, vm, xs, x_stride, acc);
+      q4k_group<3, MR, NR>(q, vd, vm, xs, x_stride, acc);
+    }
+  }
+  for (int i = 0; i < MR; ++i)
+    for (int t = 0; t < NR; ++t) y[t * y_stride + i] = hsum(acc[i][t]);
+}
+
 // Converts n stored elements of one row to f32 (vectorised; the f32 case is a copy).
 void convert_row(DType t, const std::byte* src, int64_t n, float* dst);
 

@@ -5,6 +5,7 @@
 #include <gtest/gtest.h>
 
 #include "cluster/make_model.h"
+#include "shard/gguf.h"
 #include "shard/model.h"
 #include "shard/safetensors.h"
 
@@ -64,6 +65,56 @@ TEST(ModelFilesTest, GeneratedModelLoadsInBothLayouts) {
   EXPECT_EQ((*hf)->config().num_layers, 8);
   EXPECT_EQ((*gguf)->config().kda_num_heads, 4);
   EXPECT_EQ((*hf)->config().vocab_size, 640);
+}
+
+// make-model --dtype q4_k_m writes llama.cpp's Q4_K_M mix (see gguf_type in make_model.cpp). The
+// tiny shape has 8 layers, KDA layers 0–2 and 4–6 (attn_v index 0..5), so use_more_bits picks
+// ffn_down of layers 0, 3, 6, 7 and attn_v of KDA index 2 and 5 (layers 2 and 6). Expert rows
+// widened to 256 so they are whole k-quant blocks; 32-wide rows (f_b, k_b) fall back to q8_0.
+TEST(ModelFilesTest, Q4KMMixMatchesLlamaCpp) {
+  const fs::path d = fs::temp_directory_path() / ("kiln-q4km-" + std::to_string(::getpid()));
+  auto cfg = preset_config("tiny");
+  ASSERT_TRUE(cfg.ok());
+  cfg->moe_intermediate_size = 256;
+  MakeModelOptions o;
+  o.dtype = DType::kQ4_K;
+  o.out_dir = d.string();
+  o.write_hf = false;
+  auto s = make_model(*cfg, o);
+  ASSERT_TRUE(s.ok()) << s.status().to_string();
+  auto g = GgufFile::open((d / "model.gguf").string());
+  ASSERT_TRUE(g.ok()) << g.status().to_string();
+  const std::vector<std::pair<std::string, GgmlType>> want = {
+      {"output.weight", GgmlType::kQ6_K},
+      {"token_embd.weight", GgmlType::kQ4_K},
+      {"blk.0.attn_q.weight", GgmlType::kQ4_K},
+      {"blk.0.attn_v.weight", GgmlType::kQ4_K},
+      {"blk.2.attn_v.weight", GgmlType::kQ6_K},
+      {"blk.4.attn_v.weight", GgmlType::kQ4_K},
+      {"blk.6.attn_v.weight", GgmlType::kQ6_K},
+      {"blk.0.ffn_down.weight", GgmlType::kQ6_K},
+      {"blk.0.ffn_up.weight", GgmlType::kQ4_K},
+      {"blk.1.ffn_down_exps.weight", GgmlType::kQ4_K},
+      {"blk.3.ffn_down_exps.weight", GgmlType::kQ6_K},
+      {"blk.3.ffn_down_shexp.weight", GgmlType::kQ6_K},
+      {"blk.4.ffn_down_exps.weight", GgmlType::kQ4_K},
+      {"blk.6.ffn_down_exps.weight", GgmlType::kQ6_K},
+      {"blk.7.ffn_down_exps.weight", GgmlType::kQ6_K},
+      {"blk.1.ffn_up_exps.weight", GgmlType::kQ4_K},
+      {"blk.1.ffn_gate_inp.weight", GgmlType::kF32},
+      {"blk.1.ssm_f_b.weight", GgmlType::kQ8_0},
+      {"blk.3.attn_k_b.weight", GgmlType::kQ8_0},
+      {"blk.1.attn_norm.weight", GgmlType::kF32},
+  };
+  for (const auto& [name, type] : want) {
+    const GgufTensor* t = g->find_tensor(name);
+    ASSERT_NE(t, nullptr) << name;
+    EXPECT_EQ(ggml_type_name(static_cast<uint32_t>(t->type)),
+              ggml_type_name(static_cast<uint32_t>(type))) << name;
+  }
+  EXPECT_EQ(g->get_int("general.file_type").value(), 15);  // LLAMA_FTYPE_MOSTLY_Q4_K_M
+  std::error_code ec;
+  fs::remove_all(d, ec);
 }
 
 TEST(ModelFilesTest, MissingTensorIsNamed) {

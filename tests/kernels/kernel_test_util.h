@@ -14,6 +14,7 @@
 
 #include "kernels/base/dtype.h"
 #include "kernels/base/matrix.h"
+#include "kernels/ref/quant_k.h"
 
 namespace kiln::test {
 
@@ -53,10 +54,14 @@ inline StoredMatrix make_matrix(DType dtype, int64_t rows, int64_t cols, const f
           std::memcpy(dst + 2 * c, &h, 2);
           break;
         }
-        case DType::kQ8_0: break;
+        case DType::kQ8_0:
+        case DType::kQ4_K:
+        case DType::kQ6_K: break;  // whole rows below
       }
     }
     if (dtype == DType::kQ8_0) quantize_row_q8_0(s, reinterpret_cast<BlockQ8_0*>(dst), cols);
+    if (dtype == DType::kQ4_K) ref::quantize_row_q4_k(s, reinterpret_cast<BlockQ4_K*>(dst), cols);
+    if (dtype == DType::kQ6_K) ref::quantize_row_q6_k(s, reinterpret_cast<BlockQ6_K*>(dst), cols);
   }
   m.view = {dtype, m.bytes.data(), rows, cols, stride};
   return m;

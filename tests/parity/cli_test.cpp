@@ -47,6 +47,9 @@ TEST(CliTest, BadInputsGiveOneLineErrors) {
       {"make-model --preset huge --out /tmp/x", "--preset"},
       {"generate --model " + model + " --prompt hi --temperature -1", "--temperature"},
       {"frobnicate", "frobnicate"},
+      {"bench --model " + model + " --batch 0", "--batch"},
+      {"bench --model " + model + " --context -1", "--context"},
+      {"bench --model " + model + " --batch 2 --context 64", "--batch"},
   };
   for (const Case& c : cases) {
     const Result r = run_kiln(c.args);
@@ -54,6 +57,49 @@ TEST(CliTest, BadInputsGiveOneLineErrors) {
     EXPECT_LT(r.code, 128) << "crashed: " << c.args << "\n" << r.output;
     EXPECT_NE(r.output.find(c.expect), std::string::npos) << c.args << " → " << r.output;
     EXPECT_NE(r.output.find("error"), std::string::npos) << c.args << " → " << r.output;
+  }
+}
+
+// Counts the lines of `out` that contain `what`.
+int count_lines_with(const std::string& out, const std::string& what) {
+  int n = 0;
+  for (size_t p = out.find(what); p != std::string::npos; p = out.find(what, p + 1)) ++n;
+  return n;
+}
+
+TEST(CliTest, BenchBatchedDecodeReportsStepTrafficAndLimits) {
+  const Result r = run_kiln("bench --model " + testing::data_path("golden/kimi-micro-f32.gguf") +
+                            " --batch 4 --gen-tokens 2 --prompt-tokens 8 --runs 1 --threads 2");
+  ASSERT_EQ(r.code, 0) << r.output;
+  for (const char* field : {"probe: read bandwidth", "FMA peak", "batched prefill: 32 tokens",
+                            "GFLOP/s", "batched decode: 4 sequences x 2 steps", "tok/s aggregate",
+                            "ms/step", "weights read per step:", "distinct routed experts",
+                            "of probed bandwidth"}) {
+    EXPECT_NE(r.output.find(field), std::string::npos) << field << "\n" << r.output;
+  }
+}
+
+TEST(CliTest, BenchContextProfileReportsSegments) {
+  const Result r = run_kiln("bench --model " + testing::data_path("golden/kimi-micro-f32.gguf") +
+                            " --context 64 --gen-tokens 2 --runs 1 --threads 2 --profile");
+  ASSERT_EQ(r.code, 0) << r.output;
+  for (const char* field : {"context prefill: 64 tokens", "GFLOP/s", "decode at context 64:",
+                            "ms/step", "of probed bandwidth", "attn_out→ffn_out (MoE)",
+                            "→kda.q", "kda.beta→kda.core", "→mla.latent", "→end",
+                            "attention: KDA layers"}) {
+    EXPECT_NE(r.output.find(field), std::string::npos) << field << "\n" << r.output;
+  }
+  // A prefill table and a decode-step table.
+  EXPECT_EQ(count_lines_with(r.output, "profile: "), 2) << r.output;
+}
+
+TEST(CliTest, BenchOneSequenceReportsLimitsAndProfile) {
+  const Result r = run_kiln("bench --model " + testing::data_path("golden/kimi-micro-f32.gguf") +
+                            " --prompt-tokens 8 --gen-tokens 2 --runs 1 --threads 2 --profile");
+  ASSERT_EQ(r.code, 0) << r.output;
+  for (const char* field : {"prefill: 8 tokens", "of probed FMA peak", "decode:  2 tokens",
+                            "MB/token", "of probed bandwidth", "decode step, 1 sequence"}) {
+    EXPECT_NE(r.output.find(field), std::string::npos) << field << "\n" << r.output;
   }
 }
 

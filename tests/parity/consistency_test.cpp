@@ -80,12 +80,14 @@ TEST_P(CrossFormatTest, HfAndGgufGiveTheSameLogits) {
   EXPECT_EQ(c.argmax_mismatches, 0);
 }
 
-// Both layouts hold the same numbers (the HF twin of a q8_0 GGUF holds the dequantised values in
-// f32), and the q8_0 kernels accumulate the dequantised weights in fp32 like the f32 ones, so
-// only summation order may differ.
+// Both layouts hold the same numbers (the HF twin of a q8_0 or q4_k_m GGUF holds the reference-
+// dequantised values of the same blocks in f32), and the quantised kernels accumulate the
+// dequantised weights in fp32 like the f32 ones, so only summation order may differ. kQ4_K is
+// make-model's Q4_K_M mix (q4_k, q6_k and q8_0 tensors in one file).
 INSTANTIATE_TEST_SUITE_P(Dtypes, CrossFormatTest,
                          ::testing::Values(FormatCase{DType::kF32, 1e-5}, FormatCase{DType::kBF16, 1e-4},
-                                           FormatCase{DType::kQ8_0, 1e-4}),
+                                           FormatCase{DType::kQ8_0, 1e-4},
+                                           FormatCase{DType::kQ4_K, 1e-4}),
                          [](const ::testing::TestParamInfo<FormatCase>& p) { return std::string(dtype_name(p.param.dtype)); });
 
 class SplitTest : public ::testing::Test {
@@ -306,9 +308,10 @@ TEST_P(BatchInvarianceTest, SequenceLogitsDoNotDependOnTheBatch) {
   const testing::Comparison cmp = testing::compare_logits(batched, alone, vocab, 0.0, 1e-3);
   std::printf("[parity] batch invariance %s %s: max |dlogit| = %.3g\n", ic.preset,
               std::string(dtype_name(ic.dtype)).c_str(), cmp.max_abs);
-  if (ic.dtype == DType::kQ8_0) {
-    // Decode GEMMs (≤ 3 rows) scale q8_0 blocks in registers; larger batches dequantise first,
-    // so the rounding differs with the batch (not bitwise); the values still agree closely.
+  if (ic.dtype == DType::kQ8_0 || ic.dtype == DType::kQ4_K) {
+    // Decode GEMMs (≤ 3 rows) scale q8_0/q4_k/q6_k blocks in registers; larger batches
+    // dequantise first, so the rounding differs with the batch (not bitwise); the values still
+    // agree closely.
     EXPECT_LE(cmp.max_abs, 1e-3) << testing::describe(cmp, batched, alone, vocab);
     return;
   }
@@ -320,7 +323,8 @@ INSTANTIATE_TEST_SUITE_P(
     Models, BatchInvarianceTest,
     ::testing::Values(InvarianceCase{"micro", DType::kF32}, InvarianceCase{"micro", DType::kBF16},
                       InvarianceCase{"micro", DType::kF16}, InvarianceCase{"tiny", DType::kF32},
-                      InvarianceCase{"tiny", DType::kBF16}, InvarianceCase{"tiny", DType::kQ8_0}),
+                      InvarianceCase{"tiny", DType::kBF16}, InvarianceCase{"tiny", DType::kQ8_0},
+                      InvarianceCase{"tiny", DType::kQ4_K}),
     [](const ::testing::TestParamInfo<InvarianceCase>& p) {
       return std::string(p.param.preset) + "_" + std::string(dtype_name(p.param.dtype));
     });

@@ -307,6 +307,21 @@ TEST(PartitionTest, QuantisedRowParallelSlicesStayBlockAligned) {
     EXPECT_EQ(plan_error(real_config(), {tp, 1, {}}, DType::kQ8_0), "<ok>");
 }
 
+// k-quant super-blocks are 256 wide: micro's 128-wide o_proj rows cannot be q4_k at all, the real
+// shape splits into whole super-blocks up to TP 4.
+TEST(PartitionTest, KQuantRowParallelSlicesStayWholeSuperBlocks) {
+  EXPECT_EQ(plan_error(micro_config(), {1, 1, {}}, DType::kQ4_K),
+            "tensor=1 cuts KDA o_proj into slices of 128 input columns, not a multiple of the "
+            "q4_k block of 256");
+  for (int tp : {1, 2, 4}) {
+    EXPECT_EQ(plan_error(real_config(), {tp, 1, {}}, DType::kQ4_K), "<ok>");
+    EXPECT_EQ(plan_error(real_config(), {tp, 1, {}}, DType::kQ6_K), "<ok>");
+  }
+  EXPECT_EQ(plan_error(real_config(), {8, 1, {}}, DType::kQ6_K),
+            "tensor=8 cuts dense MLP down_proj into slices of 1152 input columns, not a multiple "
+            "of the q6_k block of 256");
+}
+
 // Independent byte counts: `m(rows, cols)` = a matrix in the weight dtype.
 uint64_t mat(DType t, int64_t rows, int64_t cols) {
   return static_cast<uint64_t>(rows * dtype_row_bytes(t, cols));
