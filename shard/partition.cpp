@@ -135,11 +135,16 @@ Status check_block_aligned(const ModelConfig& c, int tp, DType t) {
        shared_ffn_size(c) / tp},
   };
   for (const Cut& cut : cuts) {
-    if (cut.present && cut.columns % block != 0) {
+    // K-quant files (q4_k_m and the like) store a matrix whose rows are not whole 256-blocks in
+    // a 32-block type instead (llama.cpp's fallback; kiln writes q8_0), so such a matrix only
+    // needs 32-aligned slices.
+    const bool k_quant = t == DType::kQ4_K || t == DType::kQ6_K;
+    const int64_t need = k_quant && (cut.columns * tp) % block != 0 ? kQ8Block : block;
+    if (cut.present && cut.columns % need != 0) {
       return invalid_argument(
           "tensor={} cuts {} into slices of {} input columns, not a multiple of the {} block "
           "of {}",
-          tp, cut.tensor, cut.columns, dtype_name(t), block);
+          tp, cut.tensor, cut.columns, need == block ? dtype_name(t) : "q8_0", need);
     }
   }
   return Status::ok_status();

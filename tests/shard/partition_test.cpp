@@ -307,12 +307,16 @@ TEST(PartitionTest, QuantisedRowParallelSlicesStayBlockAligned) {
     EXPECT_EQ(plan_error(real_config(), {tp, 1, {}}, DType::kQ8_0), "<ok>");
 }
 
-// k-quant super-blocks are 256 wide: micro's 128-wide o_proj rows cannot be q4_k at all, the real
-// shape splits into whole super-blocks up to TP 4.
+// k-quant super-blocks are 256 wide. A matrix whose rows are not whole super-blocks is stored in
+// a 32-block type by k-quant files (micro's 128-wide o_proj rows), so only 32-alignment applies
+// to it; the real shape splits into whole super-blocks up to TP 4.
 TEST(PartitionTest, KQuantRowParallelSlicesStayWholeSuperBlocks) {
-  EXPECT_EQ(plan_error(micro_config(), {1, 1, {}}, DType::kQ4_K),
-            "tensor=1 cuts KDA o_proj into slices of 128 input columns, not a multiple of the "
-            "q4_k block of 256");
+  EXPECT_EQ(plan_error(micro_config(), {1, 1, {}}, DType::kQ4_K), "<ok>");
+  ModelConfig dense96 = micro_config();
+  dense96.intermediate_size = 96;
+  EXPECT_EQ(plan_error(dense96, {2, 1, {}}, DType::kQ4_K),
+            "tensor=2 cuts dense MLP down_proj into slices of 48 input columns, not a multiple "
+            "of the q8_0 block of 32");
   for (int tp : {1, 2, 4}) {
     EXPECT_EQ(plan_error(real_config(), {tp, 1, {}}, DType::kQ4_K), "<ok>");
     EXPECT_EQ(plan_error(real_config(), {tp, 1, {}}, DType::kQ6_K), "<ok>");
