@@ -9,7 +9,7 @@ import json
 import kiln_server as ks
 
 CLIENTS = 20
-MAX_TOKENS = 64
+MAX_TOKENS = 400  # long enough that the burst finds both slots and the queue full
 
 
 class OverloadTest(ks.ServerTestCase):
