@@ -81,12 +81,11 @@ ApiError engine_error(const Event& e) {
 class GenerationSource final : public gateway::ResponseSource {
  public:
   GenerationSource(const ServerState& st, std::shared_ptr<RequestStream> stream, ResponseMeta meta,
-                   bool chat, bool stream_mode, bool include_usage, bool with_logprobs, int n)
+                   bool chat, bool include_usage, bool with_logprobs, int n)
       : st_(st),
         stream_(std::move(stream)),
         meta_(std::move(meta)),
         chat_(chat),
-        streaming_(stream_mode),
         include_usage_(include_usage),
         with_logprobs_(with_logprobs),
         choices_(static_cast<size_t>(n)),
@@ -186,7 +185,7 @@ class GenerationSource final : public gateway::ResponseSource {
   const ServerState& st_;
   std::shared_ptr<RequestStream> stream_;
   ResponseMeta meta_;
-  bool chat_, streaming_, include_usage_, with_logprobs_;
+  bool chat_, include_usage_, with_logprobs_;
   std::vector<ChoiceOutput> choices_;
   std::vector<bool> first_;
   bool finished_ = false;
@@ -235,9 +234,8 @@ RouteResult generate(ServerState& st, Endpoint endpoint, const HttpRequest& req)
   if (p.stream) {
     r.response.content_type = "text/event-stream";
   }
-  r.source = std::make_shared<GenerationSource>(st, request->stream, meta, chat, p.stream,
-                                                p.include_usage, p.params.logprobs >= 0,
-                                                p.params.n);
+  r.source = std::make_shared<GenerationSource>(st, request->stream, meta, chat, p.include_usage,
+                                                p.params.logprobs >= 0, p.params.n);
   return r;
 }
 

@@ -295,13 +295,13 @@ void Scheduler::emit_token(Sequence& s, const float* row, int64_t vocab) {
   e.finish_reason = reason;
   r.stream->push(std::move(e));
   if (reason) {
-    finish(s, *reason);
+    finish(s);
   } else {
     s.next_token = token;
   }
 }
 
-void Scheduler::finish(Sequence& s, const std::string& /*reason*/) {
+void Scheduler::finish(Sequence& s) {
   Active& a = *s.owner;
   s.finished = true;
   a.usage.completion_tokens += static_cast<int64_t>(s.output.size());

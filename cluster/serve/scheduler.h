@@ -81,7 +81,7 @@ class Scheduler {
   struct Active;
   void admit();
   bool can_admit(const EngineRequest& request) const;
-  void finish(Sequence& seq, const std::string& reason);
+  void finish(Sequence& seq);
   void release(Sequence& seq);
   void drop_request(Active& active, const std::string& reason);
   void emit_token(Sequence& seq, const float* row, int64_t vocab);

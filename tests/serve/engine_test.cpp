@@ -123,12 +123,10 @@ class EngineTest : public ::testing::Test {
       if (all || std::chrono::steady_clock::now() > until) break;
       std::this_thread::sleep_for(1ms);
     }
-    const SchedulerStats s = engine.stats();
     engine.drain(std::chrono::steady_clock::now());
     loop.join();
     EXPECT_EQ(engine.stats().slots_used, 0);
     EXPECT_EQ(engine.stats().pages_used, 0);
-    (void)s;
     return out;
   }
 
