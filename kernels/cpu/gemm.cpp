@@ -122,25 +122,11 @@ struct PlainTile {
     tile<L, MR, NR>(w, ws, x, xs, K, y, ys);
   }
 };
-struct Q8Tile {
-  // tile_q8 holds two accumulators per (row, token); MR rows are run as sub-tiles of at most
-  // kSub rows so everything stays in the 16 vector registers.
-  template <int MR, int NR>
-  static void run(const std::byte* w, int64_t ws, const float* x, int64_t xs, int64_t K, float* y,
-                  int64_t ys) {
-    constexpr int kSub = NR == 1 ? 4 : 2;
-    if constexpr (MR <= kSub) {
-      tile_q8<MR, NR>(w, ws, x, xs, K, y, ys);
-    } else {
-      tile_q8<kSub, NR>(w, ws, x, xs, K, y, ys);
-      run<MR - kSub, NR>(w + kSub * ws, ws, x, xs, K, y + kSub, ys);
-    }
-  }
-};
-
-// The k-quant tiles, split into sub-tiles of ≤ kSub rows like Q8Tile.
+// The quantised tiles hold two accumulators per (row, token) or more; MR rows are run as
+// sub-tiles of at most kSub rows so everything stays in the 16 vector registers. F<MR, NR>::run
+// is one sub-tile.
 template <template <int, int> class F>
-struct KQuantTile {
+struct SubTiled {
   template <int MR, int NR>
   static void run(const std::byte* w, int64_t ws, const float* x, int64_t xs, int64_t K, float* y,
                   int64_t ys) {
@@ -151,6 +137,13 @@ struct KQuantTile {
       F<kSub, NR>::run(w, ws, x, xs, K, y, ys);
       run<MR - kSub, NR>(w + kSub * ws, ws, x, xs, K, y + kSub, ys);
     }
+  }
+};
+template <int MR, int NR>
+struct Q8Fn {
+  static void run(const std::byte* w, int64_t ws, const float* x, int64_t xs, int64_t K, float* y,
+                  int64_t ys) {
+    tile_q8<MR, NR>(w, ws, x, xs, K, y, ys);
   }
 };
 template <int MR, int NR>
@@ -167,8 +160,9 @@ struct Q6KFn {
     tile_q6k<MR, NR>(w, ws, x, xs, K, y, ys);
   }
 };
-using Q4KTile = KQuantTile<Q4KFn>;
-using Q6KTile = KQuantTile<Q6KFn>;
+using Q8Tile = SubTiled<Q8Fn>;
+using Q4KTile = SubTiled<Q4KFn>;
+using Q6KTile = SubTiled<Q6KFn>;
 
 // Rows [0, m) × NR tokens, MR rows per tile then single rows.
 template <class Tk, int MR, int NR>
