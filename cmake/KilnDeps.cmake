@@ -34,8 +34,20 @@ if(NOT KILN_WITH_CUDA STREQUAL "OFF")
     enable_language(CUDA)
     find_package(CUDAToolkit REQUIRED)
     set(KILN_CUDA_ENABLED ON)
+    # NCCL ships with the toolkit's packages (or in a system prefix); CMake has no module for it.
+    find_path(KILN_NCCL_INCLUDE_DIR nccl.h HINTS ${CUDAToolkit_INCLUDE_DIRS} ENV NCCL_HOME
+              PATH_SUFFIXES include)
+    find_library(KILN_NCCL_LIBRARY nccl HINTS ${CUDAToolkit_LIBRARY_DIR} ENV NCCL_HOME
+                 PATH_SUFFIXES lib lib64)
+    if(NOT KILN_NCCL_INCLUDE_DIR OR NOT KILN_NCCL_LIBRARY)
+      message(FATAL_ERROR "the CUDA backend needs NCCL (nccl.h and libnccl), not found next to "
+                          "the CUDA toolkit; set NCCL_HOME or configure with -DKILN_WITH_CUDA=OFF")
+    endif()
+    add_library(kiln_nccl INTERFACE)
+    target_include_directories(kiln_nccl INTERFACE ${KILN_NCCL_INCLUDE_DIR})
+    target_link_libraries(kiln_nccl INTERFACE ${KILN_NCCL_LIBRARY})
   elseif(KILN_WITH_CUDA STREQUAL "ON")
     message(FATAL_ERROR "KILN_WITH_CUDA=ON but no CUDA compiler (nvcc) was found")
   endif()
 endif()
-message(STATUS "kiln: CUDA backend ${KILN_CUDA_ENABLED}, MPI ${KILN_WITH_MPI}")
+message(STATUS "kiln: CUDA backend ${KILN_CUDA_ENABLED} (architectures ${CMAKE_CUDA_ARCHITECTURES}), MPI ${KILN_WITH_MPI}")
