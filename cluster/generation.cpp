@@ -76,7 +76,7 @@ Status generate(KimiLinearModel& model, cpu::ThreadPool& pool, const text::Token
                             prompt.size(), options.max_tokens, model.config().max_context);
   }
   const bool root = control == nullptr || control->rank() == 0;
-  std::unique_ptr<StateCache> state = model.new_state(1, context);
+  KILN_ASSIGN_OR_RETURN(std::unique_ptr<StateCache> state, model.new_state(1, context));
   Sampler sampler(options.sampling, options.seed);
   text::StreamDecoder decoder(tokenizer);
   const std::vector<int32_t> eos = tokenizer.eos_ids();

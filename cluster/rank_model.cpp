@@ -61,15 +61,17 @@ void send_progress(int64_t done, int64_t total) {
 StatusOr<RankModel> load_rank_model(const std::string& path, int tensor, int pipeline,
                                     const std::vector<int64_t>& layer_split,
                                     const std::function<Status(const World&)>& on_joined,
-                                    const RankProgress& on_progress) {
+                                    const RankProgress& on_progress, DeviceChoice device) {
   RankModel r;
-  KILN_ASSIGN_OR_RETURN(r.world, init_world(nullptr, nullptr, tensor, pipeline));
+  KILN_ASSIGN_OR_RETURN(r.world, init_world(nullptr, nullptr, tensor, pipeline, device));
   const World& w = r.world->world();
   Status status = on_joined ? on_joined(w) : Status();
   if (w.size == 1) {  // a single rank holds the whole model
     KILN_RETURN_IF_ERROR(status);
     ParallelContext ctx;
     if (on_progress) ctx.progress = [&](int64_t d, int64_t t) { on_progress(0, d, t); };
+    ctx.device = r.world->device();
+    ctx.gpu = r.world->gpu();
     auto model = KimiLinearModel::load(path, ctx);
     if (!model.ok()) return model.status();
     r.model = std::move(model).value();
@@ -102,8 +104,11 @@ StatusOr<RankModel> load_rank_model(const std::string& path, int tensor, int pip
     if (!plan.ok()) {
       status = plan.status();
     } else {
-      ParallelContext ctx{*plan, w.tp_size > 1 ? &r.world->tp() : nullptr,
-                          w.pp_size > 1 ? &r.world->pp() : nullptr, progress};
+      // On cuda the model runs on the world's GPU context, whose stream the NCCL groups use;
+      // tp and pp each take device pointers where their device_memory() is true.
+      ParallelContext ctx{*plan,    w.tp_size > 1 ? &r.world->tp() : nullptr,
+                          w.pp_size > 1 ? &r.world->pp() : nullptr,
+                          progress, r.world->device(), r.world->gpu()};
       auto model = KimiLinearModel::load(path, ctx);
       if (model.ok()) {
         r.model = std::move(model).value();

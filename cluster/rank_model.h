@@ -27,10 +27,12 @@ struct RankModel {
 // starts its gateway there); its error counts as that rank's load failure.
 // on_progress, when set, is called on rank 0 (from a helper thread for other ranks' reports)
 // with (rank, bytes loaded, bytes of that rank's share) while the ranks load.
+// device: where the ranks compute, passed to init_world (kCuda opens each rank's GPU and picks
+// the group communicators; see DeviceChoice).
 using RankProgress = std::function<void(int rank, int64_t done, int64_t total)>;
 StatusOr<RankModel> load_rank_model(const std::string& path, int tensor, int pipeline,
                                     const std::vector<int64_t>& layer_split = {},
                                     const std::function<Status(const World&)>& on_joined = {},
-                                    const RankProgress& on_progress = {});
+                                    const RankProgress& on_progress = {}, DeviceChoice device = {});
 
 }  // namespace kiln

@@ -1,13 +1,20 @@
 // World: who this rank is, an immutable value passed explicitly (no globals). WorldContext: the
-// process's MPI bootstrap, which owns the world, TP and PP communicators and the abort handler.
-// Built without MPI (KILN_WITH_MPI=OFF) only a one-rank world exists.
+// process's MPI bootstrap, which owns the world, TP and PP communicators, the rank's GPU context
+// (CUDA ranks) and the abort handler. Built without MPI (KILN_WITH_MPI=OFF) only a one-rank world
+// exists. This header includes no MPI or CUDA header.
 #pragma once
 
 #include <memory>
 #include <string>
+#include <string_view>
 
+#include "kernels/base/device.h"
 #include "kernels/base/status.h"
 #include "shard/communicator.h"
+
+namespace kiln::cuda {
+class Context;
+}  // namespace kiln::cuda
 
 namespace kiln {
 
@@ -23,7 +30,29 @@ struct World {
   int local_rank = 0;
   int local_size = 1;
   std::string host;
+  int gpu = -1;  // this rank's CUDA device; -1 on cpu
 };
+
+// Where the ranks compute. kCuda: each rank opens one GPU, the first of
+// * `gpu` when >= 0;
+// * else entry [world rank] of the KILN_RANK_GPUS environment variable when it is set and not
+//   empty ("0,1,0,1": rank r uses entry r; `kiln launch` sets it from the topology);
+// * else local_rank % (the number of visible devices).
+struct DeviceChoice {
+  Device device = Device::kCpu;
+  int gpu = -1;
+};
+
+// The CUDA device of `world_rank` from a KILN_RANK_GPUS value: comma-separated integers >= 0, one
+// per world rank. InvalidArgument naming the variable and its value when an entry is not such a
+// number (every entry is checked) or the list has no entry for `world_rank`.
+StatusOr<int> parse_rank_gpus(std::string_view value, int world_rank);
+
+// DeviceChoice's rule as a pure function: `requested` (DeviceChoice::gpu), `rank_gpus` (the
+// KILN_RANK_GPUS value, null or empty when unset), the rank's numbers and the visible device
+// count. Unavailable when the rule falls through to the device count and it is 0.
+StatusOr<int> choose_rank_gpu(int requested, const char* rank_gpus, int world_rank, int local_rank,
+                              int device_count);
 
 // One per process, made by init_world, alive while the rank uses its communicators.
 // * MPI: if MPI is not initialised yet, init_world initialises it (MPI_Init_thread asking for
@@ -33,6 +62,12 @@ struct World {
 // * While alive, KILN_CHECK failures print "rank R (host H)" and call MPI_Abort(MPI_COMM_WORLD, 1).
 // * Thread safety: the communicators follow Communicator's one-thread-at-a-time contract; all MPI
 //   calls of the process must be serialised by the caller.
+// * CUDA ranks (DeviceChoice kCuda): the context owns the rank's cuda::Context (device, stream,
+//   cuBLAS handle). The TP and PP groups use NCCL (Communicator::device_memory() is true: device
+//   pointers, enqueued on gpu()->stream()) when every rank of the group has its own GPU (distinct
+//   host and PCI bus id); a group whose ranks share a GPU keeps MPI with host buffers, since NCCL
+//   refuses two ranks on one device. A group of one rank is always MPI. world_comm() is always
+//   MPI: it carries the control plane (step plans, agree_or_abort).
 class WorldContext {
  public:
   ~WorldContext();
@@ -44,14 +79,26 @@ class WorldContext {
   Communicator& tp() const { return *tp_; }  // this stage's TP group; rank = tp_rank
   // The ranks with this tp_rank, one per stage; rank = pp_stage, so stage s sends to s + 1.
   Communicator& pp() const { return *pp_; }
+  Device device() const { return device_; }
+  // The rank's GPU context on cuda (device world().gpu, made current for the thread that called
+  // init_world; another thread calls bind() first); null on cpu.
+  cuda::Context* gpu() const { return gpu_.get(); }
 
  private:
+  // Deletes the GPU context where cuda::Context is a complete type (world.cpp).
+  struct GpuDeleter {
+    void operator()(cuda::Context* context) const;
+  };
   friend StatusOr<std::unique_ptr<WorldContext>> init_world(int* argc, char*** argv, int tensor,
-                                                            int pipeline);
+                                                            int pipeline, DeviceChoice device);
   WorldContext() = default;
 
   World world_;
   bool owns_mpi_ = false;  // MPI_Finalize in the destructor
+  Device device_ = Device::kCpu;
+  // Destroyed in reverse order: the communicators (NCCL ones use the GPU's stream) before the GPU
+  // context, all before MPI_Finalize.
+  std::unique_ptr<cuda::Context, GpuDeleter> gpu_;
   std::unique_ptr<Communicator> world_comm_;
   std::unique_ptr<Communicator> tp_;
   std::unique_ptr<Communicator> pp_;
@@ -61,8 +108,13 @@ class WorldContext {
 // divided by pipeline". InvalidArgument, naming the numbers,
 // when tensor or pipeline < 1 or tensor × pipeline != the number of ranks; every rank then returns
 // the same error. argc/argv may be null.
+// device kCuda opens the rank's GPU (DeviceChoice) and chooses each group's communicator (see
+// WorldContext). A failure on any rank (a malformed KILN_RANK_GPUS, no such device, NCCL
+// refusing to start) makes every rank return the same error, "rank R (host H): ...", naming the
+// lowest failing rank; a rank whose peers do not answer within a minute (stuck inside NCCL's own
+// bootstrap) ends the job instead. A build without CUDA returns device_available(kCuda)'s error.
 StatusOr<std::unique_ptr<WorldContext>> init_world(int* argc, char*** argv, int tensor,
-                                                   int pipeline);
+                                                   int pipeline, DeviceChoice device = {});
 
 // Collective over all ranks (call it on every rank, e.g. after loading the shard): returns when
 // every rank's status is OK. Otherwise rank 0 prints "rank R (host H): <message>" for each failing

@@ -13,6 +13,9 @@
 #include "kernels/cpu/sampling.h"
 #include "launcher/bench_meter.h"
 #include "launcher/commands.h"
+#ifdef KILN_HAVE_CUDA
+#include "kernels/cuda/runtime.h"
+#endif
 
 namespace kiln::launcher {
 
@@ -27,6 +30,7 @@ struct BenchArgs {
   int64_t context = 0;  // 0 = no long-context run
   bool profile = false;
   int threads = 0, runs = 5, tensor = 0, pipeline = 1;
+  std::string backend = "cpu";
 };
 
 constexpr int64_t kPrefillChunk = 512;  // --context prefills in chunks of this many tokens
@@ -56,12 +60,13 @@ struct Bench {
   cpu::ThreadPool& pool;
   Communicator* control;  // null on a single rank
   bool root;
-  double bw = 0, fma = 0;  // GB/s, GFLOP/s (all ranks)
+  double bw = 0, fma = 0;  // GB/s, GFLOP/s (all ranks); fma = 0 on GPUs
   WeightTraffic traffic;   // this rank's share
   // The whole job's (summed over ranks): bytes and parameters read per token, the shared part of
   // the bytes, one expert per MoE layer summed over layers, and the LM head's parameters.
   double bytes_tok = 0, params_tok = 0, shared_bytes = 0, expert_bytes = 0, head_params = 0;
   uint64_t rng = 88172645463325252ull;
+  const char* bw_name = "probed bandwidth";  // what bw is
 
   const ModelConfig& config() const { return model.config(); }
   int32_t random_token() {
@@ -107,6 +112,11 @@ Status decode_step(Bench& b, StateCache& state, int64_t n, std::vector<float>& l
 void print_prefill(const Bench& b, const char* what, int64_t tokens, double tok_s, int64_t rows,
                    const char* note) {
   const double gflops = b.flops(tokens, rows) / static_cast<double>(tokens) * tok_s / 1e9;
+  if (b.fma <= 0) {  // a GPU: no FMA probe
+    std::printf("%s: %lld tokens, %.1f tok/s, %.1f GFLOP/s%s\n", what,
+                static_cast<long long>(tokens), tok_s, gflops, note);
+    return;
+  }
   std::printf("%s: %lld tokens, %.1f tok/s, %.1f GFLOP/s = %.0f%% of probed FMA peak%s\n", what,
               static_cast<long long>(tokens), tok_s, gflops, 100.0 * gflops / b.fma, note);
 }
@@ -116,7 +126,9 @@ int bench_single(Bench& b) {
   const BenchArgs& a = b.a;
   const std::vector<int32_t> prompt = b.random_tokens(a.prompt_tokens);
   const int64_t extra = b.a.profile ? a.prompt_tokens + 2 * a.gen_tokens : 0;
-  std::unique_ptr<StateCache> state = b.model.new_state(1, a.prompt_tokens + a.gen_tokens + 1 + extra);
+  auto made = b.model.new_state(1, a.prompt_tokens + a.gen_tokens + 1 + extra);
+  if (!made.ok()) return fail(made.status());
+  std::unique_ptr<StateCache> state = std::move(made).value();
   std::vector<float> logits;
   std::vector<double> prefill, decode, comm_share;
   for (int r = 0; r < a.runs + 1; ++r) {  // run 0 warms up and is not counted
@@ -149,9 +161,9 @@ int bench_single(Bench& b) {
   std::printf("(medians of %d runs)\n", a.runs);
   print_prefill(b, "prefill", a.prompt_tokens, pp, 1, "");
   std::printf("decode:  %lld tokens, %.1f tok/s, %.3f ms/token, %.1f MB/token, %.2f GB/s = %.0f%% "
-              "of probed bandwidth\n",
+              "of %s\n",
               static_cast<long long>(a.gen_tokens), tg, 1e3 / tg, b.bytes_tok / 1e6, gbs,
-              100.0 * gbs / b.bw);
+              100.0 * gbs / b.bw, b.bw_name);
   if (b.ranked.world->world().size > 1) {
     std::printf("collectives (rank 0, waiting included): %.0f%% of a decode step, %.3f ms per step\n",
                 100.0 * median(comm_share), 1e3 * median(comm_share) / tg);
@@ -170,7 +182,9 @@ int bench_batch(Bench& b) {
   std::vector<SeqInput> prompts;
   for (int64_t s = 0; s < n; ++s) prompts.push_back({s, b.random_tokens(a.prompt_tokens), false});
   const int64_t extra = a.profile ? a.prompt_tokens + 2 * a.gen_tokens : 0;
-  std::unique_ptr<StateCache> state = b.model.new_state(n, a.prompt_tokens + a.gen_tokens + 1 + extra);
+  auto made = b.model.new_state(n, a.prompt_tokens + a.gen_tokens + 1 + extra);
+  if (!made.ok()) return fail(made.status());
+  std::unique_ptr<StateCache> state = std::move(made).value();
   // The experts each step really reads need the routing, recomputed on a single rank only.
   const bool exact = b.ranked.world->world().size == 1;
   RoutingCounter routing(b.model, b.pool);
@@ -218,8 +232,11 @@ int bench_batch(Bench& b) {
     std::printf("weights read per step: %.1f MB (estimated: shared once + E(1-(1-k/E)^N) distinct "
                 "routed experts per MoE layer)\n", bytes / 1e6);
   }
-  std::printf("  %.2f GB/s = %.0f%% of probed bandwidth; %.1f GFLOP/s = %.0f%% of probed FMA peak\n",
-              gbs, 100.0 * gbs / b.bw, b.flops(n, n) / st / 1e9, 100.0 * b.flops(n, n) / st / 1e9 / b.fma);
+  const double gflops = b.flops(n, n) / st / 1e9;
+  std::printf("  %.2f GB/s = %.0f%% of %s; %.1f GFLOP/s", gbs, 100.0 * gbs / b.bw, b.bw_name,
+              gflops);
+  if (b.fma > 0) std::printf(" = %.0f%% of probed FMA peak", 100.0 * gflops / b.fma);
+  std::printf("\n");
   if (a.profile) {
     prefill_prof.print(("batched prefill, " + seqs).c_str());
     decode_prof.print(("decode step, " + seqs).c_str());
@@ -232,7 +249,9 @@ int bench_context(Bench& b) {
   const BenchArgs& a = b.a;
   const int64_t L = a.context;
   const int64_t steps = (a.runs + 1 + (a.profile ? 1 : 0)) * a.gen_tokens;
-  std::unique_ptr<StateCache> state = b.model.new_state(1, L + steps + 1);
+  auto made = b.model.new_state(1, L + steps + 1);
+  if (!made.ok()) return fail(made.status());
+  std::unique_ptr<StateCache> state = std::move(made).value();
   std::vector<float> logits;
   SegmentProfiler prefill_prof(b.model), decode_prof(b.model);
   // One prefill (it is the long part); the last chunk is profiled when asked.
@@ -266,10 +285,10 @@ int bench_context(Bench& b) {
   print_prefill(b, "context prefill", L, static_cast<double>(L) / prefill_s,
                 (L + kPrefillChunk - 1) / kPrefillChunk, note);
   std::printf("decode at context %lld: %.3f ms/step, %.1f tok/s (median of %d runs of %lld steps), "
-              "%.2f GB/s of weights = %.0f%% of probed bandwidth\n",
+              "%.2f GB/s of weights = %.0f%% of %s\n",
               static_cast<long long>(L), 1e3 * st, 1.0 / st, a.runs,
               static_cast<long long>(a.gen_tokens), b.bytes_tok / st / 1e9,
-              100.0 * b.bytes_tok / st / 1e9 / b.bw);
+              100.0 * b.bytes_tok / st / 1e9 / b.bw, b.bw_name);
   if (a.profile) {
     prefill_prof.print(("last prefill chunk, ending at " + std::to_string(L)).c_str());
     decode_prof.print(("decode step at context " + std::to_string(L)).c_str());
@@ -278,7 +297,8 @@ int bench_context(Bench& b) {
 }
 
 int run_bench(const BenchArgs& a) {
-  auto ranked = load_rank_model(a.model, a.tensor, a.pipeline);
+  auto ranked = load_rank_model(a.model, a.tensor, a.pipeline, {}, {}, {},
+                                DeviceChoice{backend_device(a.backend), -1});
   if (!ranked.ok()) return fail(ranked.status());
   KimiLinearModel& model = *ranked->model;
   const World& world = ranked->world->world();
@@ -287,8 +307,18 @@ int run_bench(const BenchArgs& a) {
           ranked->is_root(), 0, 0, WeightTraffic::of(model)};
   // Every rank probes at once, so the sum is what the job's ranks can stream together.
   if (b.control != nullptr) b.control->barrier();
-  b.bw = cpu::probe_read_bandwidth(pool);
-  b.fma = cpu::probe_fma_peak(pool);
+  const bool gpu = model.device() == Device::kCuda;
+  if (!gpu) {
+    b.bw = cpu::probe_read_bandwidth(pool);
+    b.fma = cpu::probe_fma_peak(pool);
+  }
+#ifdef KILN_HAVE_CUDA
+  // A GPU rank: the bandwidth is the device's peak (memory clock × bus width), not probed.
+  if (gpu) {
+    b.bw = cuda::device_peak_bandwidth_gbs(world.gpu);
+    b.bw_name = "peak DRAM bandwidth";
+  }
+#endif
   double expert_sum = 0;
   for (uint64_t e : b.traffic.expert_bytes) expert_sum += static_cast<double>(e);
   // Summed over ranks in float: the figures are sizes, 7 digits are plenty.
@@ -305,7 +335,18 @@ int run_bench(const BenchArgs& a) {
     std::printf("model: %s (%s)\nranks: %d (tensor %d x pipeline %d), threads per rank: %d\n",
                 a.model.c_str(), c.name.c_str(), world.size, world.tp_size, world.pp_size,
                 pool.size());
-    std::printf("probe: read bandwidth %.2f GB/s, fp32 FMA peak %.1f GFLOP/s (all ranks)\n", b.bw, b.fma);
+    if (gpu) {
+#ifdef KILN_HAVE_CUDA
+      std::printf("device: %s on rank 0, weights %.1f MB on its GPU\n",
+                  cuda::device_description(world.gpu).c_str(),
+                  static_cast<double>(model.device_weight_bytes()) / 1e6);
+#endif
+      std::printf("peak DRAM bandwidth %.0f GB/s (all ranks; the bandwidth figures below are "
+                  "fractions of it)\n", b.bw);
+    } else {
+      std::printf("probe: read bandwidth %.2f GB/s, fp32 FMA peak %.1f GFLOP/s (all ranks)\n",
+                  b.bw, b.fma);
+    }
     std::printf("weights read per decoded token: %.1f MB, %.1f M parameters (limit at probed "
                 "bandwidth: %.1f tok/s)\n",
                 b.bytes_tok / 1e6, b.params_tok / 1e6, b.bw * 1e9 / b.bytes_tok);

@@ -34,7 +34,7 @@ DType stored_matrix_dtype(const Checkpoint& ck) {
 }
 
 // check_launch with the model opened from model.path; an unopenable model is one more problem.
-LaunchCheck check_with_model(const Topology& t) {
+LaunchCheck check_with_model_file(const Topology& t) {
   if (t.model.path.empty()) {
     LaunchCheck check = check_launch(t, nullptr, DType::kF32);
     check.problems.push_back("model.path: not set (give it in the file, with --set or --model)");
@@ -49,6 +49,16 @@ LaunchCheck check_with_model(const Topology& t) {
   auto dtype = weight_dtype(t, stored_matrix_dtype(**ck));
   LaunchCheck check = check_launch(t, &(*ck)->config(), dtype.ok() ? *dtype : DType::kF32);
   if (!dtype.ok()) check.problems.push_back(dtype.status().message());
+  return check;
+}
+
+// check_launch with the model opened from model.path; an unopenable model is one more problem,
+// and so is `backend: cuda` on a kiln built without CUDA.
+LaunchCheck check_with_model(const Topology& t) {
+  LaunchCheck check = check_with_model_file(t);
+  if (Status s = device_available(backend_device(t.backend)); !s.ok()) {
+    check.problems.push_back(fmt::format("backend: {}", s.message()));
+  }
   return check;
 }
 
@@ -142,6 +152,7 @@ Status apply_flags(const CLI::App& sub, const RunSettings& flags, Topology& t) {
   if (sub.get_option("--tensor")->count() > 0 && flags.tensor > 0) t.parallel.tensor = flags.tensor;
   if (sub.get_option("--pipeline")->count() > 0) t.parallel.pipeline = flags.pipeline;
   if (sub.get_option("--threads")->count() > 0) t.threads = flags.threads;
+  if (sub.get_option("--backend")->count() > 0) t.backend = flags.backend;
   const std::vector<std::string> problems = validate_topology(t);
   if (problems.empty()) return Status::ok_status();
   std::string joined;
@@ -187,6 +198,7 @@ int resolve_config(const CLI::App& sub, const ConfigFlags& flags, RunSettings& s
   settings.tensor = t.parallel.tensor;
   settings.pipeline = t.parallel.pipeline;
   settings.threads = t.threads > 0 ? t.threads : shared_threads();
+  settings.backend = t.backend;
   if (topology != nullptr) *topology = std::move(t);
   return -1;
 }

@@ -15,6 +15,7 @@ namespace {
 struct EvalArgs {
   std::string model, tokens, tokens_file, dump, mode = "batch";
   int threads = 0, tensor = 0, pipeline = 1;
+  std::string backend = "cpu";
   std::vector<int64_t> layer_split;  // from --config
   ConfigFlags config;
 };
@@ -53,12 +54,15 @@ int run_eval(const EvalArgs& a) {
   }
   auto ids = parse_ids(text, what);
   if (!ids.ok()) return fail(ids.status());
-  auto ranked = load_rank_model(a.model, a.tensor, a.pipeline, a.layer_split);
+  auto ranked = load_rank_model(a.model, a.tensor, a.pipeline, a.layer_split, {}, {},
+                                DeviceChoice{backend_device(a.backend), -1});
   if (!ranked.ok()) return fail(ranked.status());
   KimiLinearModel& model = *ranked->model;
   const int64_t vocab = model.config().vocab_size, n = static_cast<int64_t>(ids->size());
   cpu::ThreadPool pool(a.threads);
-  std::unique_ptr<StateCache> state = model.new_state(1, n);
+  auto made = model.new_state(1, n);
+  if (!made.ok()) return fail(made.status());
+  std::unique_ptr<StateCache> state = std::move(made).value();
   std::vector<float> all, logits;
   if (a.mode == "batch") {
     Status s = model.forward(pool, *state, {{0, *ids, true}}, all);

@@ -18,12 +18,14 @@ struct GenerateArgs {
   int32_t top_k = 0;
   uint64_t seed = 0;
   int threads = 0, tensor = 0, pipeline = 1;
+  std::string backend = "cpu";
   std::vector<int64_t> layer_split;  // from --config
   ConfigFlags config;
 };
 
 int run_generate(const GenerateArgs& a) {
-  auto ranked = load_rank_model(a.model, a.tensor, a.pipeline, a.layer_split);
+  auto ranked = load_rank_model(a.model, a.tensor, a.pipeline, a.layer_split, {}, {},
+                                DeviceChoice{backend_device(a.backend), -1});
   if (!ranked.ok()) return fail(ranked.status());
   KimiLinearModel& model = *ranked->model;
   const bool root = ranked->is_root();

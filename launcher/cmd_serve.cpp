@@ -16,6 +16,7 @@ struct ServeArgs {
   std::string model, host, api_key_file, name;
   int port = -1;
   int threads = 0, tensor = 0, pipeline = 1;
+  std::string backend = "cpu";
   std::vector<int64_t> layer_split;
   std::string log_level = "info";
   ConfigFlags config;
@@ -28,11 +29,12 @@ int run_serve(const CLI::App& sub, ServeArgs& a) {
                 a.log_level + "'");
   }
   spdlog::set_level(level);
-  RunSettings r{a.model, a.tensor, a.pipeline, a.threads, {}};
+  RunSettings r{a.model, a.tensor, a.pipeline, a.threads, {}, a.backend};
   Topology t;
   const int code = resolve_config(sub, a.config, r, &t);
   if (code >= 0) return code;
   if (t.model.path.empty()) return fail("serve: give --model or --config");
+  if (Status s = device_available(backend_device(t.backend)); !s.ok()) return fail(s);
   if (!a.host.empty()) t.server.host = a.host;
   if (a.port >= 0) t.server.port = a.port;
   if (!a.api_key_file.empty()) {

@@ -9,6 +9,7 @@
 #include <CLI/CLI.hpp>
 
 #include "cluster/topology.h"
+#include "kernels/base/device.h"
 #include "kernels/base/status.h"
 
 namespace kiln::launcher {
@@ -38,6 +39,7 @@ struct RunSettings {
   std::string model;
   int tensor = 0, pipeline = 1, threads = 0;
   std::vector<int64_t> layer_split;  // layers per stage from the topology; empty = balanced
+  std::string backend = "cpu";       // cpu | cuda
 };
 // With --config/--set/--print-config: loads the topology (defaults without --config), applies
 // --set, then the flags of `sub` that were given (--model, --tensor, --pipeline, --threads),
@@ -61,13 +63,23 @@ void add_layout_options(CLI::App* sub, Args& a) {
   sub->add_option("--pipeline", a.pipeline, "Pipeline stages under mpirun")
       ->check(CLI::Range(1, 4096))
       ->capture_default_str();
+  sub->add_option("--backend", a.backend,
+                  "Where each rank computes: cpu, or cuda (one GPU per rank; needs a CUDA build)")
+      ->check(CLI::IsMember({"cpu", "cuda"}))
+      ->capture_default_str();
 }
 
-// resolve_config for a command whose args have model/tensor/pipeline/threads/config members;
+// The device a --backend / topology `backend` value names ("cpu" or "cuda").
+inline Device backend_device(const std::string& backend) {
+  return backend == "cuda" ? Device::kCuda : Device::kCpu;
+}
+
+// resolve_config for a command whose args have model/tensor/pipeline/threads/backend/config
+// members;
 // -1 = go on, else the exit code.
 template <typename Args>
 int merge_run_settings(const CLI::App& sub, Args& a, const char* command) {
-  RunSettings r{a.model, a.tensor, a.pipeline, a.threads, {}};
+  RunSettings r{a.model, a.tensor, a.pipeline, a.threads, {}, a.backend};
   const int code = resolve_config(sub, a.config, r);
   if (code >= 0) return code;
   if (r.model.empty()) return fail(std::string(command) + ": give --model or --config");
@@ -76,6 +88,8 @@ int merge_run_settings(const CLI::App& sub, Args& a, const char* command) {
   a.pipeline = r.pipeline;
   a.threads = r.threads;
   a.layer_split = r.layer_split;
+  a.backend = r.backend;
+  if (Status s = device_available(backend_device(a.backend)); !s.ok()) return fail(s);
   return -1;
 }
 

@@ -8,6 +8,13 @@
 
 #include "kernels/base/check.h"
 #include "kernels/cpu/norm.h"
+#ifdef KILN_HAVE_CUDA
+#include "shard/cuda_model.h"
+#else
+namespace kiln {
+class CudaModel {};  // never made in a build without CUDA
+}  // namespace kiln
+#endif
 
 namespace kiln {
 
@@ -25,8 +32,12 @@ ModelConfig shard_config_for(const ModelConfig& c, const RankPlan& p) {
 
 }  // namespace
 
+KimiLinearModel::KimiLinearModel() = default;
+KimiLinearModel::~KimiLinearModel() = default;
+
 StatusOr<std::unique_ptr<KimiLinearModel>> KimiLinearModel::load(const std::string& path,
                                                                  ParallelContext parallel) {
+  KILN_RETURN_IF_ERROR(device_available(parallel.device));
   std::unique_ptr<KimiLinearModel> m(new KimiLinearModel());
   KILN_ASSIGN_OR_RETURN(m->checkpoint_, Checkpoint::open(path));
   const ModelConfig& c = m->config();
@@ -63,16 +74,43 @@ StatusOr<std::unique_ptr<KimiLinearModel>> KimiLinearModel::load(const std::stri
     const bool mine = i >= m->plan_.layers.begin && i < m->plan_.layers.end;
     m->state_index_.push_back(!mine ? -1 : c.is_kda(i) ? n_kda++ : n_mla++);
   }
+#ifdef KILN_HAVE_CUDA
+  if (parallel.device == Device::kCuda) {
+    KILN_ASSIGN_OR_RETURN(m->cuda_, CudaModel::create(c, m->shard_config_, m->weights_, m->plan_,
+                                                      m->state_index_, group_vocab, parallel));
+    m->parallel_.gpu = &m->cuda_->context();
+    // The host copy is not read again by the forward; let the kernel drop its pages.
+    m->checkpoint_->release_pages();
+  }
+#endif
   return m;
 }
 
-std::unique_ptr<StateCache> KimiLinearModel::new_state(int64_t n_slots, int64_t max_context) const {
-  return StateCache::with_fixed_pages(shard_config_, n_slots, max_context, plan_.layers);
+Status KimiLinearModel::reserve(int64_t max_tokens) {
+#ifdef KILN_HAVE_CUDA
+  if (cuda_) return cuda_->reserve(max_tokens);
+#endif
+  (void)max_tokens;
+  return {};
 }
 
-std::unique_ptr<StateCache> KimiLinearModel::new_paged_state(int64_t n_slots, int64_t n_pages,
-                                                             int64_t page_tokens) const {
-  return std::make_unique<StateCache>(shard_config_, n_slots, n_pages, page_tokens, plan_.layers);
+int64_t KimiLinearModel::device_weight_bytes() const {
+#ifdef KILN_HAVE_CUDA
+  if (cuda_) return cuda_->weight_bytes();
+#endif
+  return 0;
+}
+
+StatusOr<std::unique_ptr<StateCache>> KimiLinearModel::new_state(int64_t n_slots,
+                                                                 int64_t max_context) const {
+  return StateCache::create_fixed(shard_config_, n_slots, max_context, plan_.layers, 64,
+                                  {parallel_.device, parallel_.gpu});
+}
+
+StatusOr<std::unique_ptr<StateCache>> KimiLinearModel::new_paged_state(
+    int64_t n_slots, int64_t n_pages, int64_t page_tokens) const {
+  return StateCache::create(shard_config_, n_slots, n_pages, page_tokens, plan_.layers,
+                            {parallel_.device, parallel_.gpu});
 }
 
 void KimiLinearModel::run_layers(BatchContext& b) {
@@ -134,6 +172,28 @@ Status KimiLinearModel::forward(cpu::ThreadPool& pool, StateCache& state,
   const int64_t T = static_cast<int64_t>(ids_.size());
   logits.clear();
   if (T == 0) return {};
+  if (state.storage().device != parallel_.device) {
+    return invalid_argument("the state cache is on {} but the model runs on {}",
+                            device_name(state.storage().device), device_name(parallel_.device));
+  }
+  // The batch rows whose logits are wanted, in output order.
+  out_rows_.clear();
+  size_t span_i = 0;
+  for (const SeqInput& s : seqs) {
+    if (s.tokens.empty()) continue;
+    const SeqSpan& sp = spans[span_i++];
+    for (int64_t r = s.all_logits ? sp.begin : sp.begin + sp.n - 1; r < sp.begin + sp.n; ++r) {
+      out_rows_.push_back(static_cast<int32_t>(r));
+    }
+  }
+#ifdef KILN_HAVE_CUDA
+  if (cuda_) {
+    cuda_->set_activation_hook(hook_ ? &hook_ : nullptr);
+    KILN_RETURN_IF_ERROR(cuda_->forward(state, spans, ids_, out_rows_, kda_chunk_, logits));
+    for (const SeqSpan& sp : spans) state.set_length(sp.slot, sp.pos0 + sp.n);
+    return {};
+  }
+#endif
   h_.resize(static_cast<size_t>(T * D));
   x_.resize(static_cast<size_t>(T * D));
   delta_.resize(static_cast<size_t>(T * D));
@@ -151,16 +211,9 @@ Status KimiLinearModel::forward(cpu::ThreadPool& pool, StateCache& state,
     pipeline_.send_hidden(h_.data(), T * D);
   } else {
     // Final norm only on the rows whose logits are wanted, gathered into x.
-    int64_t row = 0;
-    size_t span_i = 0;
-    for (const SeqInput& s : seqs) {
-      if (s.tokens.empty()) continue;
-      const SeqSpan& sp = spans[span_i++];
-      const int64_t first = s.all_logits ? sp.begin : sp.begin + sp.n - 1;
-      const int64_t count = s.all_logits ? sp.n : 1;
-      cpu::rms_norm(h_.data() + first * D, weights_.final_norm.data(), count, D, c.rms_norm_eps,
-                    x_.data() + row * D);
-      row += count;
+    for (size_t i = 0; i < out_rows_.size(); ++i) {
+      cpu::rms_norm(h_.data() + out_rows_[i] * D, weights_.final_norm.data(), 1, D,
+                    c.rms_norm_eps, x_.data() + static_cast<int64_t>(i) * D);
     }
     logits.resize(static_cast<size_t>(out_rows * vocab));
     lm_head_.forward(pool, x_.data(), out_rows, logits.data());

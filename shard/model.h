@@ -22,6 +22,8 @@
 
 namespace kiln {
 
+class CudaModel;
+
 // One sequence's tokens in a forward.
 struct SeqInput {
   int64_t slot = 0;
@@ -37,10 +39,16 @@ struct ParallelContext {
   Communicator* pp = nullptr;    // ranks with this tp_rank, one per stage (rank = stage); needed
                                  // when pipeline > 1
   LoadProgress progress;         // optional: bytes of this rank's share loaded so far
+  // Where the forward runs. kCuda: the weights are uploaded to `gpu`'s device (a context the
+  // caller owns, e.g. WorldContext's; null = the model makes its own on device 0), state caches
+  // live in device memory, and tp/pp may be device communicators (Communicator::device_memory).
+  Device device = Device::kCpu;
+  cuda::Context* gpu = nullptr;
 };
 
 class KimiLinearModel {
  public:
+  ~KimiLinearModel();
   // Opens the checkpoint at `path` (HF directory or GGUF) and maps this rank's share of the
   // weights (all of them on a single rank).
   static StatusOr<std::unique_ptr<KimiLinearModel>> load(const std::string& path,
@@ -52,12 +60,20 @@ class KimiLinearModel {
   // StateCache with it (new_state()).
   const ModelConfig& shard_config() const { return shard_config_; }
   const RankPlan& plan() const { return plan_; }
-  // A state cache for this rank's heads and its stage's layers.
-  // Each slot owns enough fixed pages for max_context tokens.
-  std::unique_ptr<StateCache> new_state(int64_t n_slots, int64_t max_context) const;
+  // A state cache for this rank's heads and its stage's layers, on the model's device.
+  // Each slot owns enough fixed pages for max_context tokens. An error only when the device
+  // cannot hold it (ResourceExhausted naming the bytes).
+  StatusOr<std::unique_ptr<StateCache>> new_state(int64_t n_slots, int64_t max_context) const;
   // A paged cache for the server: n_pages pages of page_tokens tokens, assigned by the caller.
-  std::unique_ptr<StateCache> new_paged_state(int64_t n_slots, int64_t n_pages,
-                                              int64_t page_tokens) const;
+  StatusOr<std::unique_ptr<StateCache>> new_paged_state(int64_t n_slots, int64_t n_pages,
+                                                        int64_t page_tokens) const;
+  Device device() const { return parallel_.device; }
+  // Sizes the device workspace for batches of up to max_tokens tokens (a GPU model allocates it
+  // here, once, so serving never allocates per step; a larger batch later grows it). A no-op on
+  // the CPU, whose workspace grows on demand.
+  Status reserve(int64_t max_tokens);
+  // Bytes of weights resident on the model's device (0 on the CPU: they are file mappings).
+  int64_t device_weight_bytes() const;
   const Checkpoint& checkpoint() const { return *checkpoint_; }
   const ModelWeights& weights() const { return weights_; }
 
@@ -76,7 +92,7 @@ class KimiLinearModel {
   void set_kda_chunk(int64_t chunk) { kda_chunk_ = chunk; }
 
  private:
-  KimiLinearModel() = default;
+  KimiLinearModel();
   void run_layers(BatchContext& b);
 
   std::unique_ptr<Checkpoint> checkpoint_;
@@ -91,8 +107,10 @@ class KimiLinearModel {
   Workspace ws_;
   std::vector<float> h_, x_, delta_;  // residual stream, normed input, block output: [T][D]
   std::vector<int32_t> ids_;
+  std::vector<int32_t> out_rows_;  // batch rows whose logits are returned
   ActivationHook hook_;
   int64_t kda_chunk_ = 16;
+  std::unique_ptr<CudaModel> cuda_;  // the forward on the GPU (Device::kCuda)
 };
 
 }  // namespace kiln

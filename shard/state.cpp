@@ -6,6 +6,9 @@
 #include <string>
 
 #include "kernels/base/check.h"
+#ifdef KILN_HAVE_CUDA
+#include "kernels/cuda/runtime.h"
+#endif
 
 namespace kiln {
 
@@ -26,26 +29,94 @@ int64_t StateSizes::mla_bytes_per_token() const { return n_mla_layers * latent_f
 
 StateCache::StateCache(const ModelConfig& config, int64_t n_slots, int64_t n_pages,
                        int64_t page_tokens, Range layers)
+    : StateCache(config, n_slots, n_pages, page_tokens, layers, StateStorage{}, nullptr) {}
+
+StateCache::StateCache(const ModelConfig& config, int64_t n_slots, int64_t n_pages,
+                       int64_t page_tokens, Range layers, StateStorage storage, Status* status)
     : sizes_(StateSizes::from_config(config, layers)),
+      storage_(storage),
       n_slots_(n_slots),
       n_pages_(n_pages),
       page_tokens_(page_tokens) {
   KILN_CHECK(n_slots > 0 && n_pages >= 0 && n_pages <= INT32_MAX && page_tokens > 0);
   conv_chunk_ = (config.kda_conv_kernel - 1) * config.kda_proj_dim();
-  kda_.assign(static_cast<size_t>(n_slots * sizes_.n_kda_layers *
-                                  (sizes_.conv_floats + sizes_.recurrent_floats)), 0.0f);
-  latent_.assign(static_cast<size_t>(n_pages * sizes_.n_mla_layers * page_tokens *
-                                     sizes_.latent_floats), 0.0f);
+  kda_floats_ = n_slots * sizes_.n_kda_layers * (sizes_.conv_floats + sizes_.recurrent_floats);
+  latent_floats_ = n_pages * sizes_.n_mla_layers * page_tokens * sizes_.latent_floats;
   tables_.resize(static_cast<size_t>(n_slots));
   lengths_.assign(static_cast<size_t>(n_slots), 0);
+  if (storage.device == Device::kCpu) {
+    host_.assign(static_cast<size_t>(kda_floats_ + latent_floats_), 0.0f);
+    kda_ = host_.data();
+    latent_ = host_.data() + kda_floats_;
+    return;
+  }
+#ifdef KILN_HAVE_CUDA
+  KILN_CHECK(storage.gpu != nullptr);
+  const int64_t bytes = (kda_floats_ + latent_floats_) * static_cast<int64_t>(sizeof(float));
+  auto buf = cuda::DeviceBuffer::allocate(
+      bytes, fmt::format("the state cache ({} sequences: KDA state, {} MLA pages of {} tokens)",
+                         n_slots, n_pages, page_tokens));
+  if (!buf.ok()) {
+    KILN_CHECK(status != nullptr);
+    *status = buf.status();
+    return;
+  }
+  auto owner = std::make_shared<cuda::DeviceBuffer>(std::move(buf).value());
+  kda_ = owner->as<float>();
+  latent_ = kda_ + kda_floats_;
+  device_ = owner;
+  zero(kda_, kda_floats_ + latent_floats_);
+#else
+  KILN_CHECK(status != nullptr);
+  *status = device_available(storage.device);
+#endif
+}
+
+StateCache::~StateCache() {
+#ifdef KILN_HAVE_CUDA
+  // Queued kernels may still use the memory.
+  if (device_ != nullptr) storage_.gpu->synchronize();
+#endif
+}
+
+void StateCache::zero(float* p, int64_t n) {
+  if (storage_.device == Device::kCpu) {
+    std::fill_n(p, n, 0.0f);
+    return;
+  }
+#ifdef KILN_HAVE_CUDA
+  storage_.gpu->bind();  // the calling thread (e.g. the server's engine) may not have it current
+  KILN_CUDA_CHECK(cudaMemsetAsync(p, 0, static_cast<size_t>(n) * sizeof(float),
+                                  storage_.gpu->stream()));
+#endif
+}
+
+StatusOr<std::unique_ptr<StateCache>> StateCache::create(const ModelConfig& config,
+                                                         int64_t n_slots, int64_t n_pages,
+                                                         int64_t page_tokens, Range layers,
+                                                         StateStorage storage) {
+  Status status;
+  std::unique_ptr<StateCache> s(
+      new StateCache(config, n_slots, n_pages, page_tokens, layers, storage, &status));
+  if (!status.ok()) return status;
+  return s;
 }
 
 std::unique_ptr<StateCache> StateCache::with_fixed_pages(const ModelConfig& config,
                                                          int64_t n_slots, int64_t max_context,
                                                          Range layers, int64_t page_tokens) {
+  return std::move(create_fixed(config, n_slots, max_context, layers, page_tokens, {})).value();
+}
+
+StatusOr<std::unique_ptr<StateCache>> StateCache::create_fixed(const ModelConfig& config,
+                                                               int64_t n_slots,
+                                                               int64_t max_context, Range layers,
+                                                               int64_t page_tokens,
+                                                               StateStorage storage) {
   KILN_CHECK(n_slots > 0 && max_context > 0 && page_tokens > 0);
   const int64_t per_slot = (max_context + page_tokens - 1) / page_tokens;
-  auto s = std::make_unique<StateCache>(config, n_slots, n_slots * per_slot, page_tokens, layers);
+  KILN_ASSIGN_OR_RETURN(auto s, create(config, n_slots, n_slots * per_slot, page_tokens, layers,
+                                       storage));
   std::vector<int32_t> pages(static_cast<size_t>(per_slot));
   for (int64_t slot = 0; slot < n_slots; ++slot) {
     for (int64_t i = 0; i < per_slot; ++i) pages[i] = static_cast<int32_t>(slot * per_slot + i);
@@ -56,25 +127,33 @@ std::unique_ptr<StateCache> StateCache::with_fixed_pages(const ModelConfig& conf
 }
 
 int64_t StateCache::bytes() const {
-  return static_cast<int64_t>((kda_.size() + latent_.size()) * sizeof(float));
+  return (kda_floats_ + latent_floats_) * static_cast<int64_t>(sizeof(float));
+}
+
+int64_t StateCache::kda_slot_floats() const {
+  return sizes_.n_kda_layers * (sizes_.conv_floats + sizes_.recurrent_floats);
+}
+
+int64_t StateCache::latent_page_floats() const {
+  return sizes_.n_mla_layers * page_tokens_ * sizes_.latent_floats;
 }
 
 float* StateCache::conv(int64_t slot, int64_t kda_index, int which) {
   KILN_CHECK(slot >= 0 && slot < n_slots_ && kda_index >= 0 && kda_index < sizes_.n_kda_layers);
   const int64_t per_layer = sizes_.conv_floats + sizes_.recurrent_floats;
-  return kda_.data() + (slot * sizes_.n_kda_layers + kda_index) * per_layer + which * conv_chunk_;
+  return kda_ + (slot * sizes_.n_kda_layers + kda_index) * per_layer + which * conv_chunk_;
 }
 
 float* StateCache::recurrent(int64_t slot, int64_t kda_index) {
   KILN_CHECK(slot >= 0 && slot < n_slots_ && kda_index >= 0 && kda_index < sizes_.n_kda_layers);
   const int64_t per_layer = sizes_.conv_floats + sizes_.recurrent_floats;
-  return kda_.data() + (slot * sizes_.n_kda_layers + kda_index) * per_layer + sizes_.conv_floats;
+  return kda_ + (slot * sizes_.n_kda_layers + kda_index) * per_layer + sizes_.conv_floats;
 }
 
 float* StateCache::latent_page(int32_t page, int64_t mla_index) {
   KILN_CHECK(page >= 0 && page < n_pages_ && mla_index >= 0 && mla_index < sizes_.n_mla_layers);
   const int64_t rows = page_tokens_ * sizes_.latent_floats;
-  return latent_.data() + (page * sizes_.n_mla_layers + mla_index) * rows;
+  return latent_ + (page * sizes_.n_mla_layers + mla_index) * rows;
 }
 
 const std::vector<int32_t>& StateCache::pages(int64_t slot) const {
@@ -99,7 +178,7 @@ int64_t StateCache::capacity(int64_t slot) const {
 void StateCache::reset(int64_t slot) {
   KILN_CHECK(slot >= 0 && slot < n_slots_);
   const int64_t per_slot = sizes_.n_kda_layers * (sizes_.conv_floats + sizes_.recurrent_floats);
-  std::fill_n(kda_.begin() + slot * per_slot, per_slot, 0.0f);
+  zero(kda_ + slot * per_slot, per_slot);
   lengths_[static_cast<size_t>(slot)] = 0;
   // clear() keeps the capacity, so reassigning pages does not allocate again.
   if (!fixed_pages_) tables_[static_cast<size_t>(slot)].clear();

@@ -7,10 +7,23 @@
 #include <memory>
 #include <vector>
 
+#include "kernels/base/device.h"
+#include "kernels/base/status.h"
 #include "shard/config.h"
 #include "shard/partition.h"
 
 namespace kiln {
+
+namespace cuda {
+class Context;
+}
+
+// Where a cache keeps its floats: host memory, or the device memory of a CUDA context (whose
+// stream orders the zeroing of reset slots before the next forward).
+struct StateStorage {
+  Device device = Device::kCpu;
+  cuda::Context* gpu = nullptr;  // with Device::kCuda
+};
 
 struct StateSizes {
   int64_t conv_floats = 0;       // per KDA layer: 3 × [taps−1][H*K] (q, k, v)
@@ -34,11 +47,25 @@ class StateCache {
   // Paged: n_pages pages of page_tokens tokens, no page assigned to any slot.
   StateCache(const ModelConfig& config, int64_t n_slots, int64_t n_pages, int64_t page_tokens,
              Range layers);
+  // The same in `storage` (device memory is allocated once, here): ResourceExhausted naming the
+  // bytes when the device cannot hold it.
+  static StatusOr<std::unique_ptr<StateCache>> create(const ModelConfig& config, int64_t n_slots,
+                                                      int64_t n_pages, int64_t page_tokens,
+                                                      Range layers, StateStorage storage = {});
   // Static: every slot owns ceil(max_context / page_tokens) pages from the start (for tools and
   // tests that run fixed sequences: eval, generate, bench).
   static std::unique_ptr<StateCache> with_fixed_pages(const ModelConfig& config, int64_t n_slots,
                                                       int64_t max_context, Range layers = {},
                                                       int64_t page_tokens = 64);
+  static StatusOr<std::unique_ptr<StateCache>> create_fixed(const ModelConfig& config,
+                                                            int64_t n_slots, int64_t max_context,
+                                                            Range layers, int64_t page_tokens,
+                                                            StateStorage storage);
+  ~StateCache();
+  StateCache(const StateCache&) = delete;
+  StateCache& operator=(const StateCache&) = delete;
+
+  const StateStorage& storage() const { return storage_; }
 
   int64_t n_slots() const { return n_slots_; }
   int64_t n_pages() const { return n_pages_; }
@@ -46,11 +73,16 @@ class StateCache {
   const StateSizes& sizes() const { return sizes_; }
   int64_t bytes() const;
 
+  // The pointers below are device pointers when the storage is on a device.
   // which: 0 = q, 1 = k, 2 = v. Returns [taps−1][H*K], oldest row first.
   float* conv(int64_t slot, int64_t kda_index, int which);
   float* recurrent(int64_t slot, int64_t kda_index);   // [H][K][V]
   // Rows [page_tokens][R+P] of one page for one MLA layer.
   float* latent_page(int32_t page, int64_t mla_index);
+  // Floats between the same KDA layer's state of consecutive slots, and between consecutive
+  // pages of the same MLA layer (batched device kernels address every slot from slot 0's).
+  int64_t kda_slot_floats() const;
+  int64_t latent_page_floats() const;
   // The slot's block table; positions [i·page_tokens, (i+1)·page_tokens) live in pages(slot)[i].
   const std::vector<int32_t>& pages(int64_t slot) const;
   // Appends pages to the slot's table (ids checked in range).
@@ -65,12 +97,20 @@ class StateCache {
   void reset(int64_t slot);
 
  private:
+  StateCache(const ModelConfig& config, int64_t n_slots, int64_t n_pages, int64_t page_tokens,
+             Range layers, StateStorage storage, Status* status);
+  void zero(float* p, int64_t n);
+
   StateSizes sizes_;
+  StateStorage storage_;
   int64_t n_slots_ = 0, n_pages_ = 0, page_tokens_ = 0;
   bool fixed_pages_ = false;
   int64_t conv_chunk_ = 0;   // taps−1 × H*K
-  std::vector<float> kda_;     // [slot][kda layer][conv q,k,v | recurrent]
-  std::vector<float> latent_;  // [page][mla layer][page_tokens][R+P]
+  int64_t kda_floats_ = 0, latent_floats_ = 0;
+  float* kda_ = nullptr;     // [slot][kda layer][conv q,k,v | recurrent]
+  float* latent_ = nullptr;  // [page][mla layer][page_tokens][R+P]
+  std::vector<float> host_;  // the storage on the CPU: kda_ then latent_
+  std::shared_ptr<void> device_;  // the device allocation (owner), when on a device
   std::vector<std::vector<int32_t>> tables_;
   std::vector<int64_t> lengths_;
 };

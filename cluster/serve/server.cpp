@@ -141,7 +141,9 @@ Status serve(const Topology& t, const ServeRuntime& runtime) {
     }
   };
   auto ranked = load_rank_model(t.model.path, runtime.tensor, t.parallel.pipeline,
-                                t.parallel.layer_split, start_gateway, on_progress);
+                                t.parallel.layer_split, start_gateway, on_progress,
+                                DeviceChoice{t.backend == "cuda" ? Device::kCuda : Device::kCpu,
+                                             -1});
   if (!ranked.ok()) return ranked.status();
   KimiLinearModel& model = *ranked->model;
   const World& w = ranked->world->world();
@@ -153,8 +155,11 @@ Status serve(const Topology& t, const ServeRuntime& runtime) {
   const int64_t page = t.cache.page_tokens;
   const int64_t cache_tokens = cache_tokens_per_rank(t, config);
   const int64_t n_pages = std::max<int64_t>(1, (cache_tokens + page - 1) / page);
-  std::unique_ptr<StateCache> cache =
-      model.new_paged_state(t.scheduler.max_sequences, n_pages, page);
+  // On a GPU these allocate device memory; a rank that cannot ends the job, named on rank 0.
+  auto made = model.new_paged_state(t.scheduler.max_sequences, n_pages, page);
+  Status allocated = made.ok() ? model.reserve(t.scheduler.max_batch_tokens) : made.status();
+  agree_or_abort(*ranked->world, allocated);
+  std::unique_ptr<StateCache> cache = std::move(made).value();
   cpu::ThreadPool pool(runtime.threads);
 
   if (w.rank != 0) {
@@ -203,6 +208,11 @@ Status serve(const Topology& t, const ServeRuntime& runtime) {
       n_pages, page, format_bytes(static_cast<double>(sizes.mla_bytes_per_token())),
       format_bytes(static_cast<double>(cache->bytes())), n_pages * page,
       static_cast<double>(n_pages * page) / static_cast<double>(context));
+  if (model.device() == Device::kCuda) {
+    spdlog::info("rank 0 runs on GPU {}: {} of weights, {} of cache on the device", w.gpu,
+                 format_bytes(static_cast<double>(model.device_weight_bytes())),
+                 format_bytes(static_cast<double>(cache->bytes())));
+  }
 
   {
     std::lock_guard lock(state.load_mu);

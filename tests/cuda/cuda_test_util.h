@@ -10,6 +10,7 @@
 
 #include <gtest/gtest.h>
 
+#include "kernels/cuda/ops.h"
 #include "kernels/cuda/runtime.h"
 #include "tests/kernels/kernel_test_util.h"
 
@@ -32,7 +33,7 @@ inline cuda::Context* gpu_context() {
 #define KILN_REQUIRE_GPU()                                                         \
   do {                                                                             \
     if (::kiln::test::gpu_context() == nullptr) {                                  \
-      GTEST_SKIP() << "no CUDA device is visible: " << ::kiln::cuda::check_device(0).message(); \
+      GTEST_SKIP() << ::kiln::cuda::check_device(0).message();                   \
     }                                                                              \
   } while (0)
 

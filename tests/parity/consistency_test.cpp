@@ -47,7 +47,7 @@ std::string tiny_model_dir(DType dtype) { return model_dir("tiny", dtype); }
 
 std::vector<float> batch_logits(KimiLinearModel& m, cpu::ThreadPool& pool,
                                 const std::vector<int32_t>& ids) {
-  auto state = m.new_state(1, static_cast<int64_t>(ids.size()));
+  auto state = m.new_state(1, static_cast<int64_t>(ids.size())).value();
   std::vector<float> logits;
   EXPECT_TRUE(m.forward(pool, *state, {{0, ids, true}}, logits).ok());
   return logits;
@@ -108,7 +108,7 @@ TEST_F(SplitTest, PrefillThenDecodeEqualsOnePrefill) {
   const std::vector<int32_t> ids = test_ids(n, vocab, 11);
   const std::vector<float> want = batch_logits(*model_, pool_, ids);
   for (int64_t s = 1; s <= n; s += (s < 20 ? 1 : 7)) {
-    auto state = model_->new_state(1, n);
+    auto state = model_->new_state(1, n).value();
     std::vector<float> got, logits;
     std::vector<int32_t> head(ids.begin(), ids.begin() + s);
     ASSERT_TRUE(model_->forward(pool_, *state, {{0, head, true}}, got).ok());
@@ -127,7 +127,7 @@ TEST_F(SplitTest, TwoChunkPrefillEqualsOnePrefill) {
   const std::vector<int32_t> ids = test_ids(n, vocab, 12);
   const std::vector<float> want = batch_logits(*model_, pool_, ids);
   for (int64_t s : {2, 15, 16, 17, 33, 64, 69}) {
-    auto state = model_->new_state(1, n);
+    auto state = model_->new_state(1, n).value();
     std::vector<float> a, b;
     const std::vector<int32_t> head(ids.begin(), ids.begin() + s), tail(ids.begin() + s, ids.end());
     ASSERT_TRUE(model_->forward(pool_, *state, {{0, head, true}}, a).ok());
@@ -144,7 +144,7 @@ TEST_F(SplitTest, BatchOfSequencesEqualsEachAlone) {
   const int64_t vocab = model_->config().vocab_size;
   const std::vector<int32_t> a = test_ids(23, vocab, 1), b = test_ids(1, vocab, 2);
   const std::vector<int32_t> c_prefix = test_ids(9, vocab, 3), c_rest = test_ids(5, vocab, 4);
-  auto state = model_->new_state(3, 64);
+  auto state = model_->new_state(3, 64).value();
   std::vector<float> logits;
   ASSERT_TRUE(model_->forward(pool_, *state, {{2, c_prefix, false}}, logits).ok());
   std::vector<float> batched;
@@ -177,7 +177,7 @@ TEST_F(SplitTest, RejectsBadTokensAndContextOverflow) {
 // A paged slot holds what its pages hold: a sequence that does not fit is refused before any
 // work (no slot of the batch advances), naming the slot, the tokens needed and those available.
 TEST_F(SplitTest, PagedSlotMustHavePagesForItsTokens) {
-  auto state = model_->new_paged_state(2, 4, 4);
+  auto state = model_->new_paged_state(2, 4, 4).value();
   std::vector<float> logits;
   Status s = model_->forward(pool_, *state, {{0, {1, 2}, false}}, logits);
   EXPECT_EQ(s.code(), StatusCode::kInvalidArgument);
@@ -210,7 +210,7 @@ TEST_F(SplitTest, ActivationHookTagsEveryLayer) {
   std::map<std::pair<int64_t, std::string>, std::pair<int64_t, int64_t>> seen;
   model_->set_activation_hook([&](int64_t layer, const char* name, const float*, int64_t rows,
                                   int64_t cols) { seen[{layer, name}] = {rows, cols}; });
-  auto state = model_->new_state(1, 8);
+  auto state = model_->new_state(1, 8).value();
   std::vector<float> logits;
   ASSERT_TRUE(model_->forward(pool_, *state, {{0, {1, 2, 3, 4, 5}, false}}, logits).ok());
   model_->set_activation_hook(nullptr);
@@ -278,7 +278,7 @@ TEST_P(BatchInvarianceTest, SequenceLogitsDoNotDependOnTheBatch) {
 
   std::vector<float> alone, logits;
   {
-    auto state = model.new_paged_state(3, 40, 4);
+    auto state = model.new_paged_state(3, 40, 4).value();
     state->append_pages(0, {0, 1, 2, 3, 4, 5, 6});
     ASSERT_TRUE(model.forward(one, *state, {{0, a, true}}, alone).ok());
     for (int32_t t : a_next) {
@@ -286,7 +286,7 @@ TEST_P(BatchInvarianceTest, SequenceLogitsDoNotDependOnTheBatch) {
       alone.insert(alone.end(), logits.begin(), logits.end());
     }
   }
-  auto state = model.new_paged_state(3, 40, 4);
+  auto state = model.new_paged_state(3, 40, 4).value();
   state->append_pages(A, {31, 2, 17, 9, 38, 5, 22});
   state->append_pages(B, {1, 0, 33, 12, 28});
   state->append_pages(C, {7, 3, 26, 14, 19});

@@ -26,7 +26,7 @@ class GoldenTest : public ::testing::Test {
 
   // Logits for ids, in one forward (batch) or one token per forward (seq).
   static std::vector<float> run(const std::vector<int32_t>& ids, bool batch) {
-    auto state = model_->new_state(1, static_cast<int64_t>(ids.size()) + 64);
+    auto state = model_->new_state(1, static_cast<int64_t>(ids.size()) + 64).value();
     std::vector<float> all, logits;
     if (batch) {
       EXPECT_TRUE(model_->forward(*pool_, *state, {{0, ids, true}}, all).ok());
@@ -72,7 +72,7 @@ TEST_F(GoldenTest, GreedyContinuationsMatch) {
     const std::vector<int32_t> prompt = testing::read_ids_line(txt, "tokens");
     const std::vector<int32_t> want = testing::read_ids_line(txt, "greedy");
     const int64_t vocab = model_->config().vocab_size;
-    auto state = model_->new_state(1, static_cast<int64_t>(prompt.size() + want.size()) + 1);
+    auto state = model_->new_state(1, static_cast<int64_t>(prompt.size() + want.size()) + 1).value();
     std::vector<float> logits;
     ASSERT_TRUE(model_->forward(*pool_, *state, {{0, prompt, false}}, logits).ok());
     std::vector<int32_t> got;

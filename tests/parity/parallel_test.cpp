@@ -56,7 +56,7 @@ std::vector<std::vector<float>> run(const std::string& path, int tensor, int pip
       auto model = KimiLinearModel::load(path, {*plan, tp[s][t].get(), pp[t][s].get(), {}});
       if (!model.ok()) return void(errors[rank] = model.status().to_string());
       cpu::ThreadPool pool(1);
-      auto state = (*model)->new_state(2, 64);
+      auto state = (*model)->new_state(2, 64).value();
       for (const Step& step : script((*model)->config().vocab_size)) {
         std::vector<float> logits;
         const Status st = (*model)->forward(pool, *state, step, logits);
@@ -152,7 +152,7 @@ TEST(ParallelGoldenTest, Tp2Pp2MatchesLlamaCpp) {
                                              pp[plan->tp_rank][plan->pp_stage].get(), {}});
       ASSERT_TRUE(m.ok()) << m.status().to_string();
       cpu::ThreadPool pool(1);
-      auto state = (*m)->new_state(1, 128);
+      auto state = (*m)->new_state(1, 128).value();
       std::vector<float> logits;
       ASSERT_TRUE((*m)->forward(pool, *state, {{0, tokens, true}}, logits).ok());
       if (rank == 0) got = logits;

@@ -50,7 +50,7 @@ TEST_P(ReferenceTest, MatchesHfTransformers) {
   ASSERT_EQ(want.size(), ids.size() * vocab);
 
   cpu::ThreadPool pool(2);
-  auto state = (*model)->new_state(1, static_cast<int64_t>(ids.size()));
+  auto state = (*model)->new_state(1, static_cast<int64_t>(ids.size())).value();
   std::vector<float> got;
   ASSERT_TRUE((*model)->forward(pool, *state, {{0, ids, true}}, got).ok());
   const testing::Comparison c = testing::compare_logits(got, want, vocab, 1e-4, 1e-3);

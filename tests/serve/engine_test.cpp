@@ -108,7 +108,7 @@ class EngineTest : public ::testing::Test {
                                         const Engine::Options& o) {
     cpu::ThreadPool pool(1);
     auto state = model_->new_paged_state(o.scheduler.max_sequences, o.scheduler.n_pages,
-                                         o.scheduler.page_tokens);
+                                         o.scheduler.page_tokens).value();
     Engine engine(*model_, pool, *state, nullptr, *tokenizer_, o, nullptr);
     for (auto& r : reqs) EXPECT_TRUE(engine.submit(r).ok());
     std::thread loop([&] { EXPECT_TRUE(engine.run().ok()); });
@@ -188,7 +188,7 @@ TEST_F(EngineTest, EchoLogprobsCoverThePrompt) {
 TEST_F(EngineTest, CancelFreesSlotsAndPages) {
   Engine::Options o = options(64, 16, 4);
   cpu::ThreadPool pool(1);
-  auto state = model_->new_paged_state(4, o.scheduler.n_pages, o.scheduler.page_tokens);
+  auto state = model_->new_paged_state(4, o.scheduler.n_pages, o.scheduler.page_tokens).value();
   Engine engine(*model_, pool, *state, nullptr, *tokenizer_, o, nullptr);
   std::thread loop([&] { EXPECT_TRUE(engine.run().ok()); });
   std::vector<std::shared_ptr<EngineRequest>> reqs;
@@ -229,7 +229,7 @@ TEST_F(EngineTest, QueueBoundAndImpossibleRequests) {
   Engine::Options o = options(64, 16, 2);
   o.scheduler.max_queue = 2;
   cpu::ThreadPool pool(1);
-  auto state = model_->new_paged_state(2, o.scheduler.n_pages, o.scheduler.page_tokens);
+  auto state = model_->new_paged_state(2, o.scheduler.n_pages, o.scheduler.page_tokens).value();
   Engine engine(*model_, pool, *state, nullptr, *tokenizer_, o, nullptr);
   EXPECT_TRUE(engine.submit(request(prompt(4, 1), 4)).ok());
   EXPECT_TRUE(engine.submit(request(prompt(4, 2), 4)).ok());
@@ -247,7 +247,7 @@ TEST_F(EngineTest, QueueBoundAndImpossibleRequests) {
 TEST_F(EngineTest, DrainDeadlineEndsRunningRequestsWithAnError) {
   Engine::Options o = options(64, 16, 2);
   cpu::ThreadPool pool(1);
-  auto state = model_->new_paged_state(2, o.scheduler.n_pages, o.scheduler.page_tokens);
+  auto state = model_->new_paged_state(2, o.scheduler.n_pages, o.scheduler.page_tokens).value();
   Engine engine(*model_, pool, *state, nullptr, *tokenizer_, o, nullptr);
   auto r = request(prompt(8, 1), 240);
   ASSERT_TRUE(engine.submit(r).ok());

@@ -1,0 +1,452 @@
+// The CUDA matrix products over stored-dtype weights (f32, f16, bf16, q8_0), fp32 accumulation:
+// matmul (a warp-per-row GEMV for up to kGemvMaxRows tokens, cuBLAS above it), the MoE grouped
+// expert matmul and the embedding lookup. Nothing here allocates: the cuBLAS operand conversions
+// (x rounded to 16 bits, q8_0 weights dequantised to bf16) go to the context's scratch.
+#include <algorithm>
+#include <cstdint>
+#include <limits>
+
+#include <cublas_v2.h>
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+
+#include "kernels/base/check.h"
+#include "kernels/cuda/ops.h"
+
+namespace kiln::cuda {
+namespace {
+
+constexpr int kWarp = 32;
+constexpr int kRowWarps = 4;  // warps per GEMV / grouped block; one weight row per warp
+constexpr int kRowThreads = kRowWarps * kWarp;
+constexpr int kGroupTile = 8;         // assignments sharing one pass over a weight row
+constexpr int64_t kChunkRows = 4096;  // q8_0 rows dequantised to bf16 per cuBLAS call
+constexpr int kEltThreads = 256;      // block size of the element-wise conversion kernels
+constexpr int64_t kMaxEltBlocks = 8192;
+constexpr int64_t kScratchAlign = 256;
+constexpr int kQ8BlockBytes = static_cast<int>(sizeof(BlockQ8_0));  // 34
+
+int64_t round_up(int64_t v, int64_t a) { return (v + a - 1) / a * a; }
+
+// ---- device helpers ---------------------------------------------------------------------------
+
+// Element c of a weight row in its stored dtype, as f32 (exact for every dtype: for q8_0, an f16
+// scale times an int8 has at most 19 significant bits).
+template <DType DT>
+__device__ __forceinline__ float load_weight(const unsigned char* row, int c) {
+  if constexpr (DT == DType::kF32) {
+    return __ldg(reinterpret_cast<const float*>(row) + c);
+  } else if constexpr (DT == DType::kF16) {
+    const unsigned short h = __ldg(reinterpret_cast<const unsigned short*>(row) + c);
+    return __half2float(__ushort_as_half(h));
+  } else if constexpr (DT == DType::kBF16) {
+    const unsigned short h = __ldg(reinterpret_cast<const unsigned short*>(row) + c);
+    return __bfloat162float(__ushort_as_bfloat16(h));
+  } else {
+    static_assert(DT == DType::kQ8_0, "unsupported weight dtype");
+    // Element c lies in block c/32, which starts 34·(c/32) bytes into the row: the f16 scale d
+    // (2-byte aligned, as rows are) then 32 int8 values, read bytewise.
+    const unsigned char* blk = row + (c / kQ8Block) * kQ8BlockBytes;
+    const unsigned short d = __ldg(reinterpret_cast<const unsigned short*>(blk));
+    const auto q = static_cast<signed char>(__ldg(blk + 2 + c % kQ8Block));
+    return __half2float(__ushort_as_half(d)) * static_cast<float>(q);
+  }
+}
+
+// One warp: acc[t] = Σ_{c<cols} w[c] · xr[t][c] for t < nt (acc[t] = 0 for t ≥ nt). Lane l reads
+// elements l, l + 32, … of the weight row, so the warp reads each weight byte once for all nt
+// token rows; after the butterfly reduction every lane holds the full sums. nt is uniform across
+// the warp, so the `t < nt` branches do not diverge; xr[t] is only read for t < nt.
+template <DType DT, int NT>
+__device__ __forceinline__ void warp_row_dot(const unsigned char* wrow, int cols,
+                                             const float* const (&xr)[NT], int nt,
+                                             float (&acc)[NT]) {
+  const int lane = static_cast<int>(threadIdx.x) % kWarp;
+#pragma unroll
+  for (int t = 0; t < NT; ++t) acc[t] = 0.0f;
+  for (int c = lane; c < cols; c += kWarp) {
+    const float wv = load_weight<DT>(wrow, c);
+#pragma unroll
+    for (int t = 0; t < NT; ++t) {
+      if (t < nt) acc[t] = fmaf(wv, __ldg(xr[t] + c), acc[t]);
+    }
+  }
+#pragma unroll
+  for (int t = 0; t < NT; ++t) {
+#pragma unroll
+    for (int o = kWarp / 2; o > 0; o /= 2) acc[t] += __shfl_xor_sync(0xffffffffu, acc[t], o);
+  }
+}
+
+// ---- kernels --------------------------------------------------------------------------------
+
+// GEMV, n ≤ NT tokens: grid.x = ceil(rows / kRowWarps), warp w of block b computes weight row
+// r = b·kRowWarps + w for all n tokens: y[t·y_stride + r] = Σ_c w[r][c] · x[t·x_stride + c].
+// A warp past the last row returns as a whole (no shuffles are left half-done).
+template <DType DT, int NT>
+__global__ void __launch_bounds__(kRowThreads)
+    gemv_kernel(const unsigned char* w, int64_t rows, int cols, int64_t row_stride, const float* x,
+                int64_t x_stride, int n, float* y, int64_t y_stride) {
+  const int64_t r = static_cast<int64_t>(blockIdx.x) * kRowWarps + threadIdx.x / kWarp;
+  if (r >= rows) return;
+  const int lane = static_cast<int>(threadIdx.x) % kWarp;
+  const float* xr[NT];
+#pragma unroll
+  for (int t = 0; t < NT; ++t) xr[t] = x + static_cast<int64_t>(min(t, n - 1)) * x_stride;
+  float acc[NT];
+  warp_row_dot<DT, NT>(w + r * row_stride, cols, xr, n, acc);
+  // After the butterfly every lane holds every sum; lane t stores token t's.
+#pragma unroll
+  for (int t = 0; t < NT; ++t) {
+    if (t < n && lane == t) y[static_cast<int64_t>(t) * y_stride + r] = acc[t];
+  }
+}
+
+// Grouped expert matmul: grid = (ceil(rows / kRowWarps), E). Block (bx, e), warp w handles
+// row r = bx·kRowWarps + w of expert e for every assignment of e, in tiles of up to kGroupTile
+// assignments (one pass over the weight row per tile; later passes hit L2):
+//   y[a·y_stride + r] = Σ_c W_e[r][c] · x[(a / x_row_div)·x_stride + c],  a ∈ order[offsets[e]..
+// offsets[e+1]). Blocks of experts with no assignments exit at once. No shared memory is used.
+template <DType DT>
+__global__ void __launch_bounds__(kRowThreads)
+    grouped_kernel(const unsigned char* w, int64_t expert_stride, int64_t rows, int cols,
+                   int64_t row_stride, const int32_t* offsets, const int32_t* order, const float* x,
+                   int64_t x_stride, int64_t x_row_div, float* y, int64_t y_stride) {
+  const int e = static_cast<int>(blockIdx.y);
+  const int64_t r = static_cast<int64_t>(blockIdx.x) * kRowWarps + threadIdx.x / kWarp;
+  if (r >= rows) return;
+  const int lane = static_cast<int>(threadIdx.x) % kWarp;
+  const int begin = __ldg(offsets + e);
+  const int end = __ldg(offsets + e + 1);
+  const unsigned char* wrow = w + e * expert_stride + r * row_stride;
+  for (int base = begin; base < end; base += kGroupTile) {
+    const int nt = min(kGroupTile, end - base);
+    int64_t a[kGroupTile];
+    const float* xr[kGroupTile];
+#pragma unroll
+    for (int j = 0; j < kGroupTile; ++j) {
+      // j ≥ nt re-reads the tile's last assignment, keeping every load inside order[begin, end).
+      a[j] = __ldg(order + base + min(j, nt - 1));
+      xr[j] = x + (a[j] / x_row_div) * x_stride;
+    }
+    float acc[kGroupTile];
+    warp_row_dot<DT, kGroupTile>(wrow, cols, xr, nt, acc);
+#pragma unroll
+    for (int j = 0; j < kGroupTile; ++j) {
+      if (j < nt && lane == j) y[a[j] * y_stride + r] = acc[j];
+    }
+  }
+}
+
+// Embedding: block t writes out[t·cols + c] for c < cols: the table row (ids[t] − vocab_begin)
+// converted to f32 when ids[t] ∈ [vocab_begin, vocab_end), zeros otherwise.
+template <DType DT>
+__global__ void embedding_kernel(const unsigned char* table, int cols, int64_t row_stride,
+                                 const int32_t* ids, int64_t vocab_begin, int64_t vocab_end,
+                                 float* out) {
+  const int64_t t = blockIdx.x;
+  const int64_t id = __ldg(ids + t);
+  const bool in_shard = id >= vocab_begin && id < vocab_end;
+  const unsigned char* row = table + (in_shard ? (id - vocab_begin) * row_stride : 0);
+  float* o = out + t * cols;
+  for (int c = static_cast<int>(threadIdx.x); c < cols; c += static_cast<int>(blockDim.x)) {
+    o[c] = in_shard ? load_weight<DT>(row, c) : 0.0f;
+  }
+}
+
+__device__ __forceinline__ void store_rounded(__half* p, float v) { *p = __float2half_rn(v); }
+__device__ __forceinline__ void store_rounded(__nv_bfloat16* p, float v) {
+  *p = __float2bfloat16_rn(v);
+}
+
+// x rounded to T, packed: dst[t·cols + c] = T(x[t·x_stride + c]) for t < n, c < cols
+// (grid-stride loop over the n·cols outputs).
+template <class T>
+__global__ void convert_x_kernel(const float* x, int64_t x_stride, int64_t n, int64_t cols,
+                                 T* dst) {
+  const int64_t total = n * cols;
+  const int64_t step = static_cast<int64_t>(gridDim.x) * blockDim.x;
+  for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < total;
+       i += step) {
+    const int64_t t = i / cols, c = i - t * cols;
+    store_rounded(dst + i, x[t * x_stride + c]);
+  }
+}
+
+// q8_0 rows to bf16, packed: dst[i·cols + c] = bf16(w[i][c]) for i < n_rows (w: the first row
+// of the chunk, rows row_stride bytes apart; grid-stride loop over the n_rows·cols outputs).
+__global__ void dequant_q8_bf16_kernel(const unsigned char* w, int64_t row_stride, int64_t n_rows,
+                                       int64_t cols, __nv_bfloat16* dst) {
+  const int64_t total = n_rows * cols;
+  const int64_t step = static_cast<int64_t>(gridDim.x) * blockDim.x;
+  for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < total;
+       i += step) {
+    const int64_t r = i / cols, c = i - r * cols;
+    dst[i] =
+        __float2bfloat16_rn(load_weight<DType::kQ8_0>(w + r * row_stride, static_cast<int>(c)));
+  }
+}
+
+// ---- host helpers -----------------------------------------------------------------------------
+
+// Alignment in bytes that the kernels' loads need of the data pointer and the row stride.
+int64_t load_align(DType t) { return t == DType::kF32 ? 4 : 2; }
+
+// Shape and layout checks shared by every entry point (KILN_CHECK: a bad matrix is a bug).
+void check_matrix(const DeviceMatrix& w) {
+  bool supported = false;
+  switch (w.dtype) {
+    case DType::kF32:
+    case DType::kF16:
+    case DType::kBF16:
+    case DType::kQ8_0:
+      supported = true;
+      break;
+    case DType::kQ4_K:
+    case DType::kQ6_K:
+      supported = false;
+      break;
+  }
+  KILN_CHECK_MSG(supported, "CUDA matmul: k-quant weights must be widened to bf16 at upload");
+  KILN_CHECK(w.rows >= 0 && w.cols >= 0);
+  KILN_CHECK(w.cols <= std::numeric_limits<int>::max());
+  KILN_CHECK(w.cols % dtype_block_elems(w.dtype) == 0);
+  KILN_CHECK(w.row_stride >= dtype_row_bytes(w.dtype, w.cols));
+  KILN_CHECK(w.row_stride % load_align(w.dtype) == 0);
+  KILN_CHECK(reinterpret_cast<uintptr_t>(w.data) % static_cast<uintptr_t>(load_align(w.dtype)) ==
+             0);
+  KILN_CHECK(w.rows == 0 || w.data != nullptr);
+}
+
+int elt_blocks(int64_t total) {
+  return static_cast<int>(
+      std::clamp<int64_t>((total + kEltThreads - 1) / kEltThreads, 1, kMaxEltBlocks));
+}
+
+template <DType DT, int NT>
+void launch_gemv(Context& ctx, const DeviceMatrix& w, const float* x, int64_t x_stride, int n,
+                 float* y, int64_t y_stride) {
+  const int64_t blocks = (w.rows + kRowWarps - 1) / kRowWarps;
+  KILN_CHECK(blocks <= std::numeric_limits<int>::max());
+  gemv_kernel<DT, NT><<<static_cast<unsigned>(blocks), kRowThreads, 0, ctx.stream()>>>(
+      static_cast<const unsigned char*>(w.data), w.rows, static_cast<int>(w.cols), w.row_stride, x,
+      x_stride, n, y, y_stride);
+  KILN_CUDA_LAUNCH_CHECK();
+}
+
+// The GEMV instantiation with the fewest accumulators that holds n ≤ 16 tokens.
+template <DType DT>
+void gemv_tokens(Context& ctx, const DeviceMatrix& w, const float* x, int64_t x_stride, int n,
+                 float* y, int64_t y_stride) {
+  if (n <= 1) return launch_gemv<DT, 1>(ctx, w, x, x_stride, n, y, y_stride);
+  if (n <= 2) return launch_gemv<DT, 2>(ctx, w, x, x_stride, n, y, y_stride);
+  if (n <= 4) return launch_gemv<DT, 4>(ctx, w, x, x_stride, n, y, y_stride);
+  if (n <= 8) return launch_gemv<DT, 8>(ctx, w, x, x_stride, n, y, y_stride);
+  return launch_gemv<DT, 16>(ctx, w, x, x_stride, n, y, y_stride);
+}
+
+void gemv(Context& ctx, const DeviceMatrix& w, const float* x, int64_t x_stride, int n, float* y,
+          int64_t y_stride) {
+  static_assert(kGemvMaxRows <= 16, "gemv_tokens instantiates up to 16 accumulators");
+  switch (w.dtype) {
+    case DType::kF32:
+      return gemv_tokens<DType::kF32>(ctx, w, x, x_stride, n, y, y_stride);
+    case DType::kF16:
+      return gemv_tokens<DType::kF16>(ctx, w, x, x_stride, n, y, y_stride);
+    case DType::kBF16:
+      return gemv_tokens<DType::kBF16>(ctx, w, x, x_stride, n, y, y_stride);
+    case DType::kQ8_0:
+      return gemv_tokens<DType::kQ8_0>(ctx, w, x, x_stride, n, y, y_stride);
+    case DType::kQ4_K:
+    case DType::kQ6_K:
+      break;
+  }
+  KILN_CHECK_MSG(false, "CUDA matmul: unsupported weight dtype");
+}
+
+// Bytes of x rounded to 16 bits, packed [n][cols], rounded up to the scratch alignment.
+int64_t x16_bytes(const DeviceMatrix& w, int64_t n) {
+  return round_up(n * w.cols * 2, kScratchAlign);
+}
+
+// Column-major view of the row-major product (cuBLAS is column-major): W [rows][cols] with
+// row_stride bytes is A = cols×rows with lda = row_stride / elem; x [n][cols] is B = cols×n with
+// ldb = its row stride; y [n][rows] is C = rows×n with ldc = y_stride. Then y^T = W·x^T reads
+// C(rows×n) = op_T(A) · B, k = cols. fp32 accumulation; alpha = 1, beta = 0 (C is overwritten).
+void gemm_ex(Context& ctx, const void* a, cudaDataType a_type, int64_t lda, const void* b,
+             cudaDataType b_type, int64_t ldb, int64_t m, int64_t n, int64_t k, float* c,
+             int64_t ldc) {
+  constexpr int64_t kMax = std::numeric_limits<int>::max();
+  KILN_CHECK(m <= kMax && n <= kMax && k <= kMax && lda <= kMax && ldb <= kMax && ldc <= kMax);
+  const float alpha = 1.0f, beta = 0.0f;
+  KILN_CUBLAS_CHECK(cublasGemmEx(static_cast<cublasHandle_t>(ctx.cublas()), CUBLAS_OP_T,
+                                 CUBLAS_OP_N, static_cast<int>(m), static_cast<int>(n),
+                                 static_cast<int>(k), &alpha, a, a_type, static_cast<int>(lda), b,
+                                 b_type, static_cast<int>(ldb), &beta, c, CUDA_R_32F,
+                                 static_cast<int>(ldc), CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+}
+
+template <class T>
+void convert_x(Context& ctx, const float* x, int64_t x_stride, int64_t n, int64_t cols, T* dst) {
+  convert_x_kernel<T>
+      <<<elt_blocks(n * cols), kEltThreads, 0, ctx.stream()>>>(x, x_stride, n, cols, dst);
+  KILN_CUDA_LAUNCH_CHECK();
+}
+
+// n > kGemvMaxRows: cuBLAS (see gemm_ex for the layout mapping).
+void gemm_cublas(Context& ctx, const DeviceMatrix& w, const float* x, int64_t x_stride, int64_t n,
+                 float* y, int64_t y_stride) {
+  const auto* wb = static_cast<const unsigned char*>(w.data);
+  switch (w.dtype) {
+    case DType::kF32:
+      // SGEMM through GemmEx with CUBLAS_COMPUTE_32F: full fp32 (no TF32), x read in place.
+      return gemm_ex(ctx, w.data, CUDA_R_32F, w.row_stride / 4, x, CUDA_R_32F, x_stride, w.rows, n,
+                     w.cols, y, y_stride);
+    case DType::kF16: {
+      auto* xh = static_cast<__half*>(ctx.scratch(matmul_scratch_bytes(w, n)));
+      convert_x(ctx, x, x_stride, n, w.cols, xh);
+      return gemm_ex(ctx, w.data, CUDA_R_16F, w.row_stride / 2, xh, CUDA_R_16F, w.cols, w.rows, n,
+                     w.cols, y, y_stride);
+    }
+    case DType::kBF16: {
+      auto* xb = static_cast<__nv_bfloat16*>(ctx.scratch(matmul_scratch_bytes(w, n)));
+      convert_x(ctx, x, x_stride, n, w.cols, xb);
+      return gemm_ex(ctx, w.data, CUDA_R_16BF, w.row_stride / 2, xb, CUDA_R_16BF, w.cols, w.rows, n,
+                     w.cols, y, y_stride);
+    }
+    case DType::kQ8_0: {
+      // Scratch: [x as bf16, packed [n][cols]] [one chunk of ≤ kChunkRows weight rows as bf16,
+      // packed [chunk][cols]]. Chunks run in stream order, so reusing the buffer is safe.
+      auto* base = static_cast<unsigned char*>(ctx.scratch(matmul_scratch_bytes(w, n)));
+      auto* xb = reinterpret_cast<__nv_bfloat16*>(base);
+      auto* wchunk = reinterpret_cast<__nv_bfloat16*>(base + x16_bytes(w, n));
+      convert_x(ctx, x, x_stride, n, w.cols, xb);
+      for (int64_t r0 = 0; r0 < w.rows; r0 += kChunkRows) {
+        const int64_t m = std::min(kChunkRows, w.rows - r0);
+        dequant_q8_bf16_kernel<<<elt_blocks(m * w.cols), kEltThreads, 0, ctx.stream()>>>(
+            wb + r0 * w.row_stride, w.row_stride, m, w.cols, wchunk);
+        KILN_CUDA_LAUNCH_CHECK();
+        gemm_ex(ctx, wchunk, CUDA_R_16BF, w.cols, xb, CUDA_R_16BF, w.cols, m, n, w.cols, y + r0,
+                y_stride);
+      }
+      return;
+    }
+    case DType::kQ4_K:
+    case DType::kQ6_K:
+      break;
+  }
+  KILN_CHECK_MSG(false, "CUDA matmul: unsupported weight dtype");
+}
+
+template <DType DT>
+void launch_grouped(Context& ctx, const DeviceMatrix& w, int64_t expert_stride, int64_t E,
+                    const int32_t* offsets, const int32_t* order, const float* x, int64_t x_stride,
+                    int64_t x_row_div, float* y, int64_t y_stride) {
+  const dim3 grid(static_cast<unsigned>((w.rows + kRowWarps - 1) / kRowWarps),
+                  static_cast<unsigned>(E));
+  grouped_kernel<DT><<<grid, kRowThreads, 0, ctx.stream()>>>(
+      static_cast<const unsigned char*>(w.data), expert_stride, w.rows, static_cast<int>(w.cols),
+      w.row_stride, offsets, order, x, x_stride, x_row_div, y, y_stride);
+  KILN_CUDA_LAUNCH_CHECK();
+}
+
+template <DType DT>
+void launch_embedding(Context& ctx, const DeviceMatrix& table, const int32_t* ids, int64_t n,
+                      int64_t vocab_begin, int64_t vocab_end, float* out) {
+  embedding_kernel<DT><<<static_cast<unsigned>(n), kEltThreads, 0, ctx.stream()>>>(
+      static_cast<const unsigned char*>(table.data), static_cast<int>(table.cols), table.row_stride,
+      ids, vocab_begin, vocab_end, out);
+  KILN_CUDA_LAUNCH_CHECK();
+}
+
+}  // namespace
+
+// ---- entry points -----------------------------------------------------------------------------
+
+int64_t matmul_scratch_bytes(const DeviceMatrix& w, int64_t n) {
+  if (n <= kGemvMaxRows) return 0;
+  switch (w.dtype) {
+    case DType::kF32:
+      return 0;
+    case DType::kF16:
+    case DType::kBF16:
+      return x16_bytes(w, n);
+    case DType::kQ8_0:
+      return x16_bytes(w, n) + round_up(std::min(w.rows, kChunkRows) * w.cols * 2, kScratchAlign);
+    case DType::kQ4_K:
+    case DType::kQ6_K:
+      break;
+  }
+  KILN_CHECK_MSG(false, "CUDA matmul: unsupported weight dtype");
+  return 0;
+}
+
+void matmul(Context& ctx, const DeviceMatrix& w, const float* x, int64_t x_stride, int64_t n,
+            float* y, int64_t y_stride) {
+  check_matrix(w);
+  KILN_CHECK(n >= 0);
+  KILN_CHECK(n <= 1 || (x_stride >= w.cols && y_stride >= w.rows));
+  if (n == 0 || w.rows == 0) return;
+  KILN_CHECK(x != nullptr && y != nullptr);
+  if (n <= kGemvMaxRows) return gemv(ctx, w, x, x_stride, static_cast<int>(n), y, y_stride);
+  return gemm_cublas(ctx, w, x, x_stride, n, y, y_stride);
+}
+
+void grouped_matmul(Context& ctx, const DeviceMatrix& w, int64_t expert_stride, int64_t E,
+                    const int32_t* offsets, const int32_t* order, int64_t n_assign, const float* x,
+                    int64_t x_stride, int64_t x_row_div, float* y, int64_t y_stride) {
+  check_matrix(w);
+  KILN_CHECK(E >= 1 && E <= 65535);  // grid.y
+  KILN_CHECK(n_assign >= 0 && n_assign <= std::numeric_limits<int32_t>::max());
+  KILN_CHECK(x_row_div >= 1);
+  KILN_CHECK(y_stride >= w.rows && x_stride >= w.cols);
+  KILN_CHECK(expert_stride >= w.rows * w.row_stride || E == 1);
+  KILN_CHECK(expert_stride % load_align(w.dtype) == 0);
+  KILN_CHECK((w.rows + kRowWarps - 1) / kRowWarps <= std::numeric_limits<int>::max());
+  if (n_assign == 0 || w.rows == 0) return;
+  KILN_CHECK(offsets != nullptr && order != nullptr && x != nullptr && y != nullptr);
+  switch (w.dtype) {
+    case DType::kF32:
+      return launch_grouped<DType::kF32>(ctx, w, expert_stride, E, offsets, order, x, x_stride,
+                                         x_row_div, y, y_stride);
+    case DType::kF16:
+      return launch_grouped<DType::kF16>(ctx, w, expert_stride, E, offsets, order, x, x_stride,
+                                         x_row_div, y, y_stride);
+    case DType::kBF16:
+      return launch_grouped<DType::kBF16>(ctx, w, expert_stride, E, offsets, order, x, x_stride,
+                                          x_row_div, y, y_stride);
+    case DType::kQ8_0:
+      return launch_grouped<DType::kQ8_0>(ctx, w, expert_stride, E, offsets, order, x, x_stride,
+                                          x_row_div, y, y_stride);
+    case DType::kQ4_K:
+    case DType::kQ6_K:
+      break;
+  }
+  KILN_CHECK_MSG(false, "CUDA grouped_matmul: unsupported weight dtype");
+}
+
+void embedding_lookup(Context& ctx, const DeviceMatrix& table, const int32_t* ids, int64_t n,
+                      int64_t vocab_begin, int64_t vocab_end, float* out) {
+  check_matrix(table);
+  KILN_CHECK(n >= 0 && n <= std::numeric_limits<int>::max());
+  KILN_CHECK(vocab_begin >= 0 && vocab_begin <= vocab_end);
+  KILN_CHECK(vocab_end - vocab_begin <= table.rows);
+  if (n == 0) return;
+  KILN_CHECK(ids != nullptr && out != nullptr);
+  switch (table.dtype) {
+    case DType::kF32:
+      return launch_embedding<DType::kF32>(ctx, table, ids, n, vocab_begin, vocab_end, out);
+    case DType::kF16:
+      return launch_embedding<DType::kF16>(ctx, table, ids, n, vocab_begin, vocab_end, out);
+    case DType::kBF16:
+      return launch_embedding<DType::kBF16>(ctx, table, ids, n, vocab_begin, vocab_end, out);
+    case DType::kQ8_0:
+      return launch_embedding<DType::kQ8_0>(ctx, table, ids, n, vocab_begin, vocab_end, out);
+    case DType::kQ4_K:
+    case DType::kQ6_K:
+      break;
+  }
+  KILN_CHECK_MSG(false, "CUDA embedding_lookup: unsupported table dtype");
+}
+
+}  // namespace kiln::cuda
