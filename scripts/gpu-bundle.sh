@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Builds kiln with CUDA on this (build) machine, which needs no GPU, and packs into .gpu-bundle/
 # what a GPU machine without kiln's build dependencies needs to run scripts/gpu-check.sh: the
-# binaries (kiln, kiln_cuda_tests, kiln_cuda_bench, kiln_mpi_gpu_test when built), the shared
+# binaries (kiln, kiln_cuda_tests, kiln_cuda_bench, kiln_mpi_gpu_tests when built), the shared
 # libraries they load that are neither glibc nor part of the NVIDIA driver or CUDA toolkit, and
 # Open MPI's runtime (mpirun, orted, components, help files) for the multi-rank check.
 # Copy or carry .gpu-bundle/ to the GPU machine with the source tree (it is git-ignored).
@@ -12,8 +12,8 @@ archs=${KILN_CUDA_ARCHS:-80;90}
 cmake -S . -B build-gpu -G Ninja -DCMAKE_BUILD_TYPE=Release -DKILN_WITH_CUDA=ON \
   -DKILN_BUILD_TESTS=ON -DKILN_WERROR=ON "-DCMAKE_CUDA_ARCHITECTURES=$archs" >/dev/null
 targets=(kiln kiln_cuda_tests kiln_cuda_bench)
-if ninja -C build-gpu -t targets all 2>/dev/null | grep -q '^kiln_mpi_gpu_test:'; then
-  targets+=(kiln_mpi_gpu_test)
+if ninja -C build-gpu -t targets all 2>/dev/null | grep -q '^kiln_mpi_gpu_tests:'; then
+  targets+=(kiln_mpi_gpu_tests)
 fi
 cmake --build build-gpu -j "$(nproc)" --target "${targets[@]}"
 

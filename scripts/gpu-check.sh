@@ -84,7 +84,7 @@ if cmake -S . -B build-gpu -G Ninja -DCMAKE_BUILD_TYPE=Release -DKILN_WITH_CUDA=
     mode=build
     bin=$work/bin
     mkdir -p "$bin"
-    for t in kiln kiln_cuda_tests kiln_cuda_bench kiln_mpi_gpu_test; do
+    for t in kiln kiln_cuda_tests kiln_cuda_bench kiln_mpi_gpu_tests; do
       f=$(find build-gpu -type f -name "$t" -perm -u+x | head -n 1)
       [[ -n "$f" ]] && ln -s "$PWD/$f" "$bin/$t"
     done
@@ -105,6 +105,7 @@ else
   exit 1
 fi
 export LD_LIBRARY_PATH="$libpath${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+export KILN_TEST_DATA_DIR=$PWD/tests/data  # the tests' data, wherever this tree lies
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
 export OMPI_MCA_btl=self,vader OMPI_MCA_pml=ob1 OMPI_MCA_btl_vader_single_copy_mechanism=none
 say ""
@@ -125,8 +126,8 @@ fi
 say '```'
 grep -hE '^\[(gpu parity|gpu vs cpu|cuda)' "$log" | tee -a "$report" >/dev/null
 say '```'
-if [[ -x "$bin/kiln_mpi_gpu_test" && $mode == bundle ]]; then
-  step "mpirun -np 2 kiln_mpi_gpu_test" 120 mpirun --oversubscribe -np 2 "$bin/kiln_mpi_gpu_test"
+if [[ -x "$bin/kiln_mpi_gpu_tests" && $mode == bundle ]]; then
+  step "mpirun -np 2 kiln_mpi_gpu_tests" 120 mpirun --oversubscribe -np 2 "$bin/kiln_mpi_gpu_tests"
 fi
 
 # 3. Two ranks on the one GPU (TP 2 through MPI with host staging) == one rank.

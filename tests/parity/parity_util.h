@@ -7,6 +7,7 @@
 
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <cstdint>
 #include <filesystem>
@@ -21,7 +22,12 @@
 
 namespace kiln::testing {
 
-inline std::string data_path(const std::string& rel) { return std::string(KILN_TEST_DATA_DIR) + "/" + rel; }
+// tests/data, as configured at build time, or $KILN_TEST_DATA_DIR when set (binaries run from a
+// copy of the tree at another path, e.g. scripts/gpu-check.sh with a prebuilt bundle).
+inline std::string data_path(const std::string& rel) {
+  const char* dir = std::getenv("KILN_TEST_DATA_DIR");
+  return std::string(dir != nullptr && *dir != '\0' ? dir : KILN_TEST_DATA_DIR) + "/" + rel;
+}
 
 inline std::vector<float> read_f32(const std::string& path) {
   std::ifstream f(path, std::ios::binary);
