@@ -29,12 +29,18 @@ struct CudaWork {
 
   int64_t input_capacity = 0;  // int32 words
   cuda::DeviceBuffer inputs;
-  cuda::PinnedBuffer staging;
-  cudaEvent_t inputs_copied = nullptr;  // the staging may be rewritten once this has passed
+  // Two pinned staging buffers used in turn; each may be rewritten once its event has passed
+  // (the copy of the forward before last), so a forward never waits on the one before it.
+  cuda::PinnedBuffer staging[2];
+  cudaEvent_t inputs_copied[2] = {nullptr, nullptr};
+  int turn = 0;
+  std::vector<int32_t> table_sizes;  // per span, pages its attention reads (reused)
   cuda::PinnedBuffer host;              // [max_tokens][D] floats
 
   ~CudaWork() {
-    if (inputs_copied != nullptr) cudaEventDestroy(inputs_copied);
+    for (cudaEvent_t e : inputs_copied) {
+      if (e != nullptr) cudaEventDestroy(e);
+    }
   }
 };
 
@@ -79,7 +85,9 @@ StatusOr<std::unique_ptr<CudaModel>> CudaModel::create(const ModelConfig& config
   m->ctx_->bind();
   KILN_ASSIGN_OR_RETURN(m->w_, CudaWeights::upload(shard_config, weights));
   m->work_ = std::make_unique<CudaWork>();
-  KILN_CUDA_CHECK(cudaEventCreateWithFlags(&m->work_->inputs_copied, cudaEventDisableTiming));
+  for (cudaEvent_t& e : m->work_->inputs_copied) {
+    KILN_CUDA_CHECK(cudaEventCreateWithFlags(&e, cudaEventDisableTiming));
+  }
   KILN_RETURN_IF_ERROR(m->reserve(256));
   return m;
 }
@@ -146,7 +154,8 @@ Status CudaModel::stage_inputs(StateCache& state, const std::vector<SeqSpan>& sp
                                const std::vector<int32_t>& out_rows, Batch& b) {
   CudaWork& w = *work_;
   const int64_t pt = state.page_tokens();
-  std::vector<int32_t> table_sizes;
+  std::vector<int32_t>& table_sizes = w.table_sizes;
+  table_sizes.clear();
   int64_t table_words = 0;
   for (const SeqSpan& s : spans) {
     const int64_t need = (s.pos0 + s.n + pt - 1) / pt;
@@ -164,13 +173,17 @@ Status CudaModel::stage_inputs(StateCache& state, const std::vector<SeqSpan>& sp
     ctx_->synchronize();
     const int64_t cap = std::max<int64_t>(words, 2 * w.input_capacity);
     w.inputs = cuda::DeviceBuffer();
-    w.staging = cuda::PinnedBuffer();
+    w.staging[0] = cuda::PinnedBuffer();
+    w.staging[1] = cuda::PinnedBuffer();
     KILN_ASSIGN_OR_RETURN(w.inputs, cuda::DeviceBuffer::allocate(cap * 4, "forward inputs"));
-    KILN_ASSIGN_OR_RETURN(w.staging, cuda::PinnedBuffer::allocate(cap * 4, "forward inputs"));
+    for (cuda::PinnedBuffer& p : w.staging) {
+      KILN_ASSIGN_OR_RETURN(p, cuda::PinnedBuffer::allocate(cap * 4, "forward inputs"));
+    }
     w.input_capacity = cap;
   }
-  KILN_CUDA_CHECK(cudaEventSynchronize(w.inputs_copied));  // the last copy has read the staging
-  int32_t* host = w.staging.as<int32_t>();
+  w.turn ^= 1;
+  KILN_CUDA_CHECK(cudaEventSynchronize(w.inputs_copied[w.turn]));  // its last copy has read it
+  int32_t* host = w.staging[w.turn].as<int32_t>();
   int32_t* dev = w.inputs.as<int32_t>();
   int64_t at = 0;
   auto take = [&](int64_t n) {
@@ -202,7 +215,7 @@ Status CudaModel::stage_inputs(StateCache& state, const std::vector<SeqSpan>& sp
   std::copy(out_rows.begin(), out_rows.end(), host + out_at);
   KILN_CUDA_CHECK(cudaMemcpyAsync(dev, host, static_cast<size_t>(words) * 4,
                                   cudaMemcpyHostToDevice, ctx_->stream()));
-  KILN_CUDA_CHECK(cudaEventRecord(w.inputs_copied, ctx_->stream()));
+  KILN_CUDA_CHECK(cudaEventRecord(w.inputs_copied[w.turn], ctx_->stream()));
   b.ids = dev + ids_at;
   b.spans = reinterpret_cast<const cuda::Span*>(dev + spans_at);
   b.dec = reinterpret_cast<const cuda::Span*>(dev + dec_at);
