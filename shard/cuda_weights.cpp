@@ -8,7 +8,6 @@
 #include <functional>
 
 #include "kernels/base/check.h"
-#include "kernels/ref/quant_k.h"
 
 namespace kiln {
 namespace {
@@ -27,14 +26,12 @@ class Uploader {
     total_ += (bytes + kAlign - 1) / kAlign * kAlign;
   }
 
-  // A matrix in its stored dtype with packed rows; k-quants widened to bf16.
+  // A matrix in its stored dtype with packed rows.
   void add_matrix(const MatrixView& w, cuda::DeviceMatrix& dst) {
     if (w.data == nullptr || w.rows == 0) return;
-    const bool widen = w.dtype == DType::kQ4_K || w.dtype == DType::kQ6_K;
-    const DType t = widen ? DType::kBF16 : w.dtype;
-    const int64_t row_bytes = dtype_row_bytes(t, w.cols);
-    dst = {t, nullptr, w.rows, w.cols, row_bytes};
-    add(w.rows * row_bytes, [w, row_bytes, widen](std::byte* out) { fill_rows(w, row_bytes, widen, out); },
+    const int64_t row_bytes = dtype_row_bytes(w.dtype, w.cols);
+    dst = {w.dtype, nullptr, w.rows, w.cols, row_bytes};
+    add(w.rows * row_bytes, [w, row_bytes](std::byte* out) { fill_rows(w, row_bytes, out); },
         [&dst](const std::byte* p) { dst.data = p; });
   }
 
@@ -50,16 +47,14 @@ class Uploader {
                              w.rows, w.cols);
       }
     }
-    const bool widen = w0.dtype == DType::kQ4_K || w0.dtype == DType::kQ6_K;
-    const DType t = widen ? DType::kBF16 : w0.dtype;
-    const int64_t row_bytes = dtype_row_bytes(t, w0.cols);
+    const int64_t row_bytes = dtype_row_bytes(w0.dtype, w0.cols);
     stride = w0.rows * row_bytes;
-    dst = {t, nullptr, w0.rows, w0.cols, row_bytes};
+    dst = {w0.dtype, nullptr, w0.rows, w0.cols, row_bytes};
     const int64_t step = stride;
     add(static_cast<int64_t>(ws.size()) * stride,
-        [ws, row_bytes, widen, step](std::byte* out) {
+        [ws, row_bytes, step](std::byte* out) {
           for (size_t e = 0; e < ws.size(); ++e) {
-            fill_rows(ws[e], row_bytes, widen, out + static_cast<int64_t>(e) * step);
+            fill_rows(ws[e], row_bytes, out + static_cast<int64_t>(e) * step);
           }
         },
         [&dst](const std::byte* p) { dst.data = p; });
@@ -89,22 +84,10 @@ class Uploader {
   }
 
  private:
-  static void fill_rows(const MatrixView& w, int64_t row_bytes, bool widen, std::byte* out) {
-    std::vector<float> row;
+  // Copies the rows of a possibly strided view into packed rows.
+  static void fill_rows(const MatrixView& w, int64_t row_bytes, std::byte* out) {
     for (int64_t r = 0; r < w.rows; ++r) {
-      std::byte* dst = out + r * row_bytes;
-      if (!widen) {
-        std::memcpy(dst, w.row(r), static_cast<size_t>(row_bytes));
-        continue;
-      }
-      row.resize(static_cast<size_t>(w.cols));
-      if (w.dtype == DType::kQ4_K) {
-        ref::dequantize_row_q4_k(reinterpret_cast<const BlockQ4_K*>(w.row(r)), row.data(), w.cols);
-      } else {
-        ref::dequantize_row_q6_k(reinterpret_cast<const BlockQ6_K*>(w.row(r)), row.data(), w.cols);
-      }
-      auto* h = reinterpret_cast<uint16_t*>(dst);
-      for (int64_t c = 0; c < w.cols; ++c) h[c] = f32_to_bf16(row[static_cast<size_t>(c)]);
+      std::memcpy(out + r * row_bytes, w.row(r), static_cast<size_t>(row_bytes));
     }
   }
 

@@ -1,8 +1,8 @@
 // CudaWeights: one rank's share of the weights in device memory, uploaded once from the host
 // views (ModelWeights) into a single allocation. Matrices keep their stored dtype (f32, f16,
-// bf16, q8_0) with packed rows; k-quant matrices (q4_k, q6_k) are widened to bf16, since the
-// CUDA kernels have no k-quant path yet. A layer's routed experts are packed back to back so
-// the grouped expert kernel addresses expert e at a fixed stride. Small vectors are f32.
+// bf16, q8_0, q4_k, q6_k) with packed rows, so the GPU reads the file's bytes. A layer's routed
+// experts are packed back to back so the grouped expert kernel addresses expert e at a fixed
+// stride. Small vectors are f32.
 #pragma once
 
 #include <cstdint>

@@ -1,7 +1,8 @@
-// The CUDA matrix products over stored-dtype weights (f32, f16, bf16, q8_0), fp32 accumulation:
-// matmul (a warp-per-row GEMV for up to kGemvMaxRows tokens, cuBLAS above it), the MoE grouped
-// expert matmul and the embedding lookup. Nothing here allocates: the cuBLAS operand conversions
-// (x rounded to 16 bits, q8_0 weights dequantised to bf16) go to the context's scratch.
+// The CUDA matrix products over stored-dtype weights (f32, f16, bf16, q8_0, q4_k, q6_k), fp32
+// accumulation: matmul (a warp-per-row GEMV for up to kGemvMaxRows tokens, cuBLAS above it), the
+// MoE grouped expert matmul and the embedding lookup. Weight decoding is in gemm_quant.cuh.
+// Nothing here allocates: the cuBLAS operands (x split into 16-bit hi + lo, quantised weights
+// dequantised to f32) go to the context's scratch.
 #include <algorithm>
 #include <cstdint>
 #include <limits>
@@ -11,52 +12,38 @@
 #include <cuda_fp16.h>
 
 #include "kernels/base/check.h"
+#include "kernels/cuda/gemm_quant.cuh"
 #include "kernels/cuda/ops.h"
 
 namespace kiln::cuda {
 namespace {
 
+using gemm_detail::convert_unit;
+using gemm_detail::k_quant_lane;
+using gemm_detail::kIsKQuant;
+using gemm_detail::kLaneElems;
+using gemm_detail::kSuperBlockBytes;
+using gemm_detail::kUnitElems;
+using gemm_detail::load_weight;
+
 constexpr int kWarp = 32;
 constexpr int kRowWarps = 4;  // warps per GEMV / grouped block; one weight row per warp
 constexpr int kRowThreads = kRowWarps * kWarp;
 constexpr int kGroupTile = 8;         // assignments sharing one pass over a weight row
-constexpr int64_t kChunkRows = 4096;  // q8_0 rows dequantised to bf16 per cuBLAS call
+constexpr int64_t kChunkRows = 4096;  // quantised rows dequantised to f32 per cuBLAS call
 constexpr int kEltThreads = 256;      // block size of the element-wise conversion kernels
 constexpr int64_t kMaxEltBlocks = 8192;
 constexpr int64_t kScratchAlign = 256;
-constexpr int kQ8BlockBytes = static_cast<int>(sizeof(BlockQ8_0));  // 34
 
 int64_t round_up(int64_t v, int64_t a) { return (v + a - 1) / a * a; }
 
 // ---- device helpers ---------------------------------------------------------------------------
 
-// Element c of a weight row in its stored dtype, as f32 (exact for every dtype: for q8_0, an f16
-// scale times an int8 has at most 19 significant bits).
-template <DType DT>
-__device__ __forceinline__ float load_weight(const unsigned char* row, int c) {
-  if constexpr (DT == DType::kF32) {
-    return __ldg(reinterpret_cast<const float*>(row) + c);
-  } else if constexpr (DT == DType::kF16) {
-    const unsigned short h = __ldg(reinterpret_cast<const unsigned short*>(row) + c);
-    return __half2float(__ushort_as_half(h));
-  } else if constexpr (DT == DType::kBF16) {
-    const unsigned short h = __ldg(reinterpret_cast<const unsigned short*>(row) + c);
-    return __bfloat162float(__ushort_as_bfloat16(h));
-  } else {
-    static_assert(DT == DType::kQ8_0, "unsupported weight dtype");
-    // Element c lies in block c/32, which starts 34·(c/32) bytes into the row: the f16 scale d
-    // (2-byte aligned, as rows are) then 32 int8 values, read bytewise.
-    const unsigned char* blk = row + (c / kQ8Block) * kQ8BlockBytes;
-    const unsigned short d = __ldg(reinterpret_cast<const unsigned short*>(blk));
-    const auto q = static_cast<signed char>(__ldg(blk + 2 + c % kQ8Block));
-    return __half2float(__ushort_as_half(d)) * static_cast<float>(q);
-  }
-}
-
 // One warp: acc[t] = Σ_{c<cols} w[c] · xr[t][c] for t < nt (acc[t] = 0 for t ≥ nt). Lane l reads
-// elements l, l + 32, … of the weight row, so the warp reads each weight byte once for all nt
-// token rows; after the butterfly reduction every lane holds the full sums. nt is uniform across
-// the warp, so the `t < nt` branches do not diverge; xr[t] is only read for t < nt.
+// elements l, l + 32, … of the weight row (for the k-quants, the warp decodes one super-block at
+// a time, lane l its elements l + 32·i), so the warp reads each weight byte once for all nt token
+// rows; after the butterfly reduction every lane holds the full sums. nt is uniform across the
+// warp, so the `t < nt` branches do not diverge; xr[t] is only read for t < nt.
 template <DType DT, int NT>
 __device__ __forceinline__ void warp_row_dot(const unsigned char* wrow, int cols,
                                              const float* const (&xr)[NT], int nt,
@@ -64,11 +51,26 @@ __device__ __forceinline__ void warp_row_dot(const unsigned char* wrow, int cols
   const int lane = static_cast<int>(threadIdx.x) % kWarp;
 #pragma unroll
   for (int t = 0; t < NT; ++t) acc[t] = 0.0f;
-  for (int c = lane; c < cols; c += kWarp) {
-    const float wv = load_weight<DT>(wrow, c);
+  if constexpr (kIsKQuant<DT>) {
+    const unsigned char* blk = wrow;
+    for (int c0 = lane; c0 < cols; c0 += kQKBlock, blk += kSuperBlockBytes<DT>) {
+      float wv[kLaneElems];
+      k_quant_lane<DT>(blk, lane, wv);
 #pragma unroll
-    for (int t = 0; t < NT; ++t) {
-      if (t < nt) acc[t] = fmaf(wv, __ldg(xr[t] + c), acc[t]);
+      for (int i = 0; i < kLaneElems; ++i) {
+#pragma unroll
+        for (int t = 0; t < NT; ++t) {
+          if (t < nt) acc[t] = fmaf(wv[i], __ldg(xr[t] + c0 + kWarp * i), acc[t]);
+        }
+      }
+    }
+  } else {
+    for (int c = lane; c < cols; c += kWarp) {
+      const float wv = load_weight<DT>(wrow, c);
+#pragma unroll
+      for (int t = 0; t < NT; ++t) {
+        if (t < nt) acc[t] = fmaf(wv, __ldg(xr[t] + c), acc[t]);
+      }
     }
   }
 #pragma unroll
@@ -146,44 +148,59 @@ __global__ void embedding_kernel(const unsigned char* table, int cols, int64_t r
                                  float* out) {
   const int64_t t = blockIdx.x;
   const int64_t id = __ldg(ids + t);
-  const bool in_shard = id >= vocab_begin && id < vocab_end;
-  const unsigned char* row = table + (in_shard ? (id - vocab_begin) * row_stride : 0);
   float* o = out + t * cols;
-  for (int c = static_cast<int>(threadIdx.x); c < cols; c += static_cast<int>(blockDim.x)) {
-    o[c] = in_shard ? load_weight<DT>(row, c) : 0.0f;
+  if (id < vocab_begin || id >= vocab_end) {
+    for (int c = static_cast<int>(threadIdx.x); c < cols; c += static_cast<int>(blockDim.x)) {
+      o[c] = 0.0f;
+    }
+    return;
+  }
+  const unsigned char* row = table + (id - vocab_begin) * row_stride;
+  for (int u = static_cast<int>(threadIdx.x); u < cols / kUnitElems<DT>;
+       u += static_cast<int>(blockDim.x)) {
+    convert_unit<DT>(row, u, o);
   }
 }
 
-__device__ __forceinline__ void store_rounded(__half* p, float v) { *p = __float2half_rn(v); }
-__device__ __forceinline__ void store_rounded(__nv_bfloat16* p, float v) {
-  *p = __float2bfloat16_rn(v);
+// Rounds v to T, stores it at p and returns the rounded value as f32.
+__device__ __forceinline__ float store_rounded(__half* p, float v) {
+  const __half h = __float2half_rn(v);
+  *p = h;
+  return __half2float(h);
+}
+__device__ __forceinline__ float store_rounded(__nv_bfloat16* p, float v) {
+  const __nv_bfloat16 h = __float2bfloat16_rn(v);
+  *p = h;
+  return __bfloat162float(h);
 }
 
-// x rounded to T, packed: dst[t·cols + c] = T(x[t·x_stride + c]) for t < n, c < cols
-// (grid-stride loop over the n·cols outputs).
+// x split into two 16-bit parts, packed [n][cols]: hi = T(x), lo = T(x − hi) for
+// x = x[t·x_stride + c] (grid-stride loop over the n·cols elements). x − hi is exact in f32.
 template <class T>
-__global__ void convert_x_kernel(const float* x, int64_t x_stride, int64_t n, int64_t cols,
-                                 T* dst) {
+__global__ void split_x_kernel(const float* x, int64_t x_stride, int64_t n, int64_t cols, T* hi,
+                               T* lo) {
   const int64_t total = n * cols;
   const int64_t step = static_cast<int64_t>(gridDim.x) * blockDim.x;
   for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < total;
        i += step) {
     const int64_t t = i / cols, c = i - t * cols;
-    store_rounded(dst + i, x[t * x_stride + c]);
+    const float v = x[t * x_stride + c];
+    store_rounded(lo + i, v - store_rounded(hi + i, v));
   }
 }
 
-// q8_0 rows to bf16, packed: dst[i·cols + c] = bf16(w[i][c]) for i < n_rows (w: the first row
-// of the chunk, rows row_stride bytes apart; grid-stride loop over the n_rows·cols outputs).
-__global__ void dequant_q8_bf16_kernel(const unsigned char* w, int64_t row_stride, int64_t n_rows,
-                                       int64_t cols, __nv_bfloat16* dst) {
-  const int64_t total = n_rows * cols;
+// Quantised rows to f32, packed: dst[i·cols + c] = w[i][c] for i < n_rows (w: the first row of
+// the chunk, rows row_stride bytes apart; grid-stride loop over the rows' conversion units).
+template <DType DT>
+__global__ void dequant_f32_kernel(const unsigned char* w, int64_t row_stride, int64_t n_rows,
+                                   int64_t cols, float* dst) {
+  const int64_t units = cols / kUnitElems<DT>;
+  const int64_t total = n_rows * units;
   const int64_t step = static_cast<int64_t>(gridDim.x) * blockDim.x;
   for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < total;
        i += step) {
-    const int64_t r = i / cols, c = i - r * cols;
-    dst[i] =
-        __float2bfloat16_rn(load_weight<DType::kQ8_0>(w + r * row_stride, static_cast<int>(c)));
+    const int64_t r = i / units, u = i - r * units;
+    convert_unit<DT>(w + r * row_stride, u, dst + r * cols);
   }
 }
 
@@ -194,20 +211,6 @@ int64_t load_align(DType t) { return t == DType::kF32 ? 4 : 2; }
 
 // Shape and layout checks shared by every entry point (KILN_CHECK: a bad matrix is a bug).
 void check_matrix(const DeviceMatrix& w) {
-  bool supported = false;
-  switch (w.dtype) {
-    case DType::kF32:
-    case DType::kF16:
-    case DType::kBF16:
-    case DType::kQ8_0:
-      supported = true;
-      break;
-    case DType::kQ4_K:
-    case DType::kQ6_K:
-      supported = false;
-      break;
-  }
-  KILN_CHECK_MSG(supported, "CUDA matmul: k-quant weights must be widened to bf16 at upload");
   KILN_CHECK(w.rows >= 0 && w.cols >= 0);
   KILN_CHECK(w.cols <= std::numeric_limits<int>::max());
   KILN_CHECK(w.cols % dtype_block_elems(w.dtype) == 0);
@@ -258,13 +261,14 @@ void gemv(Context& ctx, const DeviceMatrix& w, const float* x, int64_t x_stride,
     case DType::kQ8_0:
       return gemv_tokens<DType::kQ8_0>(ctx, w, x, x_stride, n, y, y_stride);
     case DType::kQ4_K:
+      return gemv_tokens<DType::kQ4_K>(ctx, w, x, x_stride, n, y, y_stride);
     case DType::kQ6_K:
-      break;
+      return gemv_tokens<DType::kQ6_K>(ctx, w, x, x_stride, n, y, y_stride);
   }
   KILN_CHECK_MSG(false, "CUDA matmul: unsupported weight dtype");
 }
 
-// Bytes of x rounded to 16 bits, packed [n][cols], rounded up to the scratch alignment.
+// Bytes of one 16-bit part of x, packed [n][cols], rounded up to the scratch alignment.
 int64_t x16_bytes(const DeviceMatrix& w, int64_t n) {
   return round_up(n * w.cols * 2, kScratchAlign);
 }
@@ -272,13 +276,14 @@ int64_t x16_bytes(const DeviceMatrix& w, int64_t n) {
 // Column-major view of the row-major product (cuBLAS is column-major): W [rows][cols] with
 // row_stride bytes is A = cols×rows with lda = row_stride / elem; x [n][cols] is B = cols×n with
 // ldb = its row stride; y [n][rows] is C = rows×n with ldc = y_stride. Then y^T = W·x^T reads
-// C(rows×n) = op_T(A) · B, k = cols. fp32 accumulation; alpha = 1, beta = 0 (C is overwritten).
+// C(rows×n) = op_T(A) · B + beta · C, k = cols. fp32 compute and accumulation (no TF32: the
+// context's handle keeps CUBLAS_DEFAULT_MATH); alpha = 1; beta = 0 overwrites C, 1 adds to it.
 void gemm_ex(Context& ctx, const void* a, cudaDataType a_type, int64_t lda, const void* b,
-             cudaDataType b_type, int64_t ldb, int64_t m, int64_t n, int64_t k, float* c,
-             int64_t ldc) {
+             cudaDataType b_type, int64_t ldb, int64_t m, int64_t n, int64_t k, float beta,
+             float* c, int64_t ldc) {
   constexpr int64_t kMax = std::numeric_limits<int>::max();
   KILN_CHECK(m <= kMax && n <= kMax && k <= kMax && lda <= kMax && ldb <= kMax && ldc <= kMax);
-  const float alpha = 1.0f, beta = 0.0f;
+  const float alpha = 1.0f;
   KILN_CUBLAS_CHECK(cublasGemmEx(static_cast<cublasHandle_t>(ctx.cublas()), CUBLAS_OP_T,
                                  CUBLAS_OP_N, static_cast<int>(m), static_cast<int>(n),
                                  static_cast<int>(k), &alpha, a, a_type, static_cast<int>(lda), b,
@@ -286,54 +291,59 @@ void gemm_ex(Context& ctx, const void* a, cudaDataType a_type, int64_t lda, cons
                                  static_cast<int>(ldc), CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
 }
 
+// f16 / bf16 weights (T, cuBLAS type `type`): x = hi + lo in T (split_x_kernel), then
+// y = W·hi (beta 0) and y += W·lo (beta 1). Scratch: [hi, packed [n][cols]] [lo, the same].
 template <class T>
-void convert_x(Context& ctx, const float* x, int64_t x_stride, int64_t n, int64_t cols, T* dst) {
-  convert_x_kernel<T>
-      <<<elt_blocks(n * cols), kEltThreads, 0, ctx.stream()>>>(x, x_stride, n, cols, dst);
+void gemm_split(Context& ctx, const DeviceMatrix& w, cudaDataType type, const float* x,
+                int64_t x_stride, int64_t n, float* y, int64_t y_stride) {
+  auto* base = static_cast<unsigned char*>(ctx.scratch(matmul_scratch_bytes(w, n)));
+  auto* hi = reinterpret_cast<T*>(base);
+  auto* lo = reinterpret_cast<T*>(base + x16_bytes(w, n));
+  split_x_kernel<T>
+      <<<elt_blocks(n * w.cols), kEltThreads, 0, ctx.stream()>>>(x, x_stride, n, w.cols, hi, lo);
   KILN_CUDA_LAUNCH_CHECK();
+  const int64_t lda = w.row_stride / 2;
+  gemm_ex(ctx, w.data, type, lda, hi, type, w.cols, w.rows, n, w.cols, 0.0f, y, y_stride);
+  gemm_ex(ctx, w.data, type, lda, lo, type, w.cols, w.rows, n, w.cols, 1.0f, y, y_stride);
+}
+
+// Quantised weights: chunks of ≤ kChunkRows rows dequantised to f32 (exact) into the scratch
+// ([chunk][cols] packed), each multiplied with the f32 x in place by an f32 GEMM. Chunks run in
+// stream order, so reusing the buffer is safe.
+template <DType DT>
+void gemm_dequant(Context& ctx, const DeviceMatrix& w, const float* x, int64_t x_stride, int64_t n,
+                  float* y, int64_t y_stride) {
+  auto* chunk = static_cast<float*>(ctx.scratch(matmul_scratch_bytes(w, n)));
+  const auto* wb = static_cast<const unsigned char*>(w.data);
+  for (int64_t r0 = 0; r0 < w.rows; r0 += kChunkRows) {
+    const int64_t m = std::min(kChunkRows, w.rows - r0);
+    dequant_f32_kernel<DT>
+        <<<elt_blocks(m * w.cols / kUnitElems<DT>), kEltThreads, 0, ctx.stream()>>>(
+            wb + r0 * w.row_stride, w.row_stride, m, w.cols, chunk);
+    KILN_CUDA_LAUNCH_CHECK();
+    gemm_ex(ctx, chunk, CUDA_R_32F, w.cols, x, CUDA_R_32F, x_stride, m, n, w.cols, 0.0f, y + r0,
+            y_stride);
+  }
 }
 
 // n > kGemvMaxRows: cuBLAS (see gemm_ex for the layout mapping).
 void gemm_cublas(Context& ctx, const DeviceMatrix& w, const float* x, int64_t x_stride, int64_t n,
                  float* y, int64_t y_stride) {
-  const auto* wb = static_cast<const unsigned char*>(w.data);
   switch (w.dtype) {
     case DType::kF32:
-      // SGEMM through GemmEx with CUBLAS_COMPUTE_32F: full fp32 (no TF32), x read in place.
+      // x read in place.
       return gemm_ex(ctx, w.data, CUDA_R_32F, w.row_stride / 4, x, CUDA_R_32F, x_stride, w.rows, n,
-                     w.cols, y, y_stride);
-    case DType::kF16: {
-      auto* xh = static_cast<__half*>(ctx.scratch(matmul_scratch_bytes(w, n)));
-      convert_x(ctx, x, x_stride, n, w.cols, xh);
-      return gemm_ex(ctx, w.data, CUDA_R_16F, w.row_stride / 2, xh, CUDA_R_16F, w.cols, w.rows, n,
-                     w.cols, y, y_stride);
-    }
-    case DType::kBF16: {
-      auto* xb = static_cast<__nv_bfloat16*>(ctx.scratch(matmul_scratch_bytes(w, n)));
-      convert_x(ctx, x, x_stride, n, w.cols, xb);
-      return gemm_ex(ctx, w.data, CUDA_R_16BF, w.row_stride / 2, xb, CUDA_R_16BF, w.cols, w.rows, n,
-                     w.cols, y, y_stride);
-    }
-    case DType::kQ8_0: {
-      // Scratch: [x as bf16, packed [n][cols]] [one chunk of ≤ kChunkRows weight rows as bf16,
-      // packed [chunk][cols]]. Chunks run in stream order, so reusing the buffer is safe.
-      auto* base = static_cast<unsigned char*>(ctx.scratch(matmul_scratch_bytes(w, n)));
-      auto* xb = reinterpret_cast<__nv_bfloat16*>(base);
-      auto* wchunk = reinterpret_cast<__nv_bfloat16*>(base + x16_bytes(w, n));
-      convert_x(ctx, x, x_stride, n, w.cols, xb);
-      for (int64_t r0 = 0; r0 < w.rows; r0 += kChunkRows) {
-        const int64_t m = std::min(kChunkRows, w.rows - r0);
-        dequant_q8_bf16_kernel<<<elt_blocks(m * w.cols), kEltThreads, 0, ctx.stream()>>>(
-            wb + r0 * w.row_stride, w.row_stride, m, w.cols, wchunk);
-        KILN_CUDA_LAUNCH_CHECK();
-        gemm_ex(ctx, wchunk, CUDA_R_16BF, w.cols, xb, CUDA_R_16BF, w.cols, m, n, w.cols, y + r0,
-                y_stride);
-      }
-      return;
-    }
+                     w.cols, 0.0f, y, y_stride);
+    case DType::kF16:
+      return gemm_split<__half>(ctx, w, CUDA_R_16F, x, x_stride, n, y, y_stride);
+    case DType::kBF16:
+      return gemm_split<__nv_bfloat16>(ctx, w, CUDA_R_16BF, x, x_stride, n, y, y_stride);
+    case DType::kQ8_0:
+      return gemm_dequant<DType::kQ8_0>(ctx, w, x, x_stride, n, y, y_stride);
     case DType::kQ4_K:
+      return gemm_dequant<DType::kQ4_K>(ctx, w, x, x_stride, n, y, y_stride);
     case DType::kQ6_K:
-      break;
+      return gemm_dequant<DType::kQ6_K>(ctx, w, x, x_stride, n, y, y_stride);
   }
   KILN_CHECK_MSG(false, "CUDA matmul: unsupported weight dtype");
 }
@@ -370,12 +380,11 @@ int64_t matmul_scratch_bytes(const DeviceMatrix& w, int64_t n) {
       return 0;
     case DType::kF16:
     case DType::kBF16:
-      return x16_bytes(w, n);
+      return 2 * x16_bytes(w, n);
     case DType::kQ8_0:
-      return x16_bytes(w, n) + round_up(std::min(w.rows, kChunkRows) * w.cols * 2, kScratchAlign);
     case DType::kQ4_K:
     case DType::kQ6_K:
-      break;
+      return round_up(std::min(w.rows, kChunkRows) * w.cols * 4, kScratchAlign);
   }
   KILN_CHECK_MSG(false, "CUDA matmul: unsupported weight dtype");
   return 0;
@@ -419,8 +428,11 @@ void grouped_matmul(Context& ctx, const DeviceMatrix& w, int64_t expert_stride, 
       return launch_grouped<DType::kQ8_0>(ctx, w, expert_stride, E, offsets, order, x, x_stride,
                                           x_row_div, y, y_stride);
     case DType::kQ4_K:
+      return launch_grouped<DType::kQ4_K>(ctx, w, expert_stride, E, offsets, order, x, x_stride,
+                                          x_row_div, y, y_stride);
     case DType::kQ6_K:
-      break;
+      return launch_grouped<DType::kQ6_K>(ctx, w, expert_stride, E, offsets, order, x, x_stride,
+                                          x_row_div, y, y_stride);
   }
   KILN_CHECK_MSG(false, "CUDA grouped_matmul: unsupported weight dtype");
 }
@@ -443,8 +455,9 @@ void embedding_lookup(Context& ctx, const DeviceMatrix& table, const int32_t* id
     case DType::kQ8_0:
       return launch_embedding<DType::kQ8_0>(ctx, table, ids, n, vocab_begin, vocab_end, out);
     case DType::kQ4_K:
+      return launch_embedding<DType::kQ4_K>(ctx, table, ids, n, vocab_begin, vocab_end, out);
     case DType::kQ6_K:
-      break;
+      return launch_embedding<DType::kQ6_K>(ctx, table, ids, n, vocab_begin, vocab_end, out);
   }
   KILN_CHECK_MSG(false, "CUDA embedding_lookup: unsupported table dtype");
 }

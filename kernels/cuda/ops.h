@@ -29,8 +29,8 @@ struct Span {
 };
 
 // A weight matrix in device memory, [rows][cols] as an nn.Linear weight (y = W x), rows
-// row_stride bytes apart. dtype: f32, f16, bf16 or q8_0 (k-quant weights are widened to bf16 when
-// uploaded).
+// row_stride bytes apart. dtype: f32, f16, bf16, q8_0, q4_k or q6_k, stored as on the host
+// (kernels/base/dtype.h); data and row_stride 4-byte aligned for f32, 2-byte aligned otherwise.
 struct DeviceMatrix {
   DType dtype = DType::kF32;
   const void* data = nullptr;
@@ -47,13 +47,20 @@ inline constexpr int64_t kGemvMaxRows = 16;
 
 // y[t][r] = Σ_c w[r][c] · x[t][c] for t < n, r < w.rows (as cpu::matmul). x: [n] rows with stride
 // x_stride floats; y: [n] rows with stride y_stride floats; y must not alias x.
-// n ≤ kGemvMaxRows: the GEMV kernel. Otherwise cuBLAS with fp32 accumulation: f32 weights by
-// SGEMM (no TF32); f16/bf16 weights with x rounded to the weight type (GemmEx, fp32 compute);
-// q8_0 weights dequantised to bf16 in the scratch first. Needs ctx scratch of
-// matmul_scratch_bytes(w, n).
+// n ≤ kGemvMaxRows: the GEMV kernel (exact weights, f32 activations). Otherwise cuBLAS, fp32
+// compute and accumulation, no TF32:
+//  - f32 weights: SGEMM (GemmEx, CUBLAS_COMPUTE_32F) on x in place.
+//  - f16 / bf16 weights: x split into hi = T(x) and lo = T(x − hi) in the weight type T, then two
+//    16-bit GemmEx calls into y (W·hi, then += W·lo), on the tensor cores. x's error is at most
+//    2^-16·|x| for bf16; for f16 it is max(2^-22·|x|, 2^-25) (lo is subnormal below 2^-14), and
+//    |x| > 65504 overflows to inf (the range of the f16 weights themselves).
+//  - q8_0 / q4_k / q6_k weights: chunks of rows dequantised to f32 (exactly) in the scratch,
+//    then an f32 GemmEx with x in place: exact up to fp32 rounding.
+// Needs ctx scratch of matmul_scratch_bytes(w, n).
 void matmul(Context& ctx, const DeviceMatrix& w, const float* x, int64_t x_stride, int64_t n,
             float* y, int64_t y_stride);
-// Scratch bytes matmul(w, n) needs (0 on the GEMV path and for f32 weights).
+// Scratch bytes matmul(w, n) needs: 0 on the GEMV path and for f32 weights; 4·n·cols (rounded
+// up) for f16/bf16 (hi and lo); 4·min(rows, 4096)·cols (rounded up) for the quantised dtypes.
 int64_t matmul_scratch_bytes(const DeviceMatrix& w, int64_t n);
 
 // Grouped expert matmul for the MoE, without a host round trip: E experts of identical shape
@@ -70,7 +77,8 @@ void grouped_matmul(Context& ctx, const DeviceMatrix& w, int64_t expert_stride, 
                     int64_t y_stride);
 
 // out[t][:] = table row (ids[t] − vocab_begin) in f32 when ids[t] ∈ [vocab_begin, vocab_end),
-// else zeros (a vocab-parallel shard). table: f32/f16/bf16/q8_0; ids: device [n]; out: [n][cols].
+// else zeros (a vocab-parallel shard), exactly as dequantised on the CPU. table: any
+// DeviceMatrix dtype; ids: device [n]; out: [n][cols].
 void embedding_lookup(Context& ctx, const DeviceMatrix& table, const int32_t* ids, int64_t n,
                       int64_t vocab_begin, int64_t vocab_end, float* out);
 

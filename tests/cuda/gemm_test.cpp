@@ -1,19 +1,24 @@
 // cuda::matmul, grouped_matmul and embedding_lookup against the CPU twins (cpu::matmul,
-// cpu::embedding_lookup) on the same stored weights, for f32/f16/bf16/q8_0, token counts on both
-// sides of the GEMV/cuBLAS switch, odd widths, padded weight rows and strided x/y.
-// Tolerances (NMSE = Σ(got−want)²/Σwant²; outputs here are O(√cols), so abs limits scale by √cols):
-//  - GEMV path (n ≤ 16), every dtype, grouped_matmul: weights converted exactly, activations stay
-//    f32, only the fp32 summation order differs: NMSE ≤ 1e-7, |err| ≤ 1e-4·√cols.
-//  - cuBLAS path (n > 16), f32: SGEMM with fp32 compute (no TF32): NMSE ≤ 1e-7, |err| ≤ 1e-4·√cols.
-//  - cuBLAS path, f16: x rounded to f16 (relative error ≤ 2^-11): NMSE ≤ 1e-5, |err| ≤ 3e-3·√cols.
-//  - cuBLAS path, bf16 / q8_0: x (and q8_0's dequantised weights) rounded to bf16 (relative error
-//    ≤ 2^-8, expected NMSE ≈ 3e-6): NMSE ≤ 1e-4, |err| ≤ 2e-2·√cols.
+// cpu::embedding_lookup) on the same stored weights, for f32/f16/bf16/q8_0/q4_k/q6_k, token
+// counts on both sides of the GEMV/cuBLAS switch, odd widths, padded weight rows and strided x/y.
+// Tolerances (NMSE = Σ(got−want)²/Σwant²; outputs here are O(√cols), so abs limits scale by √cols),
+// the same for every dtype and path: NMSE ≤ 1e-7, |err| ≤ 1e-4·√cols.
+//  - GEMV path (n ≤ 16) and grouped_matmul: weights decoded exactly, activations f32, only the
+//    fp32 summation order differs.
+//  - cuBLAS path (n > 16), f32 and q8_0/q4_k/q6_k (dequantised exactly to f32): f32 GEMM, no TF32.
+//  - cuBLAS path, f16/bf16: x split into 16-bit hi + lo (error ≤ 2^-16·|x|), two GEMMs.
+//  Measured worst NMSE in the emulator (cuBLAS emulated with double accumulation; printed by
+//  CudaMatmul.AllDtypesAwkwardShapes): GEMV ≤ 2e-12 for f32/f16/bf16/q8_0/q4_k, 2e-11 for q6_k;
+//  cuBLAS ≈ 2e-13 for f32/f16/q8_0/q4_k/q6_k and 6e-12 for bf16 (rounding x to bf16 once, as a
+//  single 16-bit GEMM would, gives ≈ 3e-6).
 //  - embedding_lookup: exact.
 #include "kernels/cpu/gemm.h"
 
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <cstdio>
+#include <iterator>
 #include <string>
 #include <vector>
 
@@ -38,20 +43,32 @@ cpu::ThreadPool& pool() {
   return p;
 }
 
-struct Tolerance {
-  double nmse;
-  double abs_per_sqrt_cols;
-};
+constexpr double kMaxNmse = 1e-7;
+constexpr double kAbsPerSqrtCols = 1e-4;
 
-Tolerance matmul_tolerance(DType dt, int64_t n) {
-  if (n <= cuda::kGemvMaxRows || dt == DType::kF32) return {1e-7, 1e-4};
-  if (dt == DType::kF16) return {1e-5, 3e-3};
-  return {1e-4, 2e-2};  // bf16, q8_0
+constexpr DType kDtypes[] = {DType::kF32,  DType::kF16,  DType::kBF16,
+                             DType::kQ8_0, DType::kQ4_K, DType::kQ6_K};
+
+bool is_k_quant(DType dt) { return dt == DType::kQ4_K || dt == DType::kQ6_K; }
+
+// Row widths of the sweeps: the k-quants need multiples of 256 (their super-block).
+std::vector<int64_t> sweep_cols(DType dt) {
+  if (is_k_quant(dt)) return {256, 512, 4352};
+  return {32, 96, 4128};
 }
 
-// One matmul case: weight rows padded by `pad` elements (blocks for q8_0); x and y rows strided
-// by x_extra / y_extra floats beyond their packed width. The gaps of y start at zero on both
-// sides, so a write outside [n][rows] shows up as an error.
+// The worst NMSE seen per dtype and matmul path (0: GEMV, 1: cuBLAS), printed by the sweep.
+double worst_nmse[std::size(kDtypes)][2] = {};
+
+void record_nmse(DType dt, int64_t n, double nmse) {
+  double& w = worst_nmse[static_cast<size_t>(dt)][n > cuda::kGemvMaxRows ? 1 : 0];
+  w = std::max(w, nmse);
+}
+
+// One matmul case: weight rows padded by `pad` elements (blocks for the quantised dtypes); x and
+// y rows strided
+// by x_extra / y_extra floats beyond their packed width. The gaps of y start at zero on both sides,
+// so a write outside [n][rows] shows up as an error.
 void check_matmul(DType dt, int64_t rows, int64_t cols, int64_t n, int64_t pad, int64_t x_extra,
                   int64_t y_extra) {
   const std::string what = fmt::format("{} rows={} cols={} n={} pad={} xs+={} ys+={}",
@@ -69,17 +86,16 @@ void check_matmul(DType dt, int64_t rows, int64_t cols, int64_t n, int64_t pad, 
   const Status s = gpu_context()->reserve_scratch(cuda::matmul_scratch_bytes(dw.m, n));
   ASSERT_TRUE(s.ok()) << s.message();
   cuda::matmul(*gpu_context(), dw.m, dx.get(), xs, n, dy.get(), ys);
-  const Tolerance tol = matmul_tolerance(dt, n);
-  expect_close(to_host(dy), want, tol.nmse, tol.abs_per_sqrt_cols * std::sqrt(double(cols)), what);
+  const std::vector<float> got = to_host(dy);
+  record_nmse(dt, n, test::compare(got.data(), want.data(), int64_t(got.size())).nmse);
+  expect_close(got, want, kMaxNmse, kAbsPerSqrtCols * std::sqrt(double(cols)), what);
 }
-
-constexpr DType kDtypes[] = {DType::kF32, DType::kF16, DType::kBF16, DType::kQ8_0};
 
 TEST(CudaMatmul, AllDtypesAwkwardShapes) {
   KILN_REQUIRE_GPU();
   for (DType dt : kDtypes) {
     for (int64_t rows : {1, 7, 33, 300}) {
-      for (int64_t cols : {32, 96, 4128}) {
+      for (int64_t cols : sweep_cols(dt)) {
         for (int64_t n : {1, 2, 5, 16, 17, 64, 300}) {
           // Odd row counts get padded weight rows and strided x/y; the others are packed.
           const bool strided = rows % 2 == 1;
@@ -87,6 +103,10 @@ TEST(CudaMatmul, AllDtypesAwkwardShapes) {
         }
       }
     }
+  }
+  for (DType dt : kDtypes) {
+    std::printf("worst NMSE %-5s GEMV %.2e  cuBLAS %.2e\n", std::string(dtype_name(dt)).c_str(),
+                worst_nmse[static_cast<size_t>(dt)][0], worst_nmse[static_cast<size_t>(dt)][1]);
   }
 }
 
@@ -100,10 +120,38 @@ TEST(CudaMatmul, PlainTypesColumnTails) {
   }
 }
 
-TEST(CudaMatmul, Q8SeveralDequantChunks) {
+TEST(CudaMatmul, QuantSeveralDequantChunks) {
   KILN_REQUIRE_GPU();
-  // More rows than one bf16 dequantisation chunk (4096 rows), with a short last chunk.
+  // More rows than one f32 dequantisation chunk (4096 rows), with a short last chunk.
   check_matmul(DType::kQ8_0, 4096 + 300, 64, 40, 1, 3, 5);
+  check_matmul(DType::kQ4_K, 4096 + 300, 256, 40, 1, 3, 5);
+  check_matmul(DType::kQ6_K, 4096 + 300, 256, 40, 1, 3, 5);
+}
+
+TEST(CudaMatmul, SplitKeepsLargeAndSmallActivations) {
+  KILN_REQUIRE_GPU();
+  // Activations far from O(1) on the cuBLAS path: the hi + lo split of x keeps its relative
+  // precision over bf16's range, and over f16's normal range.
+  const int64_t rows = 40, cols = 96, n = 24;
+  for (DType dt : {DType::kF16, DType::kBF16}) {
+    for (float scale : {1e-3f, 1e3f}) {
+      const auto wf = random_vec(size_t(rows * cols), 3);
+      const auto m = make_matrix(dt, rows, cols, wf.data());
+      auto x = random_vec(size_t(n * cols), 4);
+      for (float& v : x) v *= scale;
+      std::vector<float> want(size_t(n * rows));
+      cpu::matmul(pool(), m.view, x.data(), cols, n, want.data(), rows);
+      const auto dw = to_device(m.view);
+      const DeviceVec<float> dx = to_device(x);
+      const DeviceVec<float> dy = test::device_zeros<float>(n * rows);
+      const Status s = gpu_context()->reserve_scratch(cuda::matmul_scratch_bytes(dw.m, n));
+      ASSERT_TRUE(s.ok()) << s.message();
+      cuda::matmul(*gpu_context(), dw.m, dx.get(), cols, n, dy.get(), rows);
+      expect_close(to_host(dy), want, kMaxNmse,
+                   double(scale) * kAbsPerSqrtCols * std::sqrt(double(cols)),
+                   fmt::format("{} x scale {}", dtype_name(dt), scale));
+    }
+  }
 }
 
 // The assignment → expert map of the grouped tests: experts 1 and 3 get nothing, the others get
@@ -129,7 +177,7 @@ void check_grouped(DType dt, int64_t rows, int64_t cols, int64_t T, int64_t k, i
     for (int64_t a = 0; a < n_assign; ++a)
       if (ids[size_t(a)] == e) order.push_back(int32_t(a));
 
-  // All experts in one matrix of E·rows rows (padded by one element/block), expert e at rows
+  // All experts in one matrix of E·rows rows (padded by one element or block), expert e at rows
   // [e·rows, (e+1)·rows).
   const auto wf = random_vec(size_t(E * rows * cols), uint32_t(rows + cols));
   const auto m = make_matrix(dt, E * rows, cols, wf.data(), 1);
@@ -162,19 +210,20 @@ void check_grouped(DType dt, int64_t rows, int64_t cols, int64_t T, int64_t k, i
   const DeviceVec<float> dy = test::device_zeros<float>(n_assign * ys);
   cuda::grouped_matmul(*gpu_context(), w0, rows * m.view.row_stride, E, doff.get(), dord.get(),
                        n_assign, dx.get(), xs, x_row_div, dy.get(), ys);
-  expect_close(to_host(dy), want, 1e-7, 1e-4 * std::sqrt(double(cols)), what);
+  expect_close(to_host(dy), want, kMaxNmse, kAbsPerSqrtCols * std::sqrt(double(cols)), what);
 }
 
 TEST(CudaGroupedMatmul, MatchesPerExpertCpuMatmul) {
   KILN_REQUIRE_GPU();
   for (DType dt : kDtypes) {
-    for (int64_t cols : {32, 96, 4128}) {
+    for (int64_t cols : sweep_cols(dt)) {
       for (int64_t rows : {1, 33, 300}) {
         check_grouped(dt, rows, cols, 13, 2, 2);  // gate/up: x row = assignment / k
         check_grouped(dt, rows, cols, 13, 2, 1);  // down: x row = assignment
       }
     }
-    check_grouped(dt, 7, 96, 1, 2, 2);  // one token: every expert has ≤ one short tile
+    // One token: every expert has ≤ one short tile.
+    check_grouped(dt, 7, sweep_cols(dt)[0], 1, 2, 2);
   }
 }
 
@@ -196,9 +245,10 @@ TEST(CudaGroupedMatmul, NoAssignmentsLeavesOutputAlone) {
 
 TEST(CudaEmbeddingLookup, VocabShardMatchesCpu) {
   KILN_REQUIRE_GPU();
-  const int64_t vocab = 11, cols = 96, begin = 3, end = 9;
+  const int64_t vocab = 11, begin = 3, end = 9;
   const std::vector<int32_t> ids = {3, 0, 8, 9, 5, 10, 2, 3};
   for (DType dt : kDtypes) {
+    const int64_t cols = is_k_quant(dt) ? 512 : 96;
     const auto wf = random_vec(size_t(vocab * cols), 5);
     const auto full = make_matrix(dt, vocab, cols, wf.data(), 2);
     // Reference: the full table's row for ids in [begin, end), zeros elsewhere.

@@ -3,11 +3,10 @@
 // prefill, batches against sequences run alone, paged caches with scattered pages, and greedy
 // continuations.
 //
-// Tolerances. f32 weights: every op is fp32 on both devices, only the summation order differs,
-// so logits agree to 1e-4 (the CPU path itself agrees with llama.cpp to 2e-4). bf16, q8_0 and
-// q4_k_m weights: the GEMV path keeps activations in f32 (same tolerance as f32), but prefill
-// through cuBLAS rounds the activations to bf16, so prefill logits are compared by NMSE ≤ 1e-4
-// and by argmax where the CPU's top-2 margin exceeds 0.05.
+// Tolerances. Every path keeps the activations in fp32 (the cuBLAS path splits them into two
+// 16-bit halves for f16/bf16 weights and dequantises quantised weights to f32), and quantised
+// weights decode exactly, so only the summation order differs from the CPU: logits agree to 1e-4
+// for every dtype (the CPU path itself agrees with llama.cpp to 2e-4).
 #include <cmath>
 #include <filesystem>
 #include <memory>
@@ -130,17 +129,14 @@ TEST_P(GpuVsCpu, PrefillAndDecodeLogits) {
   ASSERT_NE(gpu_model, nullptr);
   const int64_t vocab = cpu_model->config().vocab_size;
   const std::vector<int32_t> ids = random_ids(40, vocab, 11);
-  const bool exact_prefill = p.dtype == DType::kF32;
   // Prefill: 40 rows, the cuBLAS path.
   const std::vector<float> want = run(*cpu_model, ids, true);
   const std::vector<float> got = run(*gpu_model, ids, true);
   const testing::Comparison c = compare_logits(got, want, vocab, 1e-4, 0.05);
   std::printf("[gpu vs cpu] %s %s prefill: max |dlogit| %.3g, nmse %.3g\n", p.preset,
               std::string(dtype_name(p.dtype)).c_str(), c.max_abs, nmse(got, want));
-  if (exact_prefill) {
-    EXPECT_LE(c.max_abs, 1e-4) << testing::describe(c, got, want, vocab);
-  }
-  EXPECT_LE(nmse(got, want), 1e-4);
+  EXPECT_LE(c.max_abs, 1e-4) << testing::describe(c, got, want, vocab);
+  EXPECT_LE(nmse(got, want), 1e-9);
   EXPECT_EQ(c.argmax_mismatches, 0);
   // Decode: one row per forward, the GEMV path (f32 activations for every dtype).
   const std::vector<int32_t> few(ids.begin(), ids.begin() + 12);
@@ -174,7 +170,7 @@ TEST(GpuModel, PrefillThenDecodeEqualsOnePrefill) {
   const std::vector<int32_t> ids = random_ids(37, vocab, 3);
   const std::vector<float> all = run(*m, ids, true);
   cpu::ThreadPool pool(1);
-  for (int64_t split : {1, 2, 15, 16, 17, 36}) {
+  for (int64_t split : {1, 16, 17, 36}) {
     auto state = m->new_state(1, 40);
     ASSERT_TRUE(state.ok());
     std::vector<float> logits;
