@@ -1,5 +1,5 @@
-// What the emulator's two halves share: the execution model (emu_exec.cpp) and the emulated
-// CUDA runtime and cuBLAS (runtime.cpp). Not included by converted kernel code.
+// What the emulator's parts share: the execution model (emu_exec.cpp), the emulated CUDA runtime
+// (runtime.cpp) and cuBLAS (cublas.cpp). Not included by converted kernel code.
 #pragma once
 
 #include <cstddef>
@@ -27,6 +27,18 @@ bool valid_stream(cudaStream_t s);
 // Registers [begin, end) as a guard region: a fault there is reported with `what`.
 void add_guard(const void* begin, size_t bytes, const char* what);
 
+// Where a copy or cuBLAS operand of `bytes` at p lies: inside one live device allocation, in host
+// memory, or neither (reported on stderr naming `op` and the operand's `role`).
+enum class Side { kHost, kDevice, kBad };
+Side classify(const void* p, size_t bytes, const char* op, const char* role);
+
+// The number of emulated devices (KILN_EMU_DEVICES, default 1) and the calling thread's current
+// one.
+int device_count();
+extern thread_local int t_device;
+// Sets the sticky error to e and returns it.
+cudaError_t fail(cudaError_t e);
+
 // The kernel running now (null between launches), for fault reports.
 const char* current_kernel();
 
@@ -38,5 +50,6 @@ inline constexpr int kSharedOptin = 232448;          // bytes of dynamic shared 
 inline constexpr int kSharedDefault = 48 * 1024;     // without the opt-in
 inline constexpr int kStaticSharedMax = 48 * 1024;  // static __shared__ per block
 inline constexpr int kSMs = 132;
+inline constexpr size_t kTotalMem = size_t{80} << 30;  // bytes of device memory
 
 }  // namespace kiln_emu

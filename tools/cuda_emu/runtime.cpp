@@ -1,6 +1,5 @@
 // The CUDA runtime and cuBLAS entry points kiln calls, emulated on the host: one H100-like device
-// (KILN_EMU_DEVICES changes the count), synchronous streams and copies, and a naive GEMM
-// (double accumulation) for cublasGemmEx/cublasSgemm.
+// (KILN_EMU_DEVICES changes the count), synchronous streams and copies. cuBLAS is in cublas.cpp.
 //
 // Device memory comes from one reserved address range. Each cudaMalloc gets its own pages:
 // [256-byte red zone][data, NaN-poisoned][red zone to the page end]. Device memory is PROT_NONE
@@ -39,7 +38,6 @@ namespace {
 
 constexpr size_t kReserve = size_t{1} << 38;  // 256 GiB of address space, never reused
 constexpr size_t kRedzone = 256;
-constexpr size_t kTotalMem = size_t{80} << 30;
 constexpr uint32_t kPoison = 0x7fc00000u;
 constexpr uint8_t kRedzoneByte = 0xa5;
 
@@ -205,6 +203,9 @@ struct Event {
   std::chrono::steady_clock::time_point t;
 };
 std::set<Event*> g_events;
+
+}  // namespace
+
 thread_local int t_device = 0;
 
 int device_count() {
@@ -219,9 +220,6 @@ cudaError_t fail(cudaError_t e) {
   g_last_error.store(e);
   return e;
 }
-
-// Where a copy operand lies: a live device allocation (range checked), or host memory.
-enum class Side { kHost, kDevice, kBad };
 
 Side classify(const void* p, size_t bytes, const char* op, const char* role) {
   if (bytes == 0) return in_device_range(p) ? Side::kDevice : Side::kHost;
@@ -244,6 +242,8 @@ Side classify(const void* p, size_t bytes, const char* op, const char* role) {
   }
   return Side::kDevice;
 }
+
+namespace {
 
 cudaError_t check_kind(cudaMemcpyKind kind, Side dst, Side src, const char* op) {
   if (dst == Side::kBad || src == Side::kBad) return fail(cudaErrorInvalidValue);
@@ -354,70 +354,6 @@ void fatal(const char* fmt, ...) {
 using namespace kiln_emu;
 
 // ---- devices ----------------------------------------------------------------------------------
-
-cudaError_t cudaGetDeviceCount(int* count) {
-  *count = device_count();
-  return device_count() > 0 ? cudaSuccess : fail(cudaErrorNoDevice);
-}
-
-cudaError_t cudaSetDevice(int device) {
-  if (device < 0 || device >= device_count()) return fail(cudaErrorInvalidDevice);
-  t_device = device;
-  return cudaSuccess;
-}
-
-cudaError_t cudaGetDevice(int* device) {
-  *device = t_device;
-  return cudaSuccess;
-}
-
-cudaError_t cudaGetDeviceProperties(cudaDeviceProp* p, int device) {
-  if (device < 0 || device >= device_count()) return fail(cudaErrorInvalidDevice);
-  std::memset(p, 0, sizeof *p);
-  std::snprintf(p->name, sizeof p->name, "kiln CUDA emulator (H100-like)");
-  p->totalGlobalMem = kTotalMem;
-  p->sharedMemPerBlock = kSharedDefault;
-  p->sharedMemPerBlockOptin = kSharedOptin;
-  p->regsPerBlock = 65536;
-  p->warpSize = 32;
-  p->maxThreadsPerBlock = 1024;
-  p->maxThreadsDim[0] = 1024;
-  p->maxThreadsDim[1] = 1024;
-  p->maxThreadsDim[2] = 64;
-  p->maxGridSize[0] = 0x7fffffff;
-  p->maxGridSize[1] = 65535;
-  p->maxGridSize[2] = 65535;
-  p->totalConstMem = 65536;
-  p->major = 9;
-  p->minor = 0;
-  p->multiProcessorCount = kSMs;
-  p->memoryBusWidth = 5120;
-  p->l2CacheSize = 50 << 20;
-  return cudaSuccess;
-}
-
-cudaError_t cudaDeviceGetAttribute(int* value, cudaDeviceAttr attr, int device) {
-  if (device < 0 || device >= device_count()) return fail(cudaErrorInvalidDevice);
-  switch (attr) {
-    case cudaDevAttrMaxSharedMemoryPerBlockOptin: *value = kSharedOptin; return cudaSuccess;
-    case cudaDevAttrMaxSharedMemoryPerBlock: *value = kSharedDefault; return cudaSuccess;
-    case cudaDevAttrMultiProcessorCount: *value = kSMs; return cudaSuccess;
-    case cudaDevAttrMaxThreadsPerBlock: *value = 1024; return cudaSuccess;
-    case cudaDevAttrWarpSize: *value = 32; return cudaSuccess;
-    case cudaDevAttrComputeCapabilityMajor: *value = 9; return cudaSuccess;
-    case cudaDevAttrComputeCapabilityMinor: *value = 0; return cudaSuccess;
-    case cudaDevAttrMemoryClockRate: *value = 2619000; return cudaSuccess;  // kHz
-    case cudaDevAttrGlobalMemoryBusWidth: *value = 5120; return cudaSuccess;
-    case cudaDevAttrMaxGridDimX: *value = 0x7fffffff; return cudaSuccess;
-    case cudaDevAttrMaxGridDimY: *value = 65535; return cudaSuccess;
-    default:
-      std::fprintf(stderr, "[cuda-emu] cudaDeviceGetAttribute: attribute %d is not emulated\n",
-                   static_cast<int>(attr));
-      return fail(cudaErrorNotSupported);
-  }
-}
-
-cudaError_t cudaDeviceSynchronize() { return cudaSuccess; }
 
 cudaError_t cudaMemGetInfo(size_t* free_b, size_t* total_b) {
   Memory& m = mem();
@@ -634,179 +570,4 @@ cudaError_t cudaEventDestroy(cudaEvent_t e) {
   if (g_events.erase(ev) == 0) return fail(cudaErrorInvalidResourceHandle);
   delete ev;
   return cudaSuccess;
-}
-
-// ---- cuBLAS -------------------------------------------------------------------------------------
-
-namespace {
-
-struct BlasHandle {
-  cudaStream_t stream = nullptr;
-  cublasMath_t math = CUBLAS_DEFAULT_MATH;
-};
-std::set<BlasHandle*> g_handles;
-
-BlasHandle* find_handle(cublasHandle_t h) {
-  std::lock_guard<std::mutex> l(g_state_mu);
-  auto* b = reinterpret_cast<BlasHandle*>(h);
-  return g_handles.count(b) ? b : nullptr;
-}
-
-bool element_bytes(cudaDataType t, size_t* bytes) {
-  switch (t) {
-    case CUDA_R_32F: *bytes = 4; return true;
-    case CUDA_R_16F:
-    case CUDA_R_16BF: *bytes = 2; return true;
-    default: return false;
-  }
-}
-
-double load(const void* p, cudaDataType t, size_t i) {
-  switch (t) {
-    case CUDA_R_32F: return static_cast<const float*>(p)[i];
-    case CUDA_R_16F: return __half2float(static_cast<const __half*>(p)[i]);
-    case CUDA_R_16BF: return __bfloat162float(static_cast<const __nv_bfloat16*>(p)[i]);
-    default: return 0.0;
-  }
-}
-
-// A column-major operand of `rows` × `cols` with leading dimension ld must lie in one live
-// device allocation.
-bool operand_ok(const void* p, cudaDataType t, int64_t rows, int64_t cols, int64_t ld,
-                const char* name) {
-  if (rows == 0 || cols == 0) return true;
-  size_t eb = 0;
-  element_bytes(t, &eb);
-  const size_t bytes = (static_cast<size_t>(cols - 1) * static_cast<size_t>(ld) +
-                        static_cast<size_t>(rows)) * eb;
-  return classify(p, bytes, "cublasGemmEx", name) == Side::kDevice;
-}
-
-// C = alpha·op(A)·op(B) + beta·C, column-major, accumulated in double; C is not read when
-// beta = 0 (as cuBLAS).
-cublasStatus_t gemm(cublasHandle_t handle, cublasOperation_t ta, cublasOperation_t tb, int m,
-                    int n, int k, float alpha, const void* A, cudaDataType at, int lda,
-                    const void* B, cudaDataType bt, int ldb, float beta, void* C, cudaDataType ct,
-                    int ldc, const char* op) {
-  if (find_handle(handle) == nullptr) return CUBLAS_STATUS_NOT_INITIALIZED;
-  size_t eb = 0;
-  if (!element_bytes(at, &eb) || !element_bytes(bt, &eb) || !element_bytes(ct, &eb)) {
-    return CUBLAS_STATUS_NOT_SUPPORTED;
-  }
-  const bool a_t = ta != CUBLAS_OP_N, b_t = tb != CUBLAS_OP_N;
-  const int a_rows = a_t ? k : m, b_rows = b_t ? n : k;
-  if (m < 0 || n < 0 || k < 0 || lda < std::max(1, a_rows) || ldb < std::max(1, b_rows) ||
-      ldc < std::max(1, m)) {
-    std::fprintf(stderr, "[cuda-emu] %s: invalid shape m=%d n=%d k=%d lda=%d ldb=%d ldc=%d\n", op,
-                 m, n, k, lda, ldb, ldc);
-    return CUBLAS_STATUS_INVALID_VALUE;
-  }
-  if (!operand_ok(A, at, a_rows, a_t ? m : k, lda, "A") ||
-      !operand_ok(B, bt, b_rows, b_t ? k : n, ldb, "B") || !operand_ok(C, ct, m, n, ldc, "C")) {
-    return CUBLAS_STATUS_EXECUTION_FAILED;
-  }
-  if (m == 0 || n == 0) return CUBLAS_STATUS_SUCCESS;
-  device_access_begin();
-  std::vector<double> a(static_cast<size_t>(m) * k), b(static_cast<size_t>(k) * n);
-  for (int i = 0; i < m; ++i) {
-    for (int l = 0; l < k; ++l) {
-      a[static_cast<size_t>(i) * k + l] =
-          load(A, at, a_t ? static_cast<size_t>(l) + static_cast<size_t>(i) * lda
-                          : static_cast<size_t>(i) + static_cast<size_t>(l) * lda);
-    }
-  }
-  for (int j = 0; j < n; ++j) {
-    for (int l = 0; l < k; ++l) {
-      b[static_cast<size_t>(j) * k + l] =
-          load(B, bt, b_t ? static_cast<size_t>(j) + static_cast<size_t>(l) * ldb
-                          : static_cast<size_t>(l) + static_cast<size_t>(j) * ldb);
-    }
-  }
-  for (int j = 0; j < n; ++j) {
-    for (int i = 0; i < m; ++i) {
-      double s = 0.0;
-      const double* ar = a.data() + static_cast<size_t>(i) * k;
-      const double* bc = b.data() + static_cast<size_t>(j) * k;
-      for (int l = 0; l < k; ++l) s += ar[l] * bc[l];
-      const size_t ci = static_cast<size_t>(i) + static_cast<size_t>(j) * ldc;
-      double v = alpha * s;
-      if (beta != 0.0f) v += beta * load(C, ct, ci);
-      switch (ct) {
-        case CUDA_R_32F: static_cast<float*>(C)[ci] = static_cast<float>(v); break;
-        case CUDA_R_16F: static_cast<__half*>(C)[ci] = __float2half_rn(static_cast<float>(v)); break;
-        case CUDA_R_16BF:
-          static_cast<__nv_bfloat16*>(C)[ci] = __float2bfloat16_rn(static_cast<float>(v));
-          break;
-        default: break;
-      }
-    }
-  }
-  device_access_end(op);
-  return CUBLAS_STATUS_SUCCESS;
-}
-
-}  // namespace
-
-cublasStatus_t cublasCreate(cublasHandle_t* h) {
-  if (device_count() == 0) return CUBLAS_STATUS_NOT_INITIALIZED;
-  auto* b = new BlasHandle();
-  std::lock_guard<std::mutex> l(g_state_mu);
-  g_handles.insert(b);
-  *h = reinterpret_cast<cublasHandle_t>(b);
-  return CUBLAS_STATUS_SUCCESS;
-}
-
-cublasStatus_t cublasDestroy(cublasHandle_t h) {
-  std::lock_guard<std::mutex> l(g_state_mu);
-  auto* b = reinterpret_cast<BlasHandle*>(h);
-  if (g_handles.erase(b) == 0) return CUBLAS_STATUS_NOT_INITIALIZED;
-  delete b;
-  return CUBLAS_STATUS_SUCCESS;
-}
-
-cublasStatus_t cublasSetStream(cublasHandle_t h, cudaStream_t s) {
-  BlasHandle* b = find_handle(h);
-  if (b == nullptr) return CUBLAS_STATUS_NOT_INITIALIZED;
-  if (!valid_stream(s)) return CUBLAS_STATUS_INVALID_VALUE;
-  b->stream = s;
-  return CUBLAS_STATUS_SUCCESS;
-}
-
-cublasStatus_t cublasSetMathMode(cublasHandle_t h, cublasMath_t mode) {
-  BlasHandle* b = find_handle(h);
-  if (b == nullptr) return CUBLAS_STATUS_NOT_INITIALIZED;
-  b->math = mode;
-  return CUBLAS_STATUS_SUCCESS;
-}
-
-const char* cublasGetStatusString(cublasStatus_t s) {
-  switch (s) {
-    case CUBLAS_STATUS_SUCCESS: return "CUBLAS_STATUS_SUCCESS";
-    case CUBLAS_STATUS_NOT_INITIALIZED: return "CUBLAS_STATUS_NOT_INITIALIZED";
-    case CUBLAS_STATUS_INVALID_VALUE: return "CUBLAS_STATUS_INVALID_VALUE";
-    case CUBLAS_STATUS_NOT_SUPPORTED: return "CUBLAS_STATUS_NOT_SUPPORTED";
-    case CUBLAS_STATUS_EXECUTION_FAILED: return "CUBLAS_STATUS_EXECUTION_FAILED";
-    default: return "CUBLAS_STATUS_UNKNOWN";
-  }
-}
-
-cublasStatus_t cublasGemmEx(cublasHandle_t handle, cublasOperation_t ta, cublasOperation_t tb,
-                            int m, int n, int k, const void* alpha, const void* A,
-                            cudaDataType at, int lda, const void* B, cudaDataType bt, int ldb,
-                            const void* beta, void* C, cudaDataType ct, int ldc,
-                            cublasComputeType_t compute, cublasGemmAlgo_t) {
-  if (compute != CUBLAS_COMPUTE_32F && compute != CUBLAS_COMPUTE_32F_PEDANTIC) {
-    std::fprintf(stderr, "[cuda-emu] cublasGemmEx: compute type %d is not emulated\n",
-                 static_cast<int>(compute));
-    return CUBLAS_STATUS_NOT_SUPPORTED;
-  }
-  return gemm(handle, ta, tb, m, n, k, *static_cast<const float*>(alpha), A, at, lda, B, bt, ldb,
-              *static_cast<const float*>(beta), C, ct, ldc, "cublasGemmEx");
-}
-
-cublasStatus_t cublasSgemm(cublasHandle_t handle, cublasOperation_t ta, cublasOperation_t tb,
-                           int m, int n, int k, const float* alpha, const float* A, int lda,
-                           const float* B, int ldb, const float* beta, float* C, int ldc) {
-  return gemm(handle, ta, tb, m, n, k, *alpha, A, CUDA_R_32F, lda, B, CUDA_R_32F, ldb, *beta, C,
-              CUDA_R_32F, ldc, "cublasSgemm");
 }
