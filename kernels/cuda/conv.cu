@@ -7,6 +7,7 @@
 
 #include "kernels/base/check.h"
 #include "kernels/cuda/ops.h"
+#include "kernels/cuda/span.cuh"
 
 namespace kiln::cuda {
 namespace {
@@ -16,21 +17,6 @@ constexpr int kConvThreads = 256;  // channels per block
 constexpr int kPrepThreads = 128;  // one block per (token, head); a multiple of 32
 
 __device__ __forceinline__ float sigmoid(float x) { return 1.0f / (1.0f + expf(-x)); }
-
-// The span holding batch row t: the last span with begin ≤ t. Spans are in row order and tile
-// [0, n_rows), so that span also has t < begin + n (empty spans before it share its begin).
-__device__ int find_span(const Span* spans, int n_spans, int64_t t) {
-  int lo = 0, hi = n_spans - 1;  // invariant: spans[lo].begin ≤ t (spans[0].begin = 0)
-  while (lo < hi) {
-    const int mid = lo + (hi - lo + 1) / 2;
-    if (spans[mid].begin <= t) {
-      lo = mid;
-    } else {
-      hi = mid - 1;
-    }
-  }
-  return lo;
-}
 
 // Block (t, cb): batch row t, channels [cb·kConvThreads, +kConvThreads).
 //   y[t][c] = SiLU(Σ_{j<taps} w[c][j] · in(i − (taps−1) + j)[c]),  i = t − begin,

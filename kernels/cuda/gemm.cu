@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <cstdint>
 #include <limits>
+#include <type_traits>
 
 #include <cublas_v2.h>
 #include <cuda_bf16.h>
@@ -17,6 +18,21 @@
 
 namespace kiln::cuda {
 namespace {
+
+// Calls f(std::integral_constant<DType, t>{}) for every weight dtype the kernels decode (one
+// instantiation per dtype); any other dtype is a bug.
+template <class F>
+void with_weight_dtype(DType t, F&& f) {
+  switch (t) {
+    case DType::kF32: return f(std::integral_constant<DType, DType::kF32>{});
+    case DType::kF16: return f(std::integral_constant<DType, DType::kF16>{});
+    case DType::kBF16: return f(std::integral_constant<DType, DType::kBF16>{});
+    case DType::kQ8_0: return f(std::integral_constant<DType, DType::kQ8_0>{});
+    case DType::kQ4_K: return f(std::integral_constant<DType, DType::kQ4_K>{});
+    case DType::kQ6_K: return f(std::integral_constant<DType, DType::kQ6_K>{});
+  }
+  KILN_CHECK_MSG(false, "CUDA matmul: unsupported weight dtype");
+}
 
 using gemm_detail::convert_unit;
 using gemm_detail::k_quant_lane;
@@ -251,21 +267,9 @@ void gemv_tokens(Context& ctx, const DeviceMatrix& w, const float* x, int64_t x_
 void gemv(Context& ctx, const DeviceMatrix& w, const float* x, int64_t x_stride, int n, float* y,
           int64_t y_stride) {
   static_assert(kGemvMaxRows <= 16, "gemv_tokens instantiates up to 16 accumulators");
-  switch (w.dtype) {
-    case DType::kF32:
-      return gemv_tokens<DType::kF32>(ctx, w, x, x_stride, n, y, y_stride);
-    case DType::kF16:
-      return gemv_tokens<DType::kF16>(ctx, w, x, x_stride, n, y, y_stride);
-    case DType::kBF16:
-      return gemv_tokens<DType::kBF16>(ctx, w, x, x_stride, n, y, y_stride);
-    case DType::kQ8_0:
-      return gemv_tokens<DType::kQ8_0>(ctx, w, x, x_stride, n, y, y_stride);
-    case DType::kQ4_K:
-      return gemv_tokens<DType::kQ4_K>(ctx, w, x, x_stride, n, y, y_stride);
-    case DType::kQ6_K:
-      return gemv_tokens<DType::kQ6_K>(ctx, w, x, x_stride, n, y, y_stride);
-  }
-  KILN_CHECK_MSG(false, "CUDA matmul: unsupported weight dtype");
+  with_weight_dtype(w.dtype, [&](auto dt) {
+    gemv_tokens<decltype(dt)::value>(ctx, w, x, x_stride, n, y, y_stride);
+  });
 }
 
 // Bytes of one 16-bit part of x, packed [n][cols], rounded up to the scratch alignment.
@@ -414,27 +418,10 @@ void grouped_matmul(Context& ctx, const DeviceMatrix& w, int64_t expert_stride, 
   KILN_CHECK((w.rows + kRowWarps - 1) / kRowWarps <= std::numeric_limits<int>::max());
   if (n_assign == 0 || w.rows == 0) return;
   KILN_CHECK(offsets != nullptr && order != nullptr && x != nullptr && y != nullptr);
-  switch (w.dtype) {
-    case DType::kF32:
-      return launch_grouped<DType::kF32>(ctx, w, expert_stride, E, offsets, order, x, x_stride,
-                                         x_row_div, y, y_stride);
-    case DType::kF16:
-      return launch_grouped<DType::kF16>(ctx, w, expert_stride, E, offsets, order, x, x_stride,
-                                         x_row_div, y, y_stride);
-    case DType::kBF16:
-      return launch_grouped<DType::kBF16>(ctx, w, expert_stride, E, offsets, order, x, x_stride,
-                                          x_row_div, y, y_stride);
-    case DType::kQ8_0:
-      return launch_grouped<DType::kQ8_0>(ctx, w, expert_stride, E, offsets, order, x, x_stride,
-                                          x_row_div, y, y_stride);
-    case DType::kQ4_K:
-      return launch_grouped<DType::kQ4_K>(ctx, w, expert_stride, E, offsets, order, x, x_stride,
-                                          x_row_div, y, y_stride);
-    case DType::kQ6_K:
-      return launch_grouped<DType::kQ6_K>(ctx, w, expert_stride, E, offsets, order, x, x_stride,
-                                          x_row_div, y, y_stride);
-  }
-  KILN_CHECK_MSG(false, "CUDA grouped_matmul: unsupported weight dtype");
+  with_weight_dtype(w.dtype, [&](auto dt) {
+    launch_grouped<decltype(dt)::value>(ctx, w, expert_stride, E, offsets, order, x, x_stride,
+                                        x_row_div, y, y_stride);
+  });
 }
 
 void embedding_lookup(Context& ctx, const DeviceMatrix& table, const int32_t* ids, int64_t n,
@@ -445,21 +432,9 @@ void embedding_lookup(Context& ctx, const DeviceMatrix& table, const int32_t* id
   KILN_CHECK(vocab_end - vocab_begin <= table.rows);
   if (n == 0) return;
   KILN_CHECK(ids != nullptr && out != nullptr);
-  switch (table.dtype) {
-    case DType::kF32:
-      return launch_embedding<DType::kF32>(ctx, table, ids, n, vocab_begin, vocab_end, out);
-    case DType::kF16:
-      return launch_embedding<DType::kF16>(ctx, table, ids, n, vocab_begin, vocab_end, out);
-    case DType::kBF16:
-      return launch_embedding<DType::kBF16>(ctx, table, ids, n, vocab_begin, vocab_end, out);
-    case DType::kQ8_0:
-      return launch_embedding<DType::kQ8_0>(ctx, table, ids, n, vocab_begin, vocab_end, out);
-    case DType::kQ4_K:
-      return launch_embedding<DType::kQ4_K>(ctx, table, ids, n, vocab_begin, vocab_end, out);
-    case DType::kQ6_K:
-      return launch_embedding<DType::kQ6_K>(ctx, table, ids, n, vocab_begin, vocab_end, out);
-  }
-  KILN_CHECK_MSG(false, "CUDA embedding_lookup: unsupported table dtype");
+  with_weight_dtype(table.dtype, [&](auto dt) {
+    launch_embedding<decltype(dt)::value>(ctx, table, ids, n, vocab_begin, vocab_end, out);
+  });
 }
 
 }  // namespace kiln::cuda

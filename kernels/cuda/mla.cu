@@ -9,6 +9,7 @@
 
 #include "kernels/base/check.h"
 #include "kernels/cuda/ops.h"
+#include "kernels/cuda/span.cuh"
 
 namespace kiln::cuda {
 namespace {
@@ -18,21 +19,6 @@ constexpr int kWarps = 8;           // warps of an attention block
 constexpr int kAttnThreads = kWarps * 32;
 constexpr int kMaxRPerLane = 16;    // value columns per lane: R ≤ 32 · 16 = 512
 constexpr int64_t kMaxSmem = 48 * 1024;
-
-// The span holding batch row t: the last span with begin ≤ t. Spans are in row order and tile
-// [0, n_rows), so that span also has t < begin + n (empty spans before it share its begin).
-__device__ int find_span(const Span* spans, int n_spans, int64_t t) {
-  int lo = 0, hi = n_spans - 1;  // invariant: spans[lo].begin ≤ t (spans[0].begin = 0)
-  while (lo < hi) {
-    const int mid = lo + (hi - lo + 1) / 2;
-    if (spans[mid].begin <= t) {
-      lo = mid;
-    } else {
-      hi = mid - 1;
-    }
-  }
-  return lo;
-}
 
 // Row `pos` of span `si`'s latent cache: page tables[table_offsets[si] + pos / page_tokens],
 // row pos % page_tokens of it, rows W floats apart. T: float or const float.

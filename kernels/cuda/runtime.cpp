@@ -3,7 +3,6 @@
 
 #include <cublas_v2.h>
 
-#include <utility>
 
 #include "kernels/base/check.h"
 
@@ -76,62 +75,40 @@ Status out_of_memory(int64_t bytes, std::string_view what, cudaError_t e) {
 
 }  // namespace
 
-StatusOr<DeviceBuffer> DeviceBuffer::allocate(int64_t bytes, std::string_view what) {
+template <MemoryKind K>
+StatusOr<Allocation<K>> Allocation<K>::allocate(int64_t bytes, std::string_view what) {
   KILN_CHECK(bytes >= 0);
-  DeviceBuffer b;
-  if (bytes == 0) return b;
-  const cudaError_t e = cudaMalloc(&b.data_, static_cast<size_t>(bytes));
-  if (e != cudaSuccess) return out_of_memory(bytes, what, e);
-  b.bytes_ = bytes;
-  return b;
-}
-
-DeviceBuffer::~DeviceBuffer() {
-  if (data_ != nullptr) cudaFree(data_);
-}
-
-DeviceBuffer::DeviceBuffer(DeviceBuffer&& o) noexcept
-    : data_(std::exchange(o.data_, nullptr)), bytes_(std::exchange(o.bytes_, 0)) {}
-
-DeviceBuffer& DeviceBuffer::operator=(DeviceBuffer&& o) noexcept {
-  if (this != &o) {
-    if (data_ != nullptr) cudaFree(data_);
-    data_ = std::exchange(o.data_, nullptr);
-    bytes_ = std::exchange(o.bytes_, 0);
-  }
-  return *this;
-}
-
-StatusOr<PinnedBuffer> PinnedBuffer::allocate(int64_t bytes, std::string_view what) {
-  KILN_CHECK(bytes >= 0);
-  PinnedBuffer b;
-  if (bytes == 0) return b;
-  const cudaError_t e = cudaMallocHost(&b.data_, static_cast<size_t>(bytes));
+  Allocation a;
+  if (bytes == 0) return a;
+  const cudaError_t e = K == MemoryKind::kDevice
+                            ? cudaMalloc(&a.data_, static_cast<size_t>(bytes))
+                            : cudaMallocHost(&a.data_, static_cast<size_t>(bytes));
   if (e != cudaSuccess) {
+    a.data_ = nullptr;
+    if (K == MemoryKind::kDevice) return out_of_memory(bytes, what, e);
     cudaGetLastError();
     return Status(StatusCode::kResourceExhausted,
                   fmt::format("cannot pin {} bytes of host memory for {} ({})", bytes, what,
                               cudaGetErrorName(e)));
   }
-  b.bytes_ = bytes;
-  return b;
+  a.bytes_ = bytes;
+  return a;
 }
 
-PinnedBuffer::~PinnedBuffer() {
-  if (data_ != nullptr) cudaFreeHost(data_);
-}
-
-PinnedBuffer::PinnedBuffer(PinnedBuffer&& o) noexcept
-    : data_(std::exchange(o.data_, nullptr)), bytes_(std::exchange(o.bytes_, 0)) {}
-
-PinnedBuffer& PinnedBuffer::operator=(PinnedBuffer&& o) noexcept {
-  if (this != &o) {
-    if (data_ != nullptr) cudaFreeHost(data_);
-    data_ = std::exchange(o.data_, nullptr);
-    bytes_ = std::exchange(o.bytes_, 0);
+template <MemoryKind K>
+void Allocation<K>::reset() {
+  if (data_ == nullptr) return;
+  if (K == MemoryKind::kDevice) {
+    cudaFree(data_);
+  } else {
+    cudaFreeHost(data_);
   }
-  return *this;
+  data_ = nullptr;
+  bytes_ = 0;
 }
+
+template class Allocation<MemoryKind::kDevice>;
+template class Allocation<MemoryKind::kPinnedHost>;
 
 StatusOr<std::unique_ptr<Context>> Context::create(int device) {
   KILN_RETURN_IF_ERROR(check_device(device));

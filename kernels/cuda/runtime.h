@@ -59,18 +59,36 @@ std::string device_description(int device);
 // Theoretical peak DRAM bandwidth of the device in GB/s (memory clock × bus width × 2), or 0.
 double device_peak_bandwidth_gbs(int device);
 
-// One device allocation (cudaMalloc, never managed memory), freed on destruction.
-class DeviceBuffer {
+enum class MemoryKind {
+  kDevice,      // cudaMalloc (never managed memory)
+  kPinnedHost,  // cudaMallocHost: page-locked host memory for asynchronous copies
+};
+
+// One allocation of `K`, freed on destruction; move-only.
+template <MemoryKind K>
+class Allocation {
  public:
-  DeviceBuffer() = default;
-  // ResourceExhausted on failure: "out of device memory: <what> needs X MiB, Y MiB free of Z".
-  // Zero bytes gives an empty buffer (data() == nullptr).
-  static StatusOr<DeviceBuffer> allocate(int64_t bytes, std::string_view what);
-  ~DeviceBuffer();
-  DeviceBuffer(DeviceBuffer&& o) noexcept;
-  DeviceBuffer& operator=(DeviceBuffer&& o) noexcept;
-  DeviceBuffer(const DeviceBuffer&) = delete;
-  DeviceBuffer& operator=(const DeviceBuffer&) = delete;
+  Allocation() = default;
+  // ResourceExhausted on failure, naming `what` and the bytes (device: "out of device memory:
+  // <what> needs X MiB, Y MiB free of Z"). Zero bytes gives an empty one (data() == nullptr).
+  static StatusOr<Allocation> allocate(int64_t bytes, std::string_view what);
+  ~Allocation() { reset(); }
+  Allocation(Allocation&& o) noexcept : data_(o.data_), bytes_(o.bytes_) {
+    o.data_ = nullptr;
+    o.bytes_ = 0;
+  }
+  Allocation& operator=(Allocation&& o) noexcept {
+    if (this != &o) {
+      reset();
+      data_ = o.data_;
+      bytes_ = o.bytes_;
+      o.data_ = nullptr;
+      o.bytes_ = 0;
+    }
+    return *this;
+  }
+  Allocation(const Allocation&) = delete;
+  Allocation& operator=(const Allocation&) = delete;
 
   void* data() const { return data_; }
   int64_t bytes() const { return bytes_; }
@@ -78,30 +96,13 @@ class DeviceBuffer {
   T* as() const { return static_cast<T*>(data_); }
 
  private:
+  void reset();  // frees the memory, if any
   void* data_ = nullptr;
   int64_t bytes_ = 0;
 };
 
-// Page-locked host memory (cudaMallocHost) for asynchronous copies; freed on destruction.
-class PinnedBuffer {
- public:
-  PinnedBuffer() = default;
-  static StatusOr<PinnedBuffer> allocate(int64_t bytes, std::string_view what);
-  ~PinnedBuffer();
-  PinnedBuffer(PinnedBuffer&& o) noexcept;
-  PinnedBuffer& operator=(PinnedBuffer&& o) noexcept;
-  PinnedBuffer(const PinnedBuffer&) = delete;
-  PinnedBuffer& operator=(const PinnedBuffer&) = delete;
-
-  void* data() const { return data_; }
-  int64_t bytes() const { return bytes_; }
-  template <class T>
-  T* as() const { return static_cast<T*>(data_); }
-
- private:
-  void* data_ = nullptr;
-  int64_t bytes_ = 0;
-};
+using DeviceBuffer = Allocation<MemoryKind::kDevice>;
+using PinnedBuffer = Allocation<MemoryKind::kPinnedHost>;
 
 // Everything one rank needs to run kernels on its GPU: the device (made current for the calling
 // thread by create() and by bind()), one non-blocking stream that every kernel of this rank runs

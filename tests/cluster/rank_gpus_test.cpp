@@ -10,6 +10,8 @@
 
 #ifdef KILN_HAVE_MPI
 #include <mpi.h>
+
+#include "tests/common/mpi_session.h"
 #endif
 #ifdef KILN_HAVE_CUDA
 #include "kernels/cuda/runtime.h"
@@ -95,28 +97,7 @@ TEST(InitWorldCuda, BuildWithoutCudaSaysSo) {
 #endif
 
 #if defined(KILN_HAVE_CUDA) && defined(KILN_HAVE_MPI)
-// MPI is initialised by the test (a one-rank singleton) and finalised after the last test, so
-// every init_world of the process leaves MPI running.
-class MpiEnvironment : public ::testing::Environment {
- public:
-  void TearDown() override {
-    int initialized = 0;
-    int finalized = 0;
-    MPI_Initialized(&initialized);
-    MPI_Finalized(&finalized);
-    if (initialized != 0 && finalized == 0) MPI_Finalize();
-  }
-};
-[[maybe_unused]] ::testing::Environment* const kMpiEnvironment =
-    ::testing::AddGlobalTestEnvironment(new MpiEnvironment);
-
-void ensure_mpi() {
-  int initialized = 0;
-  ASSERT_EQ(MPI_Initialized(&initialized), MPI_SUCCESS);
-  if (initialized != 0) return;
-  int provided = 0;
-  ASSERT_EQ(MPI_Init_thread(nullptr, nullptr, MPI_THREAD_SERIALIZED, &provided), MPI_SUCCESS);
-}
+using test::ensure_mpi;
 
 // Sets an environment variable for one scope.
 class ScopedEnv {

@@ -16,33 +16,13 @@
 #include <gtest/gtest.h>
 
 #include "cluster/world.h"
+#include "tests/common/mpi_session.h"
 #include "tests/cuda/cuda_test_util.h"
 
 namespace kiln {
 namespace {
 
-// MPI is initialised by the first test that needs it (not while ctest lists the tests) and
-// finalised after the last test.
-class MpiEnvironment : public ::testing::Environment {
- public:
-  void TearDown() override {
-    int initialized = 0;
-    int finalized = 0;
-    MPI_Initialized(&initialized);
-    MPI_Finalized(&finalized);
-    if (initialized != 0 && finalized == 0) MPI_Finalize();
-  }
-};
-[[maybe_unused]] ::testing::Environment* const kMpiEnvironment =
-    ::testing::AddGlobalTestEnvironment(new MpiEnvironment);
-
-void ensure_mpi() {
-  int initialized = 0;
-  ASSERT_EQ(MPI_Initialized(&initialized), MPI_SUCCESS);
-  if (initialized != 0) return;
-  int provided = 0;
-  ASSERT_EQ(MPI_Init_thread(nullptr, nullptr, MPI_THREAD_SERIALIZED, &provided), MPI_SUCCESS);
-}
+using test::ensure_mpi;
 
 // Copies on the communicator's stream, so they are ordered with its NCCL calls (the context's
 // stream does not synchronise with the legacy default stream that cudaMemcpy uses).
