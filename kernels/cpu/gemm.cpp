@@ -260,6 +260,14 @@ void matmul(ThreadPool& pool, const MatrixView& w, const float* x, int64_t x_str
   });
 }
 
+void matmul_serial(const MatrixView& w, const float* x, int64_t x_stride, int64_t n, float* y,
+                   int64_t y_stride) {
+  KILN_CHECK(w.cols % dtype_block_elems(w.dtype) == 0);
+  KILN_CHECK(n <= 1 || (x_stride >= w.cols && y_stride >= w.rows));
+  if (n <= 0 || w.rows <= 0) return;
+  rows_any(w, 0, w.rows, x, x_stride, n, y, y_stride);
+}
+
 void embedding_lookup(const MatrixView& table, const int32_t* ids, int64_t n, float* out) {
   for (int64_t t = 0; t < n; ++t) {
     KILN_CHECK_MSG(ids[t] >= 0 && ids[t] < table.rows, "token id out of range");

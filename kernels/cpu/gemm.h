@@ -16,6 +16,11 @@ namespace kiln::cpu {
 void matmul(ThreadPool& pool, const MatrixView& w, const float* x, int64_t x_stride, int64_t n,
             float* y, int64_t y_stride);
 
+// matmul on the calling thread only, with the same values: for callers that split the work over
+// something else (the MoE runs whole experts per thread).
+void matmul_serial(const MatrixView& w, const float* x, int64_t x_stride, int64_t n, float* y,
+                   int64_t y_stride);
+
 // out[t][:] = table row ids[t], converted to f32. out: [n][table.cols] contiguous.
 void embedding_lookup(const MatrixView& table, const int32_t* ids, int64_t n, float* out);
 
