@@ -55,11 +55,36 @@ int64_t round_up(int64_t v, int64_t a) { return (v + a - 1) / a * a; }
 
 // ---- device helpers ---------------------------------------------------------------------------
 
-// One warp: acc[t] = Σ_{c<cols} w[c] · xr[t][c] for t < nt (acc[t] = 0 for t ≥ nt). Lane l reads
-// elements l, l + 32, … of the weight row (for the k-quants, the warp decodes one super-block at
-// a time, lane l its elements l + 32·i), so the warp reads each weight byte once for all nt token
-// rows; after the butterfly reduction every lane holds the full sums. nt is uniform across the
-// warp, so the `t < nt` branches do not diverge; xr[t] is only read for t < nt.
+// The 16 bytes of raw as f32: 4 f32, or 8 f16/bf16 in memory order.
+template <DType DT, int N>
+__device__ __forceinline__ void unpack16(const uint4& raw, float (&out)[N]) {
+  const unsigned int words[4] = {raw.x, raw.y, raw.z, raw.w};
+#pragma unroll
+  for (int i = 0; i < 4; ++i) {
+    if constexpr (DT == DType::kF32) {
+      out[i] = __uint_as_float(words[i]);
+    } else {
+      const auto lo = static_cast<unsigned short>(words[i] & 0xffffu);
+      const auto hi = static_cast<unsigned short>(words[i] >> 16);
+      if constexpr (DT == DType::kF16) {
+        out[2 * i] = __half2float(__ushort_as_half(lo));
+        out[2 * i + 1] = __half2float(__ushort_as_half(hi));
+      } else {
+        out[2 * i] = __bfloat162float(__ushort_as_bfloat16(lo));
+        out[2 * i + 1] = __bfloat162float(__ushort_as_bfloat16(hi));
+      }
+    }
+  }
+}
+
+// One warp: acc[t] = Σ_{c<cols} w[c] · xr[t][c] for t < nt (acc[t] = 0 for t ≥ nt). For
+// f32/f16/bf16 rows that are 16-byte aligned, lane l loads 16 bytes at a time (elements
+// 256·s + 8·l … +7 for 16-bit types, 128·s + 4·l … +3 for f32) while whole warp-wide steps fit;
+// otherwise, and for the tail, lane l reads elements l, l + 32, …; for the k-quants the warp
+// decodes one super-block at a time, lane l its elements l + 32·i. The warp reads each weight
+// byte once for all nt token rows; after the butterfly reduction every lane holds the full sums.
+// nt is uniform across the warp, so the `t < nt` branches do not diverge; xr[t] is only read for
+// t < nt.
 template <DType DT, int NT>
 __device__ __forceinline__ void warp_row_dot(const unsigned char* wrow, int cols,
                                              const float* const (&xr)[NT], int nt,
@@ -81,7 +106,31 @@ __device__ __forceinline__ void warp_row_dot(const unsigned char* wrow, int cols
       }
     }
   } else {
-    for (int c = lane; c < cols; c += kWarp) {
+    int c_tail = 0;
+    if constexpr (DT != DType::kQ8_0) {
+      // 16-byte weight loads (8 f16/bf16 or 4 f32 per lane) while whole warp-wide steps fit and
+      // the row is 16-byte aligned (uniform across the warp): lane l takes the kVec elements
+      // starting at step·kVec·32 + kVec·l. The rest of the row goes through the loop below.
+      constexpr int kVec = DT == DType::kF32 ? 4 : 8;
+      if (reinterpret_cast<uintptr_t>(wrow) % 16 == 0) {
+        const int steps = cols / (kVec * kWarp);
+        for (int s = 0; s < steps; ++s) {
+          const int c = (s * kWarp + lane) * kVec;
+          const uint4 raw = __ldg(reinterpret_cast<const uint4*>(wrow) + s * kWarp + lane);
+          float wv[kVec];
+          unpack16<DT>(raw, wv);
+#pragma unroll
+          for (int i = 0; i < kVec; ++i) {
+#pragma unroll
+            for (int t = 0; t < NT; ++t) {
+              if (t < nt) acc[t] = fmaf(wv[i], __ldg(xr[t] + c + i), acc[t]);
+            }
+          }
+        }
+        c_tail = steps * kVec * kWarp;
+      }
+    }
+    for (int c = c_tail + lane; c < cols; c += kWarp) {
       const float wv = load_weight<DT>(wrow, c);
 #pragma unroll
       for (int t = 0; t < NT; ++t) {
