@@ -80,7 +80,8 @@ __device__ __forceinline__ void unpack16(const uint4& raw, float (&out)[N]) {
 // One warp: acc[t] = Σ_{c<cols} w[c] · xr[t][c] for t < nt (acc[t] = 0 for t ≥ nt). For
 // f32/f16/bf16 rows that are 16-byte aligned, lane l loads 16 bytes at a time (elements
 // 256·s + 8·l … +7 for 16-bit types, 128·s + 4·l … +3 for f32) while whole warp-wide steps fit;
-// otherwise, and for the tail, lane l reads elements l, l + 32, …; for the k-quants the warp
+// otherwise, and for the tail, lane l reads elements l, l + 32, …; for q8_0 lane l takes whole
+// blocks l, l + 32, … (scale once per block); for the k-quants the warp
 // decodes one super-block at a time, lane l its elements l + 32·i. The warp reads each weight
 // byte once for all nt token rows; after the butterfly reduction every lane holds the full sums.
 // nt is uniform across the warp, so the `t < nt` branches do not diverge; xr[t] is only read for
@@ -105,9 +106,37 @@ __device__ __forceinline__ void warp_row_dot(const unsigned char* wrow, int cols
         }
       }
     }
+  } else if constexpr (DT == DType::kQ8_0) {
+    // Lane l takes whole 32-element blocks l, l + 32, …: its f16 scale once, the int8 values two
+    // at a time (blocks are 34 bytes, so only 2-byte aligned), a per-block sum per token, then
+    // acc += d · sum (the CPU's order of scaling).
+    const int blocks = cols / kQ8Block;
+    for (int b = lane; b < blocks; b += kWarp) {
+      const unsigned char* blk = wrow + static_cast<int64_t>(b) * gemm_detail::kQ8BlockBytes;
+      const float d = gemm_detail::load_f16(blk);
+      const int c0 = b * kQ8Block;
+      float part[NT];
+#pragma unroll
+      for (int t = 0; t < NT; ++t) part[t] = 0.0f;
+#pragma unroll 4
+      for (int i = 0; i < kQ8Block; i += 2) {
+        const unsigned short pair = __ldg(reinterpret_cast<const unsigned short*>(blk + 2 + i));
+        const float q0 = static_cast<float>(static_cast<signed char>(pair & 0xffu));
+        const float q1 = static_cast<float>(static_cast<signed char>(pair >> 8));
+#pragma unroll
+        for (int t = 0; t < NT; ++t) {
+          if (t < nt) {
+            part[t] = fmaf(q0, __ldg(xr[t] + c0 + i), part[t]);
+            part[t] = fmaf(q1, __ldg(xr[t] + c0 + i + 1), part[t]);
+          }
+        }
+      }
+#pragma unroll
+      for (int t = 0; t < NT; ++t) acc[t] = fmaf(d, part[t], acc[t]);
+    }
   } else {
     int c_tail = 0;
-    if constexpr (DT != DType::kQ8_0) {
+    {
       // 16-byte weight loads (8 f16/bf16 or 4 f32 per lane) while whole warp-wide steps fit and
       // the row is 16-byte aligned (uniform across the warp): lane l takes the kVec elements
       // starting at step·kVec·32 + kVec·l. The rest of the row goes through the loop below.
