@@ -24,15 +24,7 @@ namespace {
 
 using testing::compare_logits;
 using testing::data_path;
-
-std::vector<int32_t> random_ids(int64_t n, int64_t vocab, uint64_t seed) {
-  std::vector<int32_t> ids;
-  for (int64_t i = 0; i < n; ++i) {
-    seed = seed * 6364136223846793005ull + 1442695040888963407ull;
-    ids.push_back(static_cast<int32_t>((seed >> 33) % static_cast<uint64_t>(vocab)));
-  }
-  return ids;
-}
+using testing::random_ids;
 
 // A make-model GGUF of `preset` in `dtype`, written once per process.
 std::string made_model(const std::string& preset, DType dtype) {

@@ -14,14 +14,7 @@
 namespace kiln {
 namespace {
 
-std::vector<int32_t> test_ids(int64_t n, int64_t vocab, uint64_t seed) {
-  std::vector<int32_t> ids;
-  for (int64_t i = 0; i < n; ++i) {
-    seed = seed * 6364136223846793005ull + 1442695040888963407ull;
-    ids.push_back(static_cast<int32_t>((seed >> 33) % static_cast<uint64_t>(vocab)));
-  }
-  return ids;
-}
+using testing::random_ids;
 
 // Writes `preset` with `dtype` (both layouts) once per pair; eps 1e-6 so the HF convention
 // for kv_a_layernorm (1e-6) and the GGUF one (rms_norm_eps) coincide.
@@ -70,7 +63,7 @@ TEST_P(CrossFormatTest, HfAndGgufGiveTheSameLogits) {
   EXPECT_EQ((*hf)->config().kv_a_norm_eps, (*gguf)->config().kv_a_norm_eps);
   cpu::ThreadPool pool(2);
   const int64_t vocab = (*hf)->config().vocab_size;
-  const std::vector<int32_t> ids = test_ids(40, vocab, 3);
+  const std::vector<int32_t> ids = random_ids(40, vocab, 3);
   const std::vector<float> a = batch_logits(**hf, pool, ids);
   const std::vector<float> b = batch_logits(**gguf, pool, ids);
   const testing::Comparison c = testing::compare_logits(a, b, vocab, fc.tol, 1e-2);
@@ -105,7 +98,7 @@ class SplitTest : public ::testing::Test {
 // row equals the single prefill's (KDA state and conv windows, MLA latent cache hand-off).
 TEST_F(SplitTest, PrefillThenDecodeEqualsOnePrefill) {
   const int64_t vocab = model_->config().vocab_size, n = 37;
-  const std::vector<int32_t> ids = test_ids(n, vocab, 11);
+  const std::vector<int32_t> ids = random_ids(n, vocab, 11);
   const std::vector<float> want = batch_logits(*model_, pool_, ids);
   for (int64_t s = 1; s <= n; s += (s < 20 ? 1 : 7)) {
     auto state = model_->new_state(1, n).value();
@@ -124,7 +117,7 @@ TEST_F(SplitTest, PrefillThenDecodeEqualsOnePrefill) {
 // Prefill in two chunks of arbitrary sizes (chunked → chunked hand-off).
 TEST_F(SplitTest, TwoChunkPrefillEqualsOnePrefill) {
   const int64_t vocab = model_->config().vocab_size, n = 70;
-  const std::vector<int32_t> ids = test_ids(n, vocab, 12);
+  const std::vector<int32_t> ids = random_ids(n, vocab, 12);
   const std::vector<float> want = batch_logits(*model_, pool_, ids);
   for (int64_t s : {2, 15, 16, 17, 33, 64, 69}) {
     auto state = model_->new_state(1, n).value();
@@ -142,8 +135,8 @@ TEST_F(SplitTest, TwoChunkPrefillEqualsOnePrefill) {
 // mid-sequence) give the same logits as each run alone.
 TEST_F(SplitTest, BatchOfSequencesEqualsEachAlone) {
   const int64_t vocab = model_->config().vocab_size;
-  const std::vector<int32_t> a = test_ids(23, vocab, 1), b = test_ids(1, vocab, 2);
-  const std::vector<int32_t> c_prefix = test_ids(9, vocab, 3), c_rest = test_ids(5, vocab, 4);
+  const std::vector<int32_t> a = random_ids(23, vocab, 1), b = random_ids(1, vocab, 2);
+  const std::vector<int32_t> c_prefix = random_ids(9, vocab, 3), c_rest = random_ids(5, vocab, 4);
   auto state = model_->new_state(3, 64).value();
   std::vector<float> logits;
   ASSERT_TRUE(model_->forward(pool_, *state, {{2, c_prefix, false}}, logits).ok());
@@ -271,9 +264,9 @@ TEST_P(BatchInvarianceTest, SequenceLogitsDoNotDependOnTheBatch) {
   KimiLinearModel& model = **m;
   cpu::ThreadPool one(1), pool(3);
   const int64_t vocab = model.config().vocab_size;
-  const std::vector<int32_t> a = test_ids(21, vocab, 21), a_next = test_ids(5, vocab, 22);
-  const std::vector<int32_t> b = test_ids(9, vocab, 23), b_more = test_ids(6, vocab, 24);
-  const std::vector<int32_t> c = test_ids(14, vocab, 25), d = test_ids(3, vocab, 26);
+  const std::vector<int32_t> a = random_ids(21, vocab, 21), a_next = random_ids(5, vocab, 22);
+  const std::vector<int32_t> b = random_ids(9, vocab, 23), b_more = random_ids(6, vocab, 24);
+  const std::vector<int32_t> c = random_ids(14, vocab, 25), d = random_ids(3, vocab, 26);
   const int32_t B = 0, C = 1, A = 2;  // slots in the batched run
 
   std::vector<float> alone, logits;

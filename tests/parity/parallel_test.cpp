@@ -13,23 +13,16 @@
 namespace kiln {
 namespace {
 
-using Step = std::vector<SeqInput>;
+using testing::random_ids;
 
-std::vector<int32_t> ids(int64_t n, int64_t vocab, uint64_t seed) {
-  std::vector<int32_t> out;
-  for (int64_t i = 0; i < n; ++i) {
-    seed = seed * 6364136223846793005ull + 1442695040888963407ull;
-    out.push_back(static_cast<int32_t>((seed >> 33) % static_cast<uint64_t>(vocab)));
-  }
-  return out;
-}
+using Step = std::vector<SeqInput>;
 
 // Prefill two sequences (one with all logits), decode both twice, then a second prefill chunk.
 std::vector<Step> script(int64_t vocab) {
-  return {{{0, ids(23, vocab, 1), true}, {1, ids(7, vocab, 2), false}},
-          {{0, ids(1, vocab, 3), false}, {1, ids(1, vocab, 4), false}},
-          {{1, ids(1, vocab, 5), false}, {0, ids(1, vocab, 6), false}},
-          {{0, ids(5, vocab, 7), true}}};
+  return {{{0, random_ids(23, vocab, 1), true}, {1, random_ids(7, vocab, 2), false}},
+          {{0, random_ids(1, vocab, 3), false}, {1, random_ids(1, vocab, 4), false}},
+          {{1, random_ids(1, vocab, 5), false}, {0, random_ids(1, vocab, 6), false}},
+          {{0, random_ids(5, vocab, 7), true}}};
 }
 
 // Runs the script on tensor × pipeline thread-ranks; returns global rank 0's logits per step.

@@ -29,6 +29,16 @@ inline std::string data_path(const std::string& rel) {
   return std::string(dir != nullptr && *dir != '\0' ? dir : KILN_TEST_DATA_DIR) + "/" + rel;
 }
 
+// n token ids in [0, vocab) from a fixed LCG: the same for a seed on every machine.
+inline std::vector<int32_t> random_ids(int64_t n, int64_t vocab, uint64_t seed) {
+  std::vector<int32_t> ids;
+  for (int64_t i = 0; i < n; ++i) {
+    seed = seed * 6364136223846793005ull + 1442695040888963407ull;
+    ids.push_back(static_cast<int32_t>((seed >> 33) % static_cast<uint64_t>(vocab)));
+  }
+  return ids;
+}
+
 inline std::vector<float> read_f32(const std::string& path) {
   std::ifstream f(path, std::ios::binary);
   EXPECT_TRUE(f.good()) << "cannot open " << path;
