@@ -434,11 +434,11 @@ void CudaModel::logits_out(const Batch& b, std::vector<float>& logits) {
                                         cudaMemcpyDeviceToHost, s));
         ctx_->synchronize();
       } else {
-        std::vector<float> local(static_cast<size_t>(rows * mine));
-        KILN_CUDA_CHECK(cudaMemcpyAsync(local.data(), w.logits_local, local.size() * 4,
-                                        cudaMemcpyDeviceToHost, s));
+        host_local_.resize(static_cast<size_t>(rows * mine));
+        KILN_CUDA_CHECK(cudaMemcpyAsync(host_local_.data(), w.logits_local,
+                                        host_local_.size() * 4, cudaMemcpyDeviceToHost, s));
         ctx_->synchronize();
-        tp->all_gather_v(local.data(), rows * mine, host_logits_.data(), counts);
+        tp->all_gather_v(host_local_.data(), rows * mine, host_logits_.data(), counts);
       }
       int64_t off = 0;
       for (const Range& r : group_vocab_) {
@@ -486,20 +486,28 @@ void CudaModel::dump(int64_t layer, const char* name, const float* dev, int64_t 
   (*hook_)(layer, name, host.data(), rows, cols);
 }
 
+float* CudaModel::to_host(const float* dev, int64_t n) {
+  float* host = work_->host.as<float>();
+  KILN_CHECK(n * 4 <= work_->host.bytes());
+  KILN_CUDA_CHECK(cudaMemcpyAsync(host, dev, static_cast<size_t>(n) * 4, cudaMemcpyDeviceToHost,
+                                  ctx_->stream()));
+  ctx_->synchronize();
+  return host;
+}
+
+void CudaModel::from_host(float* dev, int64_t n) {
+  KILN_CUDA_CHECK(cudaMemcpyAsync(dev, work_->host.data(), static_cast<size_t>(n) * 4,
+                                  cudaMemcpyHostToDevice, ctx_->stream()));
+}
+
 void CudaModel::all_reduce(Communicator* c, float* dev, int64_t n) {
   if (c == nullptr || c->size() == 1) return;
   if (c->device_memory()) {
     c->all_reduce_sum(dev, n);
     return;
   }
-  float* host = work_->host.as<float>();
-  KILN_CHECK(n * 4 <= work_->host.bytes());
-  KILN_CUDA_CHECK(cudaMemcpyAsync(host, dev, static_cast<size_t>(n) * 4, cudaMemcpyDeviceToHost,
-                                  ctx_->stream()));
-  ctx_->synchronize();
-  c->all_reduce_sum(host, n);
-  KILN_CUDA_CHECK(cudaMemcpyAsync(dev, host, static_cast<size_t>(n) * 4, cudaMemcpyHostToDevice,
-                                  ctx_->stream()));
+  c->all_reduce_sum(to_host(dev, n), n);
+  from_host(dev, n);
 }
 
 void CudaModel::send(Communicator* c, const float* dev, int64_t n, int peer) {
@@ -507,12 +515,7 @@ void CudaModel::send(Communicator* c, const float* dev, int64_t n, int peer) {
     c->send(dev, n * 4, peer);
     return;
   }
-  float* host = work_->host.as<float>();
-  KILN_CHECK(n * 4 <= work_->host.bytes());
-  KILN_CUDA_CHECK(cudaMemcpyAsync(host, dev, static_cast<size_t>(n) * 4, cudaMemcpyDeviceToHost,
-                                  ctx_->stream()));
-  ctx_->synchronize();
-  c->send(host, n * 4, peer);
+  c->send(to_host(dev, n), n * 4, peer);
 }
 
 void CudaModel::recv(Communicator* c, float* dev, int64_t n, int peer) {
@@ -520,12 +523,10 @@ void CudaModel::recv(Communicator* c, float* dev, int64_t n, int peer) {
     c->recv(dev, n * 4, peer);
     return;
   }
-  float* host = work_->host.as<float>();
   KILN_CHECK(n * 4 <= work_->host.bytes());
   ctx_->synchronize();  // an earlier host-to-device copy may still read the staging
-  c->recv(host, n * 4, peer);
-  KILN_CUDA_CHECK(cudaMemcpyAsync(dev, host, static_cast<size_t>(n) * 4, cudaMemcpyHostToDevice,
-                                  ctx_->stream()));
+  c->recv(work_->host.as<float>(), n * 4, peer);
+  from_host(dev, n);
 }
 
 }  // namespace kiln

@@ -67,6 +67,10 @@ class CudaModel {
   void logits_out(const Batch& b, std::vector<float>& logits);
   void dump(int64_t layer, const char* name, const float* dev, int64_t rows, int64_t cols);
 
+  // The pinned staging buffer: to_host copies n floats there and waits for them; from_host
+  // enqueues the copy back to dev.
+  float* to_host(const float* dev, int64_t n);
+  void from_host(float* dev, int64_t n);
   // Collectives on device buffers: direct for a device communicator, else staged through the
   // pinned host buffer.
   void all_reduce(Communicator* c, float* dev, int64_t n);
@@ -85,6 +89,7 @@ class CudaModel {
   const ActivationHook* hook_ = nullptr;
   int64_t kda_chunk_ = 16;
   std::vector<float> host_logits_;  // gathered logits before reordering (TP)
+  std::vector<float> host_local_;   // this rank's logit columns, for a host TP communicator
 };
 
 }  // namespace kiln

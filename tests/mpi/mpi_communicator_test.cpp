@@ -20,6 +20,8 @@
 
 #include <gtest/gtest.h>
 
+#include "tests/common/rank_failure_printer.h"
+
 #include "cluster/world.h"
 #include "kernels/base/check.h"
 
@@ -251,19 +253,7 @@ TEST(MpiWorld, AgreeOrAbortReturnsWhenEveryRankIsOk) {
   context->world_comm().barrier();
 }
 
-// Only rank 0 prints gtest's report; other ranks print their failures with their rank.
-class RankFailurePrinter : public ::testing::EmptyTestEventListener {
- public:
-  explicit RankFailurePrinter(int rank) : rank_(rank) {}
-  void OnTestPartResult(const ::testing::TestPartResult& result) override {
-    if (!result.failed()) return;
-    std::fprintf(stderr, "rank %d: %s:%d: %s\n", rank_, result.file_name(), result.line_number(),
-                 result.summary());
-  }
-
- private:
-  int rank_;
-};
+using test::RankFailurePrinter;
 
 // --kiln-fail-rank=R: rank R reports a load failure to agree_or_abort, which must end the job.
 int run_failing_load(int fail_rank) {

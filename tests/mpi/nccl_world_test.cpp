@@ -12,6 +12,8 @@
 
 #include <gtest/gtest.h>
 
+#include "tests/common/rank_failure_printer.h"
+
 #include "cluster/nccl_communicator.h"
 #include "cluster/world.h"
 #include "kernels/cuda/runtime.h"
@@ -177,19 +179,7 @@ TEST(CudaWorld, CollectivesThroughTheChosenCommunicator) {
   EXPECT_GT(tp.busy_seconds(), 0.0);
 }
 
-// Only rank 0 prints gtest's report; other ranks print their failures with their rank.
-class RankFailurePrinter : public ::testing::EmptyTestEventListener {
- public:
-  explicit RankFailurePrinter(int rank) : rank_(rank) {}
-  void OnTestPartResult(const ::testing::TestPartResult& result) override {
-    if (!result.failed()) return;
-    std::fprintf(stderr, "rank %d: %s:%d: %s\n", rank_, result.file_name(), result.line_number(),
-                 result.summary());
-  }
-
- private:
-  int rank_;
-};
+using test::RankFailurePrinter;
 
 }  // namespace
 }  // namespace kiln
