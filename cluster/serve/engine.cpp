@@ -176,6 +176,10 @@ Status Engine::run() {
         cv_.wait_for(lock, std::chrono::milliseconds(100));
       }
       arrived.swap(inbox_);
+      // Until the next step's stats, the arrivals count as waiting: submit() then never
+      // accepts more than the scheduler's queue takes, so a full queue is always a synchronous
+      // 429 (never an error event after a stream's 200).
+      waiting_ += static_cast<int64_t>(arrived.size());
       draining = draining_;
       deadline = deadline_;
     }

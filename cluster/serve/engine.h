@@ -92,7 +92,7 @@ class Engine {
   mutable std::mutex mu_;
   std::condition_variable cv_;
   std::deque<std::shared_ptr<EngineRequest>> inbox_;
-  int64_t waiting_ = 0;  // scheduler's queue length, as of the last step
+  int64_t waiting_ = 0;  // scheduler's queue length as of the last step, plus arrivals since
   SchedulerStats stats_;
   bool draining_ = false;
   bool failed_ = false;
