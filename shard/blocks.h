@@ -44,11 +44,18 @@ class Workspace {
 using ActivationHook =
     std::function<void(int64_t layer, const char* name, const float* data, int64_t rows, int64_t cols)>;
 
+// Spans of at most this many tokens (decode steps, short prompts) are decode spans: the forward
+// places their rows first, and the matmuls take those rows through the integer path over
+// quantised weights (cpu::matmul's int8_tokens), so each token's arithmetic depends only on its
+// own span, never on what else is in the batch.
+inline constexpr int64_t kDecodeSpanMax = 4;
+
 struct BatchContext {
   cpu::ThreadPool& pool;
   StateCache& state;
   const std::vector<SeqSpan>& seqs;
   int64_t n_tokens;
+  int64_t n_decode;  // rows [0, n_decode) belong to decode spans
   Workspace& ws;
   const ActivationHook* hook = nullptr;
   // KDA prefill chunk size; spans of one token use the recurrent step.
@@ -65,9 +72,10 @@ void kda_forward(const ModelConfig& c, const KdaWeights& w, int64_t kda_index,
                  const BatchContext& b, const float* x, float* out);
 void mla_forward(const ModelConfig& c, const MlaWeights& w, int64_t mla_index,
                  const BatchContext& b, const float* x, float* out);
-// SwiGLU MLP over n rows: out = down(SiLU(gate x) ⊙ up x). Uses workspace ids kI, kJ.
+// SwiGLU MLP over n rows, the first n_decode of them decode rows:
+// out = down(SiLU(gate x) ⊙ up x). Uses workspace ids kI, kJ.
 void mlp_forward(const MlpWeights& w, cpu::ThreadPool& pool, Workspace& ws, const float* x,
-                 int64_t n, float* out);
+                 int64_t n, int64_t n_decode, float* out);
 void moe_forward(const ModelConfig& c, const MoeWeights& w, const BatchContext& b, const float* x,
                  float* out);
 

@@ -12,14 +12,14 @@
 namespace kiln {
 
 void mlp_forward(const MlpWeights& w, cpu::ThreadPool& pool, Workspace& ws, const float* x,
-                 int64_t n, float* out) {
+                 int64_t n, int64_t n_decode, float* out) {
   const int64_t F = w.gate.rows, D = w.gate.cols;
   float* g = ws.get(Workspace::kI, n * F);
   float* u = ws.get(Workspace::kJ, n * F);
-  cpu::matmul(pool, w.gate, x, D, n, g, F);
-  cpu::matmul(pool, w.up, x, D, n, u, F);
+  cpu::matmul(pool, w.gate, x, D, n, g, F, n_decode);
+  cpu::matmul(pool, w.up, x, D, n, u, F, n_decode);
   cpu::silu_mul(g, u, n * F, g);
-  cpu::matmul(pool, w.down, g, F, n, out, D);
+  cpu::matmul(pool, w.down, g, F, n, out, D, n_decode);
 }
 
 void moe_forward(const ModelConfig& c, const MoeWeights& w, const BatchContext& b, const float* x,
@@ -38,7 +38,7 @@ void moe_forward(const ModelConfig& c, const MoeWeights& w, const BatchContext& 
   order.resize(static_cast<size_t>(T * k));
   starts.assign(static_cast<size_t>(E + 1), 0);
 
-  cpu::matmul(b.pool, w.router, x, D, T, logits, E);
+  cpu::matmul(b.pool, w.router, x, D, T, logits, E, b.n_decode);
   cpu::moe_route(logits, T, E, w.bias.empty() ? nullptr : w.bias.data(), k, c.moe_renormalize,
                  c.routed_scaling_factor, ids.data(), weights);
   // Counting sort of the T·k assignments by expert (active doubles as the fill cursor).
@@ -61,6 +61,10 @@ void moe_forward(const ModelConfig& c, const MoeWeights& w, const BatchContext& 
       const MlpWeights& m = w.experts[static_cast<size_t>(e)];
       const int64_t n = starts[e + 1] - starts[e], F = m.gate.rows;
       const int32_t* assigned = order.data() + starts[e];
+      // Assignments are in row order, so the expert's decode rows come first.
+      const int64_t nd = std::partition_point(assigned, assigned + n, [&](int32_t a) {
+                           return a / k < b.n_decode;
+                         }) - assigned;
       if (xe.size() < static_cast<size_t>(n * D)) xe.resize(static_cast<size_t>(n * D));
       if (ye.size() < static_cast<size_t>(n * D)) ye.resize(static_cast<size_t>(n * D));
       if (g.size() < static_cast<size_t>(n * F)) {
@@ -68,16 +72,16 @@ void moe_forward(const ModelConfig& c, const MoeWeights& w, const BatchContext& 
         u.resize(static_cast<size_t>(n * F));
       }
       for (int64_t j = 0; j < n; ++j) std::copy_n(x + (assigned[j] / k) * D, D, xe.data() + j * D);
-      cpu::matmul_serial(m.gate, xe.data(), D, n, g.data(), F);
-      cpu::matmul_serial(m.up, xe.data(), D, n, u.data(), F);
+      cpu::matmul_serial(b.pool, m.gate, xe.data(), D, n, g.data(), F, nd);
+      cpu::matmul_serial(b.pool, m.up, xe.data(), D, n, u.data(), F, nd);
       cpu::silu_mul(g.data(), u.data(), n * F, g.data());
-      cpu::matmul_serial(m.down, g.data(), F, n, ye.data(), D);
+      cpu::matmul_serial(b.pool, m.down, g.data(), F, n, ye.data(), D, nd);
       for (int64_t j = 0; j < n; ++j) std::copy_n(ye.data() + j * D, D, ya + assigned[j] * D);
     }
   });
 
   if (w.has_shared) {
-    mlp_forward(w.shared, b.pool, ws, x, T, out);
+    mlp_forward(w.shared, b.pool, ws, x, T, b.n_decode, out);
   } else {
     std::fill_n(out, T * D, 0.0f);
   }

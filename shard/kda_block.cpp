@@ -27,14 +27,14 @@ void kda_forward(const ModelConfig& c, const KdaWeights& w, int64_t kda_index,
   float* beta = ws.get(Workspace::kF, T * H);
   float* o = ws.get(Workspace::kG, T * C);           // core output, then gated-normed
 
-  cpu::matmul(pool, w.q, x, D, T, proj, 3 * C);
-  cpu::matmul(pool, w.k, x, D, T, proj + C, 3 * C);
-  cpu::matmul(pool, w.v, x, D, T, proj + 2 * C, 3 * C);
-  cpu::matmul(pool, w.f_a, x, D, T, low, r);
-  cpu::matmul(pool, w.f_b, low, r, T, gate, C);
-  cpu::matmul(pool, w.g_a, x, D, T, low, r);
-  cpu::matmul(pool, w.g_b, low, r, T, z, C);
-  cpu::matmul(pool, w.b, x, D, T, beta, H);
+  cpu::matmul(pool, w.q, x, D, T, proj, 3 * C, b.n_decode);
+  cpu::matmul(pool, w.k, x, D, T, proj + C, 3 * C, b.n_decode);
+  cpu::matmul(pool, w.v, x, D, T, proj + 2 * C, 3 * C, b.n_decode);
+  cpu::matmul(pool, w.f_a, x, D, T, low, r, b.n_decode);
+  cpu::matmul(pool, w.f_b, low, r, T, gate, C, b.n_decode);
+  cpu::matmul(pool, w.g_a, x, D, T, low, r, b.n_decode);
+  cpu::matmul(pool, w.g_b, low, r, T, z, C, b.n_decode);
+  cpu::matmul(pool, w.b, x, D, T, beta, H, b.n_decode);
   cpu::sigmoid_inplace(beta, T * H);
   cpu::kda_gate(gate, T, H, K, w.a_neg.data(), w.dt_bias.data());
 
@@ -77,7 +77,7 @@ void kda_forward(const ModelConfig& c, const KdaWeights& w, int64_t kda_index,
   }
   b.dump("kda.core", o, T, C);
   cpu::gated_rms_norm_sigmoid(o, z, w.o_norm.data(), T * H, K, c.rms_norm_eps, o);
-  cpu::matmul(pool, w.o, o, C, T, out, D);
+  cpu::matmul(pool, w.o, o, C, T, out, D, b.n_decode);
 }
 
 }  // namespace kiln

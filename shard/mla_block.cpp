@@ -42,14 +42,14 @@ void mla_forward(const ModelConfig& c, const MlaWeights& w, int64_t mla_index,
   float* ol = ws.get(Workspace::kD, T * H * R);        // attended latent [T][H][R]
   float* ov = ws.get(Workspace::kE, T * H * V);        // per-head outputs [T][H][V]
 
-  cpu::matmul(pool, w.q, x, D, T, q, H * (N + P));
-  cpu::matmul(pool, w.kv_a, x, D, T, kv, L);
+  cpu::matmul(pool, w.q, x, D, T, q, H * (N + P), b.n_decode);
+  cpu::matmul(pool, w.kv_a, x, D, T, kv, L, b.n_decode);
   for (int64_t t = 0; t < T; ++t) {
     cpu::rms_norm(kv + t * L, w.kv_a_norm.data(), 1, R, c.kv_a_norm_eps, kv + t * L);
   }
   for (const SeqSpan& s : b.seqs) write_latent(b.state, mla_index, s, kv + s.begin * L);
   for (int64_t h = 0; h < H; ++h) {
-    cpu::matmul(pool, w.k_b[h], q + h * (N + P), H * (N + P), T, qa + h * L, H * L);
+    cpu::matmul(pool, w.k_b[h], q + h * (N + P), H * (N + P), T, qa + h * L, H * L, b.n_decode);
   }
   for (int64_t t = 0; t < T; ++t) {
     for (int64_t h = 0; h < H; ++h) {
@@ -68,11 +68,11 @@ void mla_forward(const ModelConfig& c, const MlaWeights& w, int64_t mla_index,
                                 s.pos0, scale, ol + s.begin * H * R);
   }
   for (int64_t h = 0; h < H; ++h) {
-    cpu::matmul(pool, w.v_b[h], ol + h * R, H * R, T, ov + h * V, H * V);
+    cpu::matmul(pool, w.v_b[h], ol + h * R, H * R, T, ov + h * V, H * V, b.n_decode);
   }
   b.dump("mla.latent", kv, T, L);
   b.dump("mla.heads", ov, T, H * V);
-  cpu::matmul(pool, w.o, ov, H * V, T, out, D);
+  cpu::matmul(pool, w.o, ov, H * V, T, out, D, b.n_decode);
 }
 
 }  // namespace kiln

@@ -5,6 +5,7 @@
 #include "shard/model.h"
 
 #include <algorithm>
+#include <numeric>
 
 #include "kernels/base/check.h"
 #include "kernels/cpu/norm.h"
@@ -134,7 +135,7 @@ void KimiLinearModel::run_layers(BatchContext& b) {
     if (c.is_moe(i)) {
       moe_forward(c, w.moe, b, x, delta);  // routed + shared summed locally: one all-reduce
     } else {
-      mlp_forward(w.dense, b.pool, ws_, x, T, delta);
+      mlp_forward(w.dense, b.pool, ws_, x, T, b.n_decode, delta);
     }
     reduce_row_parallel(parallel_.tp, delta, T * D);  // down projections are row-parallel
     b.dump("ffn_out", delta, T, D);
@@ -147,8 +148,6 @@ Status KimiLinearModel::forward(cpu::ThreadPool& pool, StateCache& state,
                                 const std::vector<SeqInput>& seqs, std::vector<float>& logits) {
   const ModelConfig& c = config();
   const int64_t D = c.hidden_size, vocab = c.vocab_size;
-  std::vector<SeqSpan> spans;
-  ids_.clear();
   int64_t out_rows = 0;
   for (const SeqInput& s : seqs) {
     if (s.slot < 0 || s.slot >= state.n_slots()) {
@@ -164,10 +163,24 @@ Status KimiLinearModel::forward(cpu::ThreadPool& pool, StateCache& state,
     for (int32_t t : s.tokens) {
       if (t < 0 || t >= vocab) return invalid_argument("token id {} is outside [0, {})", t, vocab);
     }
-    if (n == 0) continue;
-    spans.push_back({s.slot, pos0, static_cast<int64_t>(ids_.size()), n});
-    ids_.insert(ids_.end(), s.tokens.begin(), s.tokens.end());
-    out_rows += s.all_logits ? n : 1;
+    out_rows += n == 0 ? 0 : s.all_logits ? n : 1;
+  }
+  // Rows: the decode spans first (blocks.h, kDecodeSpanMax), then the others, each group in the
+  // order given; span_of[i] is seqs[i]'s span.
+  std::vector<SeqSpan> spans;
+  std::vector<int64_t> span_of(seqs.size(), -1);
+  ids_.clear();
+  int64_t n_decode = 0;
+  for (const bool decode : {true, false}) {
+    for (size_t i = 0; i < seqs.size(); ++i) {
+      const SeqInput& s = seqs[i];
+      const int64_t n = static_cast<int64_t>(s.tokens.size());
+      if (n == 0 || (n <= kDecodeSpanMax) != decode) continue;
+      span_of[i] = static_cast<int64_t>(spans.size());
+      spans.push_back({s.slot, state.length(s.slot), static_cast<int64_t>(ids_.size()), n});
+      ids_.insert(ids_.end(), s.tokens.begin(), s.tokens.end());
+      if (decode) n_decode += n;
+    }
   }
   const int64_t T = static_cast<int64_t>(ids_.size());
   logits.clear();
@@ -178,11 +191,11 @@ Status KimiLinearModel::forward(cpu::ThreadPool& pool, StateCache& state,
   }
   // The batch rows whose logits are wanted, in output order.
   out_rows_.clear();
-  size_t span_i = 0;
-  for (const SeqInput& s : seqs) {
-    if (s.tokens.empty()) continue;
-    const SeqSpan& sp = spans[span_i++];
-    for (int64_t r = s.all_logits ? sp.begin : sp.begin + sp.n - 1; r < sp.begin + sp.n; ++r) {
+  for (size_t i = 0; i < seqs.size(); ++i) {
+    if (span_of[i] < 0) continue;
+    const SeqSpan& sp = spans[static_cast<size_t>(span_of[i])];
+    for (int64_t r = seqs[i].all_logits ? sp.begin : sp.begin + sp.n - 1; r < sp.begin + sp.n;
+         ++r) {
       out_rows_.push_back(static_cast<int32_t>(r));
     }
   }
@@ -198,7 +211,7 @@ Status KimiLinearModel::forward(cpu::ThreadPool& pool, StateCache& state,
   x_.resize(static_cast<size_t>(T * D));
   delta_.resize(static_cast<size_t>(T * D));
 
-  BatchContext b{pool, state, spans, T, ws_, hook_ ? &hook_ : nullptr, kda_chunk_};
+  BatchContext b{pool, state, spans, T, n_decode, ws_, hook_ ? &hook_ : nullptr, kda_chunk_};
   if (plan_.first_stage()) {
     embedding_.forward(ids_.data(), T, h_.data());
     b.dump("embedding", h_.data(), T, D);
@@ -210,13 +223,27 @@ Status KimiLinearModel::forward(cpu::ThreadPool& pool, StateCache& state,
   if (!plan_.last_stage()) {
     pipeline_.send_hidden(h_.data(), T * D);
   } else {
-    // Final norm only on the rows whose logits are wanted, gathered into x.
-    for (size_t i = 0; i < out_rows_.size(); ++i) {
-      cpu::rms_norm(h_.data() + out_rows_[i] * D, weights_.final_norm.data(), 1, D,
+    // Final norm only on the rows whose logits are wanted, gathered into x with the decode
+    // rows first (as in the batch), then the LM head; logits rows go back to output order.
+    head_rows_.resize(out_rows_.size());
+    std::iota(head_rows_.begin(), head_rows_.end(), 0);
+    const auto decode_end = std::stable_partition(
+        head_rows_.begin(), head_rows_.end(), [&](int32_t i) { return out_rows_[i] < n_decode; });
+    for (size_t i = 0; i < head_rows_.size(); ++i) {
+      cpu::rms_norm(h_.data() + out_rows_[head_rows_[i]] * D, weights_.final_norm.data(), 1, D,
                     c.rms_norm_eps, x_.data() + static_cast<int64_t>(i) * D);
     }
     logits.resize(static_cast<size_t>(out_rows * vocab));
-    lm_head_.forward(pool, x_.data(), out_rows, logits.data());
+    const bool in_order = std::is_sorted(head_rows_.begin(), head_rows_.end());
+    if (!in_order) head_logits_.resize(logits.size());
+    float* dst = in_order ? logits.data() : head_logits_.data();
+    lm_head_.forward(pool, x_.data(), out_rows, decode_end - head_rows_.begin(), dst);
+    if (!in_order) {
+      for (size_t i = 0; i < head_rows_.size(); ++i) {
+        std::copy_n(head_logits_.data() + static_cast<int64_t>(i) * vocab, vocab,
+                    logits.data() + static_cast<int64_t>(head_rows_[i]) * vocab);
+      }
+    }
   }
   pipeline_.logits_to_first_stage(logits, out_rows * vocab);
   return {};

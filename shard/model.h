@@ -108,6 +108,8 @@ class KimiLinearModel {
   std::vector<float> h_, x_, delta_;  // residual stream, normed input, block output: [T][D]
   std::vector<int32_t> ids_;
   std::vector<int32_t> out_rows_;  // batch rows whose logits are returned
+  std::vector<int32_t> head_rows_;  // indices into out_rows_, decode rows first (LM head order)
+  std::vector<float> head_logits_;  // LM head output in that order, when it is not output order
   ActivationHook hook_;
   int64_t kda_chunk_ = 16;
   std::unique_ptr<CudaModel> cuda_;  // the forward on the GPU (Device::kCuda)

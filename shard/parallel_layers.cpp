@@ -49,15 +49,16 @@ void VocabParallelEmbedding::forward(const int32_t* ids, int64_t n, float* h) co
   reduce_row_parallel(tp_, h, n * D);
 }
 
-void ParallelLMHead::forward(cpu::ThreadPool& pool, const float* x, int64_t rows, float* logits) {
+void ParallelLMHead::forward(cpu::ThreadPool& pool, const float* x, int64_t rows,
+                             int64_t n_decode, float* logits) {
   const int64_t D = rows_.cols;
   if (tp_ == nullptr) {
-    cpu::matmul(pool, rows_, x, D, rows, logits, vocab_size_);
+    cpu::matmul(pool, rows_, x, D, rows, logits, vocab_size_, n_decode);
     return;
   }
   const int64_t mine = group_vocab_[static_cast<size_t>(tp_rank_)].size();
   local_.resize(static_cast<size_t>(rows * mine));
-  cpu::matmul(pool, rows_, x, D, rows, local_.data(), mine);
+  cpu::matmul(pool, rows_, x, D, rows, local_.data(), mine, n_decode);
   std::vector<int64_t> counts;
   for (const Range& r : group_vocab_) counts.push_back(rows * r.size());
   gathered_.resize(static_cast<size_t>(rows * vocab_size_));

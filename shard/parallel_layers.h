@@ -57,8 +57,10 @@ class ParallelLMHead {
                  Communicator* tp, int tp_rank)
       : rows_(rows), group_vocab_(std::move(group_vocab)), vocab_size_(vocab_size), tp_(tp),
         tp_rank_(tp_rank) {}
-  // x: [rows][D] normed; logits: [rows][vocab]. Scratch grows once and is reused.
-  void forward(cpu::ThreadPool& pool, const float* x, int64_t rows, float* logits);
+  // x: [rows][D] normed, the first n_decode rows from decode spans (cpu::matmul's int8_tokens);
+  // logits: [rows][vocab]. Scratch grows once and is reused.
+  void forward(cpu::ThreadPool& pool, const float* x, int64_t rows, int64_t n_decode,
+               float* logits);
 
  private:
   MatrixView rows_;

@@ -1,7 +1,9 @@
-// cpu::matmul and embedding_lookup. Threads split the weight rows into contiguous units.
-// Decode and batched decode (n ≤ 16 tokens, ≤ 4 for q8_0, ≤ 3 for q4_k/q6_k): tiles convert the
-// stored dtype in registers, a block of rows at a time, so each weight byte is streamed once per
-// call. More tokens (prefill): each group of 4 rows is converted to f32 once into a thread-local
+// cpu::matmul and embedding_lookup. Threads split the weight rows into contiguous units; a call's
+// decode tokens over quantised weights run first through the integer tiles (gemm_int8.h), then
+// its other tokens through the f32 ones on the same rows.
+// f32 activations, f32/f16/bf16 weights, n ≤ 16 tokens: tiles convert the stored dtype in
+// registers, a block of rows at a time, so each weight byte is streamed once per call. More
+// tokens, or quantised weights: each group of 4 rows is converted to f32 once into a thread-local
 // buffer and reused across a block of tokens by 4×3 register tiles.
 #include "kernels/cpu/gemm.h"
 
@@ -10,6 +12,7 @@
 #include <vector>
 
 #include "kernels/base/check.h"
+#include "kernels/cpu/gemm_int8.h"
 #include "kernels/cpu/gemm_tiles.h"
 
 namespace kiln::cpu {
@@ -98,21 +101,19 @@ using namespace gemm_detail;
 constexpr int64_t kRowUnit = 16;         // rows per parallel unit: 64 B of each y row
 constexpr int64_t kXBlockBytes = 192 << 10;  // token block of x kept in L2 while rows stream
 constexpr int64_t kSerialMacs = 1 << 16;  // below this much work, threads cost more than they save
-// Up to this many tokens the weights are converted in registers (rows_direct), beyond it once
-// into an f32 buffer (rows_buffered). q8_0's in-register dequantisation costs more per token, so
-// it switches earlier. Both paths do the same FMAs per output for f32/f16/bf16 (bitwise equal).
-// q4_k/q6_k unpack even more per weight, so their tiles serve decode only (≤ 3 tokens).
-int64_t direct_max_tokens(DType t) {
-  switch (t) {
-    case DType::kF32:
-    case DType::kF16:
-    case DType::kBF16: return 16;
-    case DType::kQ8_0: return 4;
-    case DType::kQ4_K:
-    case DType::kQ6_K: return 3;
-  }
-  return 0;
-}
+// f32/f16/bf16: up to this many tokens the weights are converted in registers (rows_direct),
+// beyond it once into an f32 buffer (rows_buffered); both do the same FMAs per output (bitwise
+// equal). Quantised weights with f32 activations always take the buffered path, so a token's
+// result never depends on how many others share the call; their decode-sized products take the
+// integer path instead (gemm_int8.h).
+constexpr int64_t kDirectMaxTokens = 16;
+// Integer path by default (kInt8Auto) up to this many tokens.
+constexpr int64_t kInt8AutoMaxTokens = 4;
+
+// x is either f32 activation rows (const float*, rows xs floats apart) or quantised ones
+// (ActRows, which carry their own strides); skip_tokens moves to token t.
+inline const float* skip_tokens(const float* x, int64_t xs, int64_t t) { return x + t * xs; }
+inline ActRows skip_tokens(const ActRows& x, int64_t, int64_t t) { return x.skip(t); }
 
 template <class L>
 struct PlainTile {
@@ -127,8 +128,8 @@ struct PlainTile {
 // is one sub-tile.
 template <template <int, int> class F>
 struct SubTiled {
-  template <int MR, int NR>
-  static void run(const std::byte* w, int64_t ws, const float* x, int64_t xs, int64_t K, float* y,
+  template <int MR, int NR, class X>
+  static void run(const std::byte* w, int64_t ws, const X& x, int64_t xs, int64_t K, float* y,
                   int64_t ys) {
     constexpr int kSub = NR == 1 ? 4 : 2;
     if constexpr (MR <= kSub) {
@@ -140,33 +141,33 @@ struct SubTiled {
   }
 };
 template <int MR, int NR>
-struct Q8Fn {
-  static void run(const std::byte* w, int64_t ws, const float* x, int64_t xs, int64_t K, float* y,
+struct Q8IntFn {
+  static void run(const std::byte* w, int64_t ws, const ActRows& x, int64_t, int64_t K, float* y,
                   int64_t ys) {
-    tile_q8<MR, NR>(w, ws, x, xs, K, y, ys);
+    tile_q8_int<MR, NR>(w, ws, x, K, y, ys);
   }
 };
 template <int MR, int NR>
-struct Q4KFn {
-  static void run(const std::byte* w, int64_t ws, const float* x, int64_t xs, int64_t K, float* y,
+struct Q4KIntFn {
+  static void run(const std::byte* w, int64_t ws, const ActRows& x, int64_t, int64_t K, float* y,
                   int64_t ys) {
-    tile_q4k<MR, NR>(w, ws, x, xs, K, y, ys);
+    tile_q4k_int<MR, NR>(w, ws, x, K, y, ys);
   }
 };
 template <int MR, int NR>
-struct Q6KFn {
-  static void run(const std::byte* w, int64_t ws, const float* x, int64_t xs, int64_t K, float* y,
+struct Q6KIntFn {
+  static void run(const std::byte* w, int64_t ws, const ActRows& x, int64_t, int64_t K, float* y,
                   int64_t ys) {
-    tile_q6k<MR, NR>(w, ws, x, xs, K, y, ys);
+    tile_q6k_int<MR, NR>(w, ws, x, K, y, ys);
   }
 };
-using Q8Tile = SubTiled<Q8Fn>;
-using Q4KTile = SubTiled<Q4KFn>;
-using Q6KTile = SubTiled<Q6KFn>;
+using Q8IntTile = SubTiled<Q8IntFn>;
+using Q4KIntTile = SubTiled<Q4KIntFn>;
+using Q6KIntTile = SubTiled<Q6KIntFn>;
 
 // Rows [0, m) × NR tokens, MR rows per tile then single rows.
-template <class Tk, int MR, int NR>
-void rows_tile(const std::byte* w, int64_t ws, int64_t m, const float* x, int64_t xs, int64_t K,
+template <class Tk, int MR, int NR, class X>
+void rows_tile(const std::byte* w, int64_t ws, int64_t m, const X& x, int64_t xs, int64_t K,
                float* y, int64_t ys) {
   int64_t r = 0;
   for (; r + MR <= m; r += MR) Tk::template run<MR, NR>(w + r * ws, ws, x, xs, K, y + r, ys);
@@ -174,13 +175,15 @@ void rows_tile(const std::byte* w, int64_t ws, int64_t m, const float* x, int64_
 }
 
 // Rows [0, m) × tokens [0, nt): groups of 3 tokens, then the 2- or 1-token remainder.
-template <class Tk, int MR>
-void rows_tokens(const std::byte* w, int64_t ws, int64_t m, const float* x, int64_t xs,
-                 int64_t nt, int64_t K, float* y, int64_t ys) {
+template <class Tk, int MR, class X>
+void rows_tokens(const std::byte* w, int64_t ws, int64_t m, const X& x, int64_t xs, int64_t nt,
+                 int64_t K, float* y, int64_t ys) {
   int64_t t = 0;
-  for (; t + 3 <= nt; t += 3) rows_tile<Tk, MR, 3>(w, ws, m, x + t * xs, xs, K, y + t * ys, ys);
-  if (nt - t == 2) rows_tile<Tk, MR, 2>(w, ws, m, x + t * xs, xs, K, y + t * ys, ys);
-  if (nt - t == 1) rows_tile<Tk, 8, 1>(w, ws, m, x + t * xs, xs, K, y + t * ys, ys);
+  for (; t + 3 <= nt; t += 3) {
+    rows_tile<Tk, MR, 3>(w, ws, m, skip_tokens(x, xs, t), xs, K, y + t * ys, ys);
+  }
+  if (nt - t == 2) rows_tile<Tk, MR, 2>(w, ws, m, skip_tokens(x, xs, t), xs, K, y + t * ys, ys);
+  if (nt - t == 1) rows_tile<Tk, 8, 1>(w, ws, m, skip_tokens(x, xs, t), xs, K, y + t * ys, ys);
 }
 
 int64_t token_block(int64_t K) {
@@ -189,9 +192,9 @@ int64_t token_block(int64_t K) {
 }
 
 // Weights converted in registers, each row read once per group of ≤ 3 tokens: decode.
-template <class Tk>
-void rows_direct(const MatrixView& w, int64_t r0, int64_t r1, const float* x, int64_t xs,
-                 int64_t n, float* y, int64_t ys) {
+template <class Tk, class X>
+void rows_direct(const MatrixView& w, int64_t r0, int64_t r1, const X& x, int64_t xs, int64_t n,
+                 float* y, int64_t ys) {
   const int64_t tb = token_block(w.cols);
   // More than one group of 3 tokens: a block of rows (≤ 16 KiB) is converted in registers once
   // per token group while it sits in L1, so each weight byte still comes from memory once.
@@ -199,8 +202,8 @@ void rows_direct(const MatrixView& w, int64_t r0, int64_t r1, const float* x, in
                             : std::max<int64_t>(4, (int64_t{16} << 10) / w.row_stride / 4 * 4);
   for (int64_t t0 = 0; t0 < n; t0 += tb) {
     for (int64_t r = r0; r < r1; r += rb) {
-      rows_tokens<Tk, 4>(w.row(r), w.row_stride, std::min(rb, r1 - r), x + t0 * xs, xs,
-                         std::min(tb, n - t0), w.cols, y + t0 * ys + r, ys);
+      rows_tokens<Tk, 4>(w.row(r), w.row_stride, std::min(rb, r1 - r), skip_tokens(x, xs, t0),
+                         xs, std::min(tb, n - t0), w.cols, y + t0 * ys + r, ys);
     }
   }
 }
@@ -233,39 +236,79 @@ void rows_buffered(const MatrixView& w, int64_t r0, int64_t r1, const float* x, 
   }
 }
 
-void rows_any(const MatrixView& w, int64_t r0, int64_t r1, const float* x, int64_t xs, int64_t n,
+void rows_f32(const MatrixView& w, int64_t r0, int64_t r1, const float* x, int64_t xs, int64_t n,
               float* y, int64_t ys) {
-  if (n > direct_max_tokens(w.dtype)) return rows_buffered(w, r0, r1, x, xs, n, y, ys);
+  if (n <= 0) return;
+  if (n > kDirectMaxTokens) return rows_buffered(w, r0, r1, x, xs, n, y, ys);
   switch (w.dtype) {
     case DType::kF32: return rows_direct<PlainTile<LoadF32>>(w, r0, r1, x, xs, n, y, ys);
     case DType::kF16: return rows_direct<PlainTile<LoadF16>>(w, r0, r1, x, xs, n, y, ys);
     case DType::kBF16: return rows_direct<PlainTile<LoadBF16>>(w, r0, r1, x, xs, n, y, ys);
-    case DType::kQ8_0: return rows_direct<Q8Tile>(w, r0, r1, x, xs, n, y, ys);
-    case DType::kQ4_K: return rows_direct<Q4KTile>(w, r0, r1, x, xs, n, y, ys);
-    case DType::kQ6_K: return rows_direct<Q6KTile>(w, r0, r1, x, xs, n, y, ys);
+    case DType::kQ8_0:
+    case DType::kQ4_K:
+    case DType::kQ6_K: return rows_buffered(w, r0, r1, x, xs, n, y, ys);
+  }
+}
+
+bool is_quantized(DType t) { return t == DType::kQ8_0 || t == DType::kQ4_K || t == DType::kQ6_K; }
+
+// The activation block the integer path of a weight type quantises in.
+int int8_block(DType t) { return t == DType::kQ8_0 ? 32 : 256; }
+
+void check_shapes(const MatrixView& w, int64_t x_stride, int64_t n, int64_t y_stride) {
+  KILN_CHECK(w.cols % dtype_block_elems(w.dtype) == 0);
+  KILN_CHECK(n <= 1 || (x_stride >= w.cols && y_stride >= w.rows));
+}
+
+// The calling thread's quantised activations: filled before the rows are split over the pool,
+// read by every thread of the call.
+ActRows quantize_activations(const MatrixView& w, const float* x, int64_t x_stride, int64_t n) {
+  thread_local ActBuffer buf;
+  return buf.quantize(int8_block(w.dtype), x, x_stride, n, w.cols);
+}
+
+void rows_int8(const MatrixView& w, int64_t r0, int64_t r1, const ActRows& x, int64_t n, float* y,
+               int64_t ys) {
+  if (n <= 0) return;
+  switch (w.dtype) {
+    case DType::kQ8_0: return rows_direct<Q8IntTile>(w, r0, r1, x, 0, n, y, ys);
+    case DType::kQ4_K: return rows_direct<Q4KIntTile>(w, r0, r1, x, 0, n, y, ys);
+    case DType::kQ6_K: return rows_direct<Q6KIntTile>(w, r0, r1, x, 0, n, y, ys);
+    default: KILN_CHECK_MSG(false, "no integer matmul path for this dtype");
   }
 }
 
 }  // namespace
 
+int64_t matmul_int8_tokens(const ThreadPool& pool, DType t, int64_t n, int64_t int8_tokens) {
+  if (!is_quantized(t) || pool.exact_activations()) return 0;
+  if (int8_tokens == kInt8Auto) return n <= kInt8AutoMaxTokens ? n : 0;
+  KILN_CHECK(int8_tokens >= 0 && int8_tokens <= n);
+  return int8_tokens;
+}
+
 void matmul(ThreadPool& pool, const MatrixView& w, const float* x, int64_t x_stride, int64_t n,
-            float* y, int64_t y_stride) {
-  KILN_CHECK(w.cols % dtype_block_elems(w.dtype) == 0);
-  KILN_CHECK(n <= 1 || (x_stride >= w.cols && y_stride >= w.rows));
+            float* y, int64_t y_stride, int64_t int8_tokens) {
+  check_shapes(w, x_stride, n, y_stride);
   if (n <= 0 || w.rows <= 0) return;
+  const int64_t ni = matmul_int8_tokens(pool, w.dtype, n, int8_tokens);
+  const ActRows a = ni > 0 ? quantize_activations(w, x, x_stride, ni) : ActRows{};
   const int64_t units = (w.rows + kRowUnit - 1) / kRowUnit;
-  const bool small = w.rows * w.cols * n < kSerialMacs;
-  pool.parallel_for(units, small ? units : 1, [&](int64_t b, int64_t e) {
-    rows_any(w, b * kRowUnit, std::min(w.rows, e * kRowUnit), x, x_stride, n, y, y_stride);
+  const int64_t grain = w.rows * w.cols * n < kSerialMacs ? units : 1;
+  pool.parallel_for(units, grain, [&](int64_t b, int64_t e) {
+    const int64_t r0 = b * kRowUnit, r1 = std::min(w.rows, e * kRowUnit);
+    rows_int8(w, r0, r1, a, ni, y, y_stride);
+    rows_f32(w, r0, r1, x + ni * x_stride, x_stride, n - ni, y + ni * y_stride, y_stride);
   });
 }
 
-void matmul_serial(const MatrixView& w, const float* x, int64_t x_stride, int64_t n, float* y,
-                   int64_t y_stride) {
-  KILN_CHECK(w.cols % dtype_block_elems(w.dtype) == 0);
-  KILN_CHECK(n <= 1 || (x_stride >= w.cols && y_stride >= w.rows));
+void matmul_serial(const ThreadPool& pool, const MatrixView& w, const float* x, int64_t x_stride,
+                   int64_t n, float* y, int64_t y_stride, int64_t int8_tokens) {
+  check_shapes(w, x_stride, n, y_stride);
   if (n <= 0 || w.rows <= 0) return;
-  rows_any(w, 0, w.rows, x, x_stride, n, y, y_stride);
+  const int64_t ni = matmul_int8_tokens(pool, w.dtype, n, int8_tokens);
+  if (ni > 0) rows_int8(w, 0, w.rows, quantize_activations(w, x, x_stride, ni), ni, y, y_stride);
+  rows_f32(w, 0, w.rows, x + ni * x_stride, x_stride, n - ni, y + ni * y_stride, y_stride);
 }
 
 void embedding_lookup(const MatrixView& table, const int32_t* ids, int64_t n, float* out) {

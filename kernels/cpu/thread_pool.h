@@ -23,6 +23,12 @@ class ThreadPool {
 
   int size() const { return n_threads_; }
 
+  // Numerics of the kernels run through this pool: when set, matmuls over quantised weights keep
+  // f32 activations in decode-sized products too (the reference arithmetic, slower) instead of
+  // quantising them to int8 (see gemm.h). Set before use; not synchronised.
+  void set_exact_activations(bool on) { exact_activations_ = on; }
+  bool exact_activations() const { return exact_activations_; }
+
   // Calls fn(begin, end) over disjoint ranges covering [0, n). Ranges are at least `grain`
   // long (except the last); with n <= grain everything runs on the calling thread.
   template <typename F>
@@ -46,6 +52,7 @@ class ThreadPool {
   void run_chunks(int index);
 
   int n_threads_ = 1;
+  bool exact_activations_ = false;
   std::vector<std::thread> workers_;
   std::mutex mu_;
   std::condition_variable cv_;

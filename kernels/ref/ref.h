@@ -13,6 +13,14 @@ namespace kiln::ref {
 void matmul(const MatrixView& w, const float* x, int64_t x_stride, int64_t n, float* y,
             int64_t y_stride);
 void embedding_lookup(const MatrixView& table, const int32_t* ids, int64_t n, float* out);
+// The integer path of gemm.h for quantised weights: each x row quantised in blocks of `block`
+// values (32 for q8_0 weights, 256 for q4_k/q6_k): d = amax/127, q = nearest-even(x·(127/amax)),
+// in fp32; bsums (block 256 only, may be null otherwise) = Σ q per 16 values. Then the
+// dequantised weights dotted with d·q in double.
+void quantize_activations(int block, const float* x, int64_t K, int8_t* q, float* d,
+                          int16_t* bsums);
+void matmul_int8_activations(const MatrixView& w, const float* x, int64_t x_stride, int64_t n,
+                             float* y, int64_t y_stride);
 
 // norm.h
 void rms_norm(const float* x, const float* w, int64_t n_rows, int64_t dim, float eps, float* y);

@@ -38,8 +38,10 @@ using test::random_vec;
 using test::to_device;
 using test::to_host;
 
+// The CPU twin with f32 activations throughout, as the GPU kernels compute.
 cpu::ThreadPool& pool() {
   static cpu::ThreadPool p(4);
+  p.set_exact_activations(true);
   return p;
 }
 

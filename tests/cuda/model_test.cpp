@@ -55,6 +55,7 @@ std::unique_ptr<KimiLinearModel> load(const std::string& path, Device device) {
 // Logits for every token of ids in one forward (batch) or one token per forward (seq).
 std::vector<float> run(KimiLinearModel& m, const std::vector<int32_t>& ids, bool batch) {
   cpu::ThreadPool pool(2);
+  pool.set_exact_activations(true);  // the GPU keeps f32 activations
   auto state = m.new_state(1, static_cast<int64_t>(ids.size()) + 8);
   EXPECT_TRUE(state.ok()) << state.status().to_string();
   std::vector<float> all, logits;
@@ -162,6 +163,7 @@ TEST(GpuModel, PrefillThenDecodeEqualsOnePrefill) {
   const std::vector<int32_t> ids = random_ids(37, vocab, 3);
   const std::vector<float> all = run(*m, ids, true);
   cpu::ThreadPool pool(1);
+  pool.set_exact_activations(true);  // the GPU keeps f32 activations
   for (int64_t split : {1, 16, 17, 36}) {
     auto state = m->new_state(1, 40);
     ASSERT_TRUE(state.ok());
@@ -187,6 +189,7 @@ TEST(GpuModel, BatchedSequencesInScatteredPagesMatchAlone) {
   const std::vector<std::vector<int32_t>> prompts = {
       random_ids(9, vocab, 21), random_ids(1, vocab, 22), random_ids(30, vocab, 23)};
   cpu::ThreadPool pool(1);
+  pool.set_exact_activations(true);  // the GPU keeps f32 activations
   auto paged = m->new_paged_state(3, 40, 4);
   ASSERT_TRUE(paged.ok());
   // Slot s takes pages s, s+3, s+6, ...: every sequence's pages interleave with the others'.
@@ -221,6 +224,7 @@ TEST(GpuModel, GreedyContinuationMatchesCpu) {
   const int64_t vocab = cpu_model->config().vocab_size;
   auto greedy = [&](KimiLinearModel& m) {
     cpu::ThreadPool pool(2);
+    pool.set_exact_activations(true);  // the GPU keeps f32 activations
     auto state = m.new_state(1, 64);
     EXPECT_TRUE(state.ok());
     std::vector<float> logits;
@@ -242,6 +246,7 @@ TEST(GpuModel, StateOnTheWrongDeviceIsAnError) {
   ASSERT_NE(m, nullptr);
   auto host_state = StateCache::with_fixed_pages(m->shard_config(), 1, 16);
   cpu::ThreadPool pool(1);
+  pool.set_exact_activations(true);  // the GPU keeps f32 activations
   std::vector<float> logits;
   const Status s = m->forward(pool, *host_state, {{0, {1, 2, 3}, false}}, logits);
   EXPECT_FALSE(s.ok());

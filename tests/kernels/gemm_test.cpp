@@ -1,13 +1,20 @@
 // cpu::matmul and embedding_lookup against ref:: on the same stored weights, for every dtype,
 // token counts on both sides of the decode/prefill switch, odd widths and strided rows.
 // Tolerances: both sides read identical stored values, so only fp32 summation order differs:
-// NMSE ≤ 1e-10 and |err| ≤ 1e-4·√cols for every dtype (outputs here are O(√cols)).
+// NMSE ≤ 1e-10 and |err| ≤ 1e-4·√cols for every dtype (outputs here are O(√cols)). Where matmul
+// quantises the activations (decode-sized products over quantised weights), the reference is
+// ref::matmul_int8_activations (same quantised activations, exact products), with the same
+// tolerances; a separate test bounds its distance from f32 activations.
+#include "kernels/cpu/gemm.h"
+
+#include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <vector>
 
 #include <gtest/gtest.h>
 
-#include "kernels/cpu/gemm.h"
+#include "kernels/cpu/gemm_int8.h"
 #include "kernels/ref/ref.h"
 #include "tests/kernels/kernel_test_util.h"
 
@@ -20,16 +27,21 @@ using test::random_vec;
 
 void check_matmul(cpu::ThreadPool& pool, DType dt, int64_t rows, int64_t cols, int64_t n,
                   int64_t pad) {
+  SCOPED_TRACE(fmt::format("exact activations: {}", pool.exact_activations()));
   const auto wf = random_vec(size_t(rows * cols), uint32_t(rows * 31 + cols));
   const auto m = make_matrix(dt, rows, cols, wf.data(), pad);
   const int64_t xs = cols + 3, ys = rows + 5;  // strided token rows on both sides
   const auto x = random_vec(size_t(n * xs), uint32_t(n + 7));
   std::vector<float> got(size_t(n * ys), 0.0f), want(size_t(n * ys), 0.0f);
   cpu::matmul(pool, m.view, x.data(), xs, n, got.data(), ys);
-  ref::matmul(m.view, x.data(), xs, n, want.data(), ys);
+  if (cpu::matmul_int8_tokens(pool, dt, n) == n) {
+    ref::matmul_int8_activations(m.view, x.data(), xs, n, want.data(), ys);
+  } else {
+    ref::matmul(m.view, x.data(), xs, n, want.data(), ys);
+  }
   expect_close(got, want, 1e-10, 1e-4 * std::sqrt(double(cols)),
-               fmt::format("{} rows={} cols={} n={} pad={} threads={}", dtype_name(dt), rows,
-                           cols, n, pad, pool.size()));
+               fmt::format("{} rows={} cols={} n={} pad={} threads={}", dtype_name(dt), rows, cols,
+                           n, pad, pool.size()));
 }
 
 TEST(Matmul, FloatTypesAwkwardShapes) {
@@ -47,11 +59,97 @@ TEST(Matmul, FloatTypesAwkwardShapes) {
 
 TEST(Matmul, Q8AwkwardShapes) {
   for (int threads : {1, 2}) {
-    cpu::ThreadPool pool(threads);
-    for (int64_t cols : {32, 96, 160}) {
-      for (int64_t rows : {1, 5, 17, 70}) {
-        for (int64_t n : {1, 2, 3, 4, 7, 13}) check_matmul(pool, DType::kQ8_0, rows, cols, n, 1);
+    for (bool exact : {false, true}) {
+      cpu::ThreadPool pool(threads);
+      pool.set_exact_activations(exact);
+      for (int64_t cols : {32, 96, 160}) {
+        for (int64_t rows : {1, 5, 17, 70}) {
+          for (int64_t n : {1, 2, 3, 4, 5, 7, 13}) {
+            check_matmul(pool, DType::kQ8_0, rows, cols, n, 1);
+          }
+        }
       }
+    }
+  }
+}
+
+// The activation quantiser of the integer path is bitwise the reference one (q, d and the
+// per-16 sums), including all-zero blocks, ties and a block whose amax sits at its end.
+TEST(Matmul, ActivationQuantiserMatchesRef) {
+  const int64_t K = 512, n = 3, xs = K + 5;
+  auto x = random_vec(size_t(n * xs), 41, -3.0f, 3.0f);
+  std::fill_n(x.begin() + 32, 32, 0.0f);                                  // a zero block (block 32)
+  for (int i = 0; i < 32; ++i) x[size_t(64 + i)] = 0.5f * float(i - 16);  // halves: ties
+  x[size_t(xs + 255)] = -40.0f;                                           // the largest value last
+  for (int block : {32, 256}) {
+    cpu::gemm_detail::ActBuffer buf;
+    const cpu::gemm_detail::ActRows a = buf.quantize(block, x.data(), xs, n, K);
+    for (int64_t t = 0; t < n; ++t) {
+      std::vector<int8_t> q(K);
+      std::vector<float> d(size_t(K / block));
+      std::vector<int16_t> bs(size_t(K / 16));
+      ref::quantize_activations(block, x.data() + t * xs, K, q.data(), d.data(),
+                                block == 256 ? bs.data() : nullptr);
+      EXPECT_EQ(std::memcmp(q.data(), a.q + t * a.q_stride, size_t(K)), 0) << block << " " << t;
+      EXPECT_EQ(std::memcmp(d.data(), a.d + t * a.d_stride, d.size() * 4), 0) << block << " " << t;
+      if (block == 256) {
+        EXPECT_EQ(std::memcmp(bs.data(), a.bsums + t * a.bs_stride, bs.size() * 2), 0) << t;
+      }
+    }
+  }
+}
+
+// Decode-sized q8_0/q4_k/q6_k products do take the integer path by default, and the quantised
+// activations stay close to f32 ones: per-block int8 rounding of activations uniform in
+// [−1, 1] gives NMSE ≈ 1.5e-5 (expected (amax/127)²/12 over E[x²]); the bound is 1e-4.
+TEST(Matmul, Int8ActivationsStayCloseToF32) {
+  cpu::ThreadPool pool(2);
+  for (DType dt : {DType::kQ8_0, DType::kQ4_K, DType::kQ6_K}) {
+    ASSERT_EQ(cpu::matmul_int8_tokens(pool, dt, 1), 1) << dtype_name(dt);
+    const int64_t rows = 96, cols = 1024, n = 2;
+    const auto wf = random_vec(size_t(rows * cols), 7);
+    const auto m = make_matrix(dt, rows, cols, wf.data());
+    const auto x = random_vec(size_t(n * cols), 8);
+    std::vector<float> got(size_t(n * rows)), want(size_t(n * rows));
+    cpu::matmul(pool, m.view, x.data(), cols, n, got.data(), rows);
+    ref::matmul(m.view, x.data(), cols, n, want.data(), rows);
+    double err = 0.0, ref2 = 0.0;
+    for (size_t i = 0; i < got.size(); ++i) {
+      err += (double(got[i]) - want[i]) * (double(got[i]) - want[i]);
+      ref2 += double(want[i]) * want[i];
+    }
+    EXPECT_LE(err / ref2, 1e-4) << dtype_name(dt);
+    EXPECT_GT(err / ref2, 0.0) << dtype_name(dt) << ": the activations were not quantised";
+  }
+}
+
+// A call's first int8_tokens tokens take the integer path, the others f32 activations, and every
+// token's output has the same bits as when it is computed alone (with its own path) on another
+// thread count: the guarantee the model's batch invariance rests on.
+TEST(Matmul, TokenResultDoesNotDependOnTheCall) {
+  cpu::ThreadPool two(2), one(1);
+  const int64_t rows = 37, cols = 512, n = 9, n_int = 3;
+  for (DType dt :
+       {DType::kF32, DType::kF16, DType::kBF16, DType::kQ8_0, DType::kQ4_K, DType::kQ6_K}) {
+    const auto wf = random_vec(size_t(rows * cols), 3);
+    const auto m = make_matrix(dt, rows, cols, wf.data());
+    const auto x = random_vec(size_t(n * cols), 4);
+    std::vector<float> all(static_cast<size_t>(n * rows)), alone(static_cast<size_t>(rows));
+    cpu::matmul(two, m.view, x.data(), cols, n, all.data(), rows, n_int);
+    const bool quantized = dt == DType::kQ8_0 || dt == DType::kQ4_K || dt == DType::kQ6_K;
+    EXPECT_EQ(cpu::matmul_int8_tokens(two, dt, n, n_int), quantized ? n_int : 0);
+    for (int64_t t = 0; t < n; ++t) {
+      cpu::matmul(one, m.view, x.data() + t * cols, cols, 1, alone.data(), rows, t < n_int ? 1 : 0);
+      EXPECT_EQ(std::memcmp(alone.data(), all.data() + t * rows, alone.size() * 4), 0)
+          << dtype_name(dt) << " token " << t;
+      std::vector<float> want(static_cast<size_t>(rows));
+      if (quantized && t < n_int) {
+        ref::matmul_int8_activations(m.view, x.data() + t * cols, cols, 1, want.data(), rows);
+      } else {
+        ref::matmul(m.view, x.data() + t * cols, cols, 1, want.data(), rows);
+      }
+      expect_close(alone, want, 1e-10, 1e-4 * std::sqrt(double(cols)),
+                   fmt::format("{} token {}", dtype_name(dt), t));
     }
   }
 }

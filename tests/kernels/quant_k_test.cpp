@@ -1,6 +1,8 @@
 // q4_k / q6_k: the reference quantisers' round-trip error (bounds documented in
 // kernels/ref/quant_k.h), degenerate blocks, and cpu::matmul on k-quant weights against ref::matmul
 // (dequantise-then-f32) for 1..20 tokens, odd row counts, strided rows and 1–2 threads.
+#include "kernels/ref/quant_k.h"
+
 #include <algorithm>
 #include <cmath>
 #include <random>
@@ -9,7 +11,6 @@
 #include <gtest/gtest.h>
 
 #include "kernels/cpu/gemm.h"
-#include "kernels/ref/quant_k.h"
 #include "kernels/ref/ref.h"
 #include "tests/kernels/kernel_test_util.h"
 
@@ -99,25 +100,33 @@ INSTANTIATE_TEST_SUITE_P(Types, QuantKRoundTrip,
                            return std::string(dtype_name(p.param.dtype));
                          });
 
-// Both sides read identical stored blocks (cpu converts rows with the same dequantiser), so only
+// Both sides read identical stored blocks (cpu converts rows with the same dequantiser, or takes
+// integer products with the same quantised activations as ref::matmul_int8_activations), so only
 // fp32 summation order differs: NMSE ≤ 1e-10, |err| ≤ 1e-4·√cols as for the other dtypes.
 TEST(Matmul, KQuantsAwkwardShapes) {
   for (int threads : {1, 2}) {
-    cpu::ThreadPool pool(threads);
-    for (DType dt : {DType::kQ4_K, DType::kQ6_K}) {
-      for (int64_t cols : {256, 768}) {
-        for (int64_t rows : {1, 5, 17, 70}) {
-          const auto wf = random_vec(size_t(rows * cols), uint32_t(rows * 31 + cols));
-          const auto m = make_matrix(dt, rows, cols, wf.data(), rows % 2);
-          for (int64_t n = 1; n <= 20; ++n) {
-            const int64_t xs = cols + 3, ys = rows + 5;
-            const auto x = random_vec(size_t(n * xs), uint32_t(n + 7));
-            std::vector<float> got(size_t(n * ys), 0.0f), want(size_t(n * ys), 0.0f);
-            cpu::matmul(pool, m.view, x.data(), xs, n, got.data(), ys);
-            ref::matmul(m.view, x.data(), xs, n, want.data(), ys);
-            test::expect_close(got, want, 1e-10, 1e-4 * std::sqrt(double(cols)),
-                               fmt::format("{} rows={} cols={} n={} threads={}", dtype_name(dt),
-                                           rows, cols, n, threads));
+    for (bool exact : {false, true}) {
+      cpu::ThreadPool pool(threads);
+      pool.set_exact_activations(exact);
+      for (DType dt : {DType::kQ4_K, DType::kQ6_K}) {
+        for (int64_t cols : {256, 768}) {
+          for (int64_t rows : {1, 5, 17, 70}) {
+            const auto wf = random_vec(size_t(rows * cols), uint32_t(rows * 31 + cols));
+            const auto m = make_matrix(dt, rows, cols, wf.data(), rows % 2);
+            for (int64_t n = 1; n <= 20; ++n) {
+              const int64_t xs = cols + 3, ys = rows + 5;
+              const auto x = random_vec(size_t(n * xs), uint32_t(n + 7));
+              std::vector<float> got(size_t(n * ys), 0.0f), want(size_t(n * ys), 0.0f);
+              cpu::matmul(pool, m.view, x.data(), xs, n, got.data(), ys);
+              if (cpu::matmul_int8_tokens(pool, dt, n) == n) {
+                ref::matmul_int8_activations(m.view, x.data(), xs, n, want.data(), ys);
+              } else {
+                ref::matmul(m.view, x.data(), xs, n, want.data(), ys);
+              }
+              test::expect_close(got, want, 1e-10, 1e-4 * std::sqrt(double(cols)),
+                                 fmt::format("{} rows={} cols={} n={} threads={}", dtype_name(dt),
+                                             rows, cols, n, threads));
+            }
           }
         }
       }
