@@ -20,9 +20,8 @@ namespace kiln {
 namespace {
 
 cpu::ThreadPool& pool() {
-  static cpu::ThreadPool p(std::getenv("KILN_BENCH_THREADS")
-                               ? std::atoi(std::getenv("KILN_BENCH_THREADS"))
-                               : 2);
+  static cpu::ThreadPool p(
+      std::getenv("KILN_BENCH_THREADS") ? std::atoi(std::getenv("KILN_BENCH_THREADS")) : 2);
   return p;
 }
 
@@ -43,14 +42,18 @@ std::vector<std::byte> make_weights(DType dt, int64_t rows, int64_t cols) {
   for (int64_t r = 0; r < rows; ++r) {
     std::byte* dst = bytes.data() + r * rb;
     switch (dt) {
-      case DType::kF32: std::memcpy(dst, f.data(), size_t(rb)); break;
+      case DType::kF32:
+        std::memcpy(dst, f.data(), size_t(rb));
+        break;
       case DType::kF16:
       case DType::kBF16:
         for (int64_t c = 0; c < cols; ++c)
           h[size_t(c)] = dt == DType::kF16 ? f32_to_f16(f[size_t(c)]) : f32_to_bf16(f[size_t(c)]);
         std::memcpy(dst, h.data(), size_t(rb));
         break;
-      case DType::kQ8_0: quantize_row_q8_0(f.data(), reinterpret_cast<BlockQ8_0*>(dst), cols); break;
+      case DType::kQ8_0:
+        quantize_row_q8_0(f.data(), reinterpret_cast<BlockQ8_0*>(dst), cols);
+        break;
       case DType::kQ4_K:
         ref::quantize_row_q4_k(f.data(), reinterpret_cast<BlockQ4_K*>(dst), cols);
         break;
@@ -62,26 +65,30 @@ std::vector<std::byte> make_weights(DType dt, int64_t rows, int64_t cols) {
   return bytes;
 }
 
-// Args: dtype, rows, cols, n tokens.
+// Args: dtype, rows, cols, n tokens, and 1: all n are decode tokens, 0: none, −1: matmul's
+// automatic choice (cpu::matmul's int8_tokens).
 void BM_matmul(benchmark::State& state) {
   const auto dt = static_cast<DType>(state.range(0));
   const int64_t rows = state.range(1), cols = state.range(2), n = state.range(3);
+  const int64_t int8_tokens = state.range(4) < 0 ? cpu::kInt8Auto : state.range(4) * n;
   const auto bytes = make_weights(dt, rows, cols);
   const auto w = MatrixView::contiguous(dt, bytes.data(), rows, cols);
   const auto x = random_vec(size_t(n * cols), 2);
   std::vector<float> y(size_t(n * rows));
   for (auto _ : state) {
-    cpu::matmul(pool(), w, x.data(), cols, n, y.data(), rows);
+    cpu::matmul(pool(), w, x.data(), cols, n, y.data(), rows, int8_tokens);
     benchmark::DoNotOptimize(y.data());
   }
-  state.SetLabel(std::string(dtype_name(dt)));
+  state.SetLabel(std::string(dtype_name(dt)) +
+                 (cpu::matmul_int8_tokens(pool(), dt, n, int8_tokens) > 0 ? " int8" : ""));
   state.SetBytesProcessed(state.iterations() * int64_t(bytes.size()));
   state.counters["GFLOPs"] = benchmark::Counter(double(2 * rows * cols * n) * 1e-9,
                                                 benchmark::Counter::kIsIterationInvariantRate);
 }
 
 // Decode from DRAM: cycles through enough copies of the matrix (≥ 96 MiB) that none is still in
-// the 32 MiB L3 when it comes round again. Args: dtype, rows, cols, tokens (1: decode; more: batched decode).
+// the 32 MiB L3 when it comes round again. Args: dtype, rows, cols, tokens (1: decode; more:
+// batched decode).
 void BM_gemv_cold(benchmark::State& state) {
   const auto dt = static_cast<DType>(state.range(0));
   const int64_t rows = state.range(1), cols = state.range(2);
@@ -101,24 +108,39 @@ void BM_gemv_cold(benchmark::State& state) {
   state.SetLabel(std::string(dtype_name(dt)));
   state.SetBytesProcessed(state.iterations() * int64_t(one.size()));
 }
-BENCHMARK(BM_gemv_cold)->Name("gemv_dram")->ArgsProduct({{0, 1, 2, 3}, {4096}, {1024, 2304}, {1}})->UseRealTime();
-BENCHMARK(BM_gemv_cold)->Name("gemm_dram")->ArgsProduct({{2, 3}, {4096}, {1024}, {4, 8, 16}})->UseRealTime();
+BENCHMARK(BM_gemv_cold)
+    ->Name("gemv_dram")
+    ->ArgsProduct({{0, 1, 2, 3}, {4096}, {1024, 2304}, {1}})
+    ->UseRealTime();
+BENCHMARK(BM_gemv_cold)
+    ->Name("gemm_dram")
+    ->ArgsProduct({{2, 3}, {4096}, {1024}, {4, 8, 16}})
+    ->UseRealTime();
 // One MoE expert matrix of the mini shape (256 x 1024) from DRAM, 1 and 2 tokens.
-BENCHMARK(BM_gemv_cold)->Name("expert_dram")->ArgsProduct({{2, 3}, {256}, {1024}, {1, 2}})->UseRealTime();
+BENCHMARK(BM_gemv_cold)
+    ->Name("expert_dram")
+    ->ArgsProduct({{2, 3}, {256}, {1024}, {1, 2}})
+    ->UseRealTime();
 
 void gemv_args(benchmark::internal::Benchmark* b) {
   for (int dt = 0; dt < 4; ++dt) {
-    b->Args({dt, 2048, 1024, 1});
-    b->Args({dt, 4096, 1024, 1});
-    b->Args({dt, 4096, 2304, 1});
+    b->Args({dt, 2048, 1024, 1, -1});
+    b->Args({dt, 4096, 1024, 1, -1});
+    b->Args({dt, 4096, 2304, 1, -1});
   }
 }
 void gemm_args(benchmark::internal::Benchmark* b) {
   for (int dt = 0; dt < 4; ++dt)
-    for (int n : {4, 16, 64, 128, 512}) b->Args({dt, 1024, 1024, n});
+    for (int n : {4, 16, 64, 128, 512}) b->Args({dt, 1024, 1024, n, -1});
 }
 BENCHMARK(BM_matmul)->Name("gemv")->Apply(gemv_args)->UseRealTime();
 BENCHMARK(BM_matmul)->Name("gemm")->Apply(gemm_args)->UseRealTime();
+// Batched decode over quantised weights: n decode tokens through the integer path vs the same
+// tokens with f32 activations (int8_tokens = 0).
+BENCHMARK(BM_matmul)
+    ->Name("gemm_decode")
+    ->ArgsProduct({{3, 4, 5}, {1024}, {1024}, {2, 3, 8, 16}, {0, 1}})
+    ->UseRealTime();
 
 // Args: T, chunk (0 = recurrent). H = 32, K = V = 128 (one KDA layer, no TP).
 void BM_kda(benchmark::State& state) {
@@ -140,7 +162,8 @@ void BM_kda(benchmark::State& state) {
     }
     benchmark::DoNotOptimize(o.data());
   }
-  state.counters["tok/s"] = benchmark::Counter(double(T), benchmark::Counter::kIsIterationInvariantRate);
+  state.counters["tok/s"] =
+      benchmark::Counter(double(T), benchmark::Counter::kIsIterationInvariantRate);
 }
 BENCHMARK(BM_kda)->Args({1, 0})->Args({256, 0})->Args({256, 16})->Args({256, 64})->UseRealTime();
 

@@ -62,15 +62,6 @@ inline __m256i dot_i8_32(__m256i a, __m256i b) {
   return _mm256_madd_epi16(p16, _mm256_set1_epi16(1));
 }
 
-// Lane k of the result: the sum of the 8 lanes of v[k] (6 hadds, 2 lane permutes, 1 add).
-inline __m256i lane_sums8(const __m256i* v) {
-  const __m256i a = _mm256_hadd_epi32(_mm256_hadd_epi32(v[0], v[1]), _mm256_hadd_epi32(v[2], v[3]));
-  const __m256i b = _mm256_hadd_epi32(_mm256_hadd_epi32(v[4], v[5]), _mm256_hadd_epi32(v[6], v[7]));
-  // a = [v0..v3 over lanes 0–3 | v0..v3 over lanes 4–7], b likewise for v4..v7.
-  return _mm256_add_epi32(_mm256_permute2x128_si256(a, b, 0x20),
-                          _mm256_permute2x128_si256(a, b, 0x31));
-}
-
 // q8_0 weights × block-32 activations, MR rows × NR tokens. Eight blocks at a time: their exact
 // int32 dot products are reduced to one vector of 8 block sums and scaled by the 8 products
 // d_w·d_x in one FMA; a remainder of fewer than 8 blocks goes one block at a time
@@ -91,16 +82,31 @@ inline void tile_q8_int(const std::byte* w, int64_t w_stride, const ActRows& x, 
                          static_cast<int16_t>(blk[2].d), static_cast<int16_t>(blk[3].d),
                          static_cast<int16_t>(blk[4].d), static_cast<int16_t>(blk[5].d),
                          static_cast<int16_t>(blk[6].d), static_cast<int16_t>(blk[7].d)));
-      for (int j = 0; j < NR; ++j) {
-        const int8_t* xq = x.q + j * x.q_stride + b * kQ8Block;
-        __m256i v[8];
-        for (int k = 0; k < 8; ++k) {
-          v[k] = dot_i8_32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk[k].qs)),
-                           _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xq + k * kQ8Block)));
+      // Each block's |w| and sign are formed once for the NR tokens; the per-token block sums
+      // are folded pairwise with hadd as they come (hadd, then the two 128-bit halves added), to
+      // stay in registers.
+      __m256i h[NR][4];  // pair sums: blocks (0,1), (2,3), (4,5), (6,7)
+      for (int k = 0; k < 8; k += 2) {
+        const __m256i w0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk[k].qs));
+        const __m256i w1 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk[k + 1].qs));
+        const __m256i a0 = _mm256_sign_epi8(w0, w0), a1 = _mm256_sign_epi8(w1, w1);
+        for (int j = 0; j < NR; ++j) {
+          const int8_t* xq = x.q + j * x.q_stride + (b + k) * kQ8Block;
+          const __m256i x0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xq));
+          const __m256i x1 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xq + kQ8Block));
+          const __m256i ones = _mm256_set1_epi16(1);
+          h[j][k / 2] = _mm256_hadd_epi32(
+              _mm256_madd_epi16(_mm256_maddubs_epi16(a0, _mm256_sign_epi8(x0, w0)), ones),
+              _mm256_madd_epi16(_mm256_maddubs_epi16(a1, _mm256_sign_epi8(x1, w1)), ones));
         }
+      }
+      for (int j = 0; j < NR; ++j) {
+        const __m256i lo = _mm256_hadd_epi32(h[j][0], h[j][1]);
+        const __m256i hi = _mm256_hadd_epi32(h[j][2], h[j][3]);
+        const __m256i sums = _mm256_add_epi32(_mm256_permute2x128_si256(lo, hi, 0x20),
+                                              _mm256_permute2x128_si256(lo, hi, 0x31));
         const __m256 dx = _mm256_loadu_ps(x.d + j * x.d_stride + b);
-        acc[i][j] =
-            _mm256_fmadd_ps(_mm256_cvtepi32_ps(lane_sums8(v)), _mm256_mul_ps(dw, dx), acc[i][j]);
+        acc[i][j] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sums), _mm256_mul_ps(dw, dx), acc[i][j]);
       }
     }
   }
