@@ -30,6 +30,7 @@ struct BenchArgs {
   int64_t context = 0;  // 0 = no long-context run
   bool profile = false;
   int threads = 0, runs = 5, tensor = 0, pipeline = 1;
+  bool exact_activations = false;
   std::string backend = "cpu";
 };
 
@@ -303,6 +304,7 @@ int run_bench(const BenchArgs& a) {
   KimiLinearModel& model = *ranked->model;
   const World& world = ranked->world->world();
   cpu::ThreadPool pool(a.threads);
+  pool.set_exact_activations(a.exact_activations);
   Bench b{a, *ranked, model, pool, world.size > 1 ? &ranked->world->world_comm() : nullptr,
           ranked->is_root(), 0, 0, WeightTraffic::of(model)};
   // Every rank probes at once, so the sum is what the job's ranks can stream together.
@@ -335,6 +337,10 @@ int run_bench(const BenchArgs& a) {
     std::printf("model: %s (%s)\nranks: %d (tensor %d x pipeline %d), threads per rank: %d\n",
                 a.model.c_str(), c.name.c_str(), world.size, world.tp_size, world.pp_size,
                 pool.size());
+    if (!gpu) {
+      std::printf("decode activations over quantised weights: %s\n",
+                  a.exact_activations ? "f32 (--exact-activations)" : "int8");
+    }
     if (gpu) {
 #ifdef KILN_HAVE_CUDA
       std::printf("device: %s on rank 0, weights %.1f MB on its GPU\n",

@@ -15,6 +15,7 @@ namespace {
 struct EvalArgs {
   std::string model, tokens, tokens_file, dump, mode = "batch";
   int threads = 0, tensor = 0, pipeline = 1;
+  bool exact_activations = false;
   std::string backend = "cpu";
   std::vector<int64_t> layer_split;  // from --config
   ConfigFlags config;
@@ -60,6 +61,7 @@ int run_eval(const EvalArgs& a) {
   KimiLinearModel& model = *ranked->model;
   const int64_t vocab = model.config().vocab_size, n = static_cast<int64_t>(ids->size());
   cpu::ThreadPool pool(a.threads);
+  pool.set_exact_activations(a.exact_activations);
   auto made = model.new_state(1, n);
   if (!made.ok()) return fail(made.status());
   std::unique_ptr<StateCache> state = std::move(made).value();

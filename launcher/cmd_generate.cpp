@@ -18,6 +18,7 @@ struct GenerateArgs {
   int32_t top_k = 0;
   uint64_t seed = 0;
   int threads = 0, tensor = 0, pipeline = 1;
+  bool exact_activations = false;
   std::string backend = "cpu";
   std::vector<int64_t> layer_split;  // from --config
   ConfigFlags config;
@@ -43,6 +44,7 @@ int run_generate(const GenerateArgs& a) {
   o.sampling = {a.temperature, a.top_k, a.top_p, a.min_p};
   o.seed = a.seed;
   cpu::ThreadPool pool(a.threads);
+  pool.set_exact_activations(a.exact_activations);
   GenerationStats st;
   Communicator* control = ranked->world->world().size > 1 ? &ranked->world->world_comm() : nullptr;
   Status s = generate(model, pool, *tokenizer, ids, o,

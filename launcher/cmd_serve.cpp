@@ -16,6 +16,7 @@ struct ServeArgs {
   std::string model, host, api_key_file, name;
   int port = -1;
   int threads = 0, tensor = 0, pipeline = 1;
+  bool exact_activations = false;
   std::string backend = "cpu";
   std::vector<int64_t> layer_split;
   std::string log_level = "info";
@@ -45,6 +46,7 @@ int run_serve(const CLI::App& sub, ServeArgs& a) {
   // Without a topology and without --tensor, every rank of the MPI job is one TP group.
   rt.tensor = (a.config.file.empty() && sub.get_option("--tensor")->count() == 0) ? 0 : r.tensor;
   rt.threads = r.threads;
+  rt.exact_activations = a.exact_activations;
   Status s = serve::serve(t, rt);
   if (!s.ok()) return fail(s);
   return 0;

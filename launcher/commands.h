@@ -53,7 +53,8 @@ int resolve_config(const CLI::App& sub, const ConfigFlags& flags, RunSettings& s
 int fail(const Status& status);
 int fail(const std::string& message);
 
-// --threads, --tensor and --pipeline of a model-running command (args has those members).
+// --threads, --tensor, --pipeline, --backend and --exact-activations of a model-running command
+// (args has those members).
 template <typename Args>
 void add_layout_options(CLI::App* sub, Args& a) {
   sub->add_option("--threads", a.threads, "Worker threads per rank (0 = all cores)")
@@ -67,6 +68,9 @@ void add_layout_options(CLI::App* sub, Args& a) {
                   "Where each rank computes: cpu, or cuda (one GPU per rank; needs a CUDA build)")
       ->check(CLI::IsMember({"cpu", "cuda"}))
       ->capture_default_str();
+  sub->add_flag("--exact-activations", a.exact_activations,
+                "CPU: keep f32 activations in decode over quantised weights (slower) instead of "
+                "quantising them to int8 as llama.cpp does");
 }
 
 // The device a --backend / topology `backend` value names ("cpu" or "cuda").

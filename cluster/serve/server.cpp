@@ -161,6 +161,7 @@ Status serve(const Topology& t, const ServeRuntime& runtime) {
   agree_or_abort(*ranked->world, allocated);
   std::unique_ptr<StateCache> cache = std::move(made).value();
   cpu::ThreadPool pool(runtime.threads);
+  pool.set_exact_activations(runtime.exact_activations);
 
   if (w.rank != 0) {
     Communicator& control = ranked->world->world_comm();

@@ -12,6 +12,7 @@ namespace kiln::serve {
 struct ServeRuntime {
   int tensor = 0;   // 0 = the job's ranks / pipeline
   int threads = 0;  // compute threads of this rank (0 = all cores)
+  bool exact_activations = false;  // see cpu::ThreadPool::set_exact_activations
 };
 
 // Returns when the server has drained (OK) or could not start (the error names the reason).
