@@ -4,6 +4,7 @@
 // Each weight vector is loaded once per tile and reused for the NR tokens held in registers.
 #pragma once
 
+#include <cmath>
 #include <cstddef>
 #include <cstdint>
 
@@ -45,6 +46,11 @@ struct LoadBF16 {
   }
 };
 
+// One scalar tail step, always fused: GCC contracts a·b + s in C++ at will (-ffp-contract=fast
+// is its default there), and whether it does can differ between instantiations, which would
+// break the bitwise equality of the decode and prefill paths.
+inline float tail_fma(float a, float b, float s) { return std::fma(a, b, s); }
+
 // Plain-dtype tile. w rows are w_stride bytes apart, x rows x_stride floats apart; y[j*y_stride+i].
 template <class L, int MR, int NR>
 inline void tile(const std::byte* w, int64_t w_stride, const float* x, int64_t x_stride,
@@ -64,7 +70,9 @@ inline void tile(const std::byte* w, int64_t w_stride, const float* x, int64_t x
   for (int i = 0; i < MR; ++i) {
     for (int j = 0; j < NR; ++j) {
       float s = hsum(acc[i][j]);
-      for (int64_t k = k8; k < K; ++k) s += L::at(w + i * w_stride, k) * x[j * x_stride + k];
+      for (int64_t k = k8; k < K; ++k) {
+        s = tail_fma(L::at(w + i * w_stride, k), x[j * x_stride + k], s);
+      }
       y[j * y_stride + i] = s;
     }
   }
