@@ -3,6 +3,8 @@
 // stored dtype in registers, a block of rows at a time, so each weight byte is streamed once per
 // call. More tokens (prefill): each group of 4 rows is converted to f32 once into a thread-local
 // buffer and reused across a block of tokens by 4×3 register tiles.
+// bf16 is read 16 weights at a time and split into even and odd elements (tile_bf16), so on both
+// paths x is permuted to match and the buffered rows are converted in that order too.
 #include "kernels/cpu/gemm.h"
 
 #include <algorithm>
@@ -163,6 +165,14 @@ struct Q6KFn {
 using Q8Tile = SubTiled<Q8Fn>;
 using Q4KTile = SubTiled<Q4KFn>;
 using Q6KTile = SubTiled<Q6KFn>;
+// MR·NR accumulators (≤ 12), the mask and three weight vectors; x is read from L1 per FMA.
+struct Bf16Tile {
+  template <int MR, int NR>
+  static void run(const std::byte* w, int64_t ws, const float* x, int64_t xs, int64_t K, float* y,
+                  int64_t ys) {
+    tile_bf16<MR, NR>(w, ws, x, xs, K, y, ys);
+  }
+};
 
 // Rows [0, m) × NR tokens, MR rows per tile then single rows.
 template <class Tk, int MR, int NR>
@@ -210,36 +220,71 @@ void rows_direct(const MatrixView& w, int64_t r0, int64_t r1, const float* x, in
 void rows_buffered(const MatrixView& w, int64_t r0, int64_t r1, const float* x, int64_t xs,
                    int64_t n, float* y, int64_t ys) {
   thread_local std::vector<float> buf;  // [4][K] f32, grows once
+  thread_local std::vector<float> xbuf;  // bf16: a token block of x permuted, grows once
   const int64_t K = w.cols;
+  const bool bf16 = w.dtype == DType::kBF16;
+  const int64_t tb = token_block(K);
   if (w.dtype != DType::kF32 && buf.size() < static_cast<size_t>(4 * K)) {
     buf.resize(static_cast<size_t>(4 * K));
   }
+  if (bf16 && xbuf.size() < static_cast<size_t>(std::min(tb, n) * K)) {
+    xbuf.resize(static_cast<size_t>(std::min(tb, n) * K));
+  }
   const auto* wb = reinterpret_cast<const std::byte*>(buf.data());
   const int64_t wbs = K * static_cast<int64_t>(sizeof(float));
-  const int64_t tb = token_block(K);
   for (int64_t t0 = 0; t0 < n; t0 += tb) {
     const int64_t nt = std::min(tb, n - t0);
+    // bf16 rows are converted in the permuted order of tile_bf16, so x is permuted to match.
+    const float* xb = x + t0 * xs;
+    int64_t xbs = xs;
+    if (bf16) {
+      for (int64_t t = 0; t < nt; ++t) permute_x_bf16(xb + t * xs, K, xbuf.data() + t * K);
+      xb = xbuf.data();
+      xbs = K;
+    }
     for (int64_t r = r0; r < r1; r += 4) {
       const int64_t m = std::min<int64_t>(4, r1 - r);
       if (w.dtype == DType::kF32) {  // already f32: use the stored rows in place
-        rows_tokens<PlainTile<LoadF32>, 4>(w.row(r), w.row_stride, m, x + t0 * xs, xs, nt, K,
+        rows_tokens<PlainTile<LoadF32>, 4>(w.row(r), w.row_stride, m, xb, xbs, nt, K,
                                            y + t0 * ys + r, ys);
         continue;
       }
-      for (int64_t i = 0; i < m; ++i) convert_row(w.dtype, w.row(r + i), K, buf.data() + i * K);
-      rows_tokens<PlainTile<LoadF32>, 4>(wb, wbs, m, x + t0 * xs, xs, nt, K, y + t0 * ys + r,
-                                         ys);
+      for (int64_t i = 0; i < m; ++i) {
+        if (bf16) {
+          convert_row_bf16_permuted(w.row(r + i), K, buf.data() + i * K);
+        } else {
+          convert_row(w.dtype, w.row(r + i), K, buf.data() + i * K);
+        }
+      }
+      rows_tokens<PlainTile<LoadF32>, 4>(wb, wbs, m, xb, xbs, nt, K, y + t0 * ys + r, ys);
     }
   }
 }
 
+// Decode with bf16 weights reads x in the order of permute_x_bf16 (the identity below 16 columns).
+bool permutes_x(const MatrixView& w, int64_t n) {
+  return w.dtype == DType::kBF16 && n <= direct_max_tokens(w.dtype) && w.cols >= 16;
+}
+
+// x prepared for rows_any on the calling thread's buffer (read by the workers of one call).
+const float* prepare_x(const MatrixView& w, const float* x, int64_t& xs, int64_t n) {
+  if (!permutes_x(w, n)) return x;
+  thread_local std::vector<float> xp;  // grows once
+  const int64_t K = w.cols;
+  if (xp.size() < static_cast<size_t>(n * K)) xp.resize(static_cast<size_t>(n * K));
+  for (int64_t t = 0; t < n; ++t) permute_x_bf16(x + t * xs, K, xp.data() + t * K);
+  xs = K;
+  return xp.data();
+}
+
+// x is already permuted here where permutes_x (rows_buffered permutes its own token blocks).
 void rows_any(const MatrixView& w, int64_t r0, int64_t r1, const float* x, int64_t xs, int64_t n,
               float* y, int64_t ys) {
   if (n > direct_max_tokens(w.dtype)) return rows_buffered(w, r0, r1, x, xs, n, y, ys);
   switch (w.dtype) {
     case DType::kF32: return rows_direct<PlainTile<LoadF32>>(w, r0, r1, x, xs, n, y, ys);
     case DType::kF16: return rows_direct<PlainTile<LoadF16>>(w, r0, r1, x, xs, n, y, ys);
-    case DType::kBF16: return rows_direct<PlainTile<LoadBF16>>(w, r0, r1, x, xs, n, y, ys);
+    case DType::kBF16: return rows_direct<Bf16Tile>(w, r0, r1, x, xs, n, y, ys);
     case DType::kQ8_0: return rows_direct<Q8Tile>(w, r0, r1, x, xs, n, y, ys);
     case DType::kQ4_K: return rows_direct<Q4KTile>(w, r0, r1, x, xs, n, y, ys);
     case DType::kQ6_K: return rows_direct<Q6KTile>(w, r0, r1, x, xs, n, y, ys);
@@ -255,6 +300,7 @@ void matmul(ThreadPool& pool, const MatrixView& w, const float* x, int64_t x_str
   if (n <= 0 || w.rows <= 0) return;
   const int64_t units = (w.rows + kRowUnit - 1) / kRowUnit;
   const bool small = w.rows * w.cols * n < kSerialMacs;
+  x = prepare_x(w, x, x_stride, n);
   pool.parallel_for(units, small ? units : 1, [&](int64_t b, int64_t e) {
     rows_any(w, b * kRowUnit, std::min(w.rows, e * kRowUnit), x, x_stride, n, y, y_stride);
   });
@@ -265,6 +311,7 @@ void matmul_serial(const MatrixView& w, const float* x, int64_t x_stride, int64_
   KILN_CHECK(w.cols % dtype_block_elems(w.dtype) == 0);
   KILN_CHECK(n <= 1 || (x_stride >= w.cols && y_stride >= w.rows));
   if (n <= 0 || w.rows <= 0) return;
+  x = prepare_x(w, x, x_stride, n);
   rows_any(w, 0, w.rows, x, x_stride, n, y, y_stride);
 }
 

@@ -78,6 +78,79 @@ inline void tile(const std::byte* w, int64_t w_stride, const float* x, int64_t x
   }
 }
 
+// bf16 with x in the order of permute_x_bf16: one 32-byte load gives 16 weights, whose 32-bit
+// lanes hold the pairs (2i, 2i+1); a shift makes the even elements f32, a mask the odd ones, so
+// no widening is needed. Per accumulator the FMAs come in the order of tile<LoadF32> over a row
+// from convert_row_bf16_permuted and the same x, which keeps the two bitwise equal.
+template <int MR, int NR>
+inline void tile_bf16(const std::byte* w, int64_t w_stride, const float* x, int64_t x_stride,
+                      int64_t K, float* y, int64_t y_stride) {
+  __m256 acc[MR][NR];
+  for (int i = 0; i < MR; ++i)
+    for (int j = 0; j < NR; ++j) acc[i][j] = _mm256_setzero_ps();
+  const __m256i hi = _mm256_set1_epi32(static_cast<int>(0xFFFF0000u));
+  const int64_t k16 = K & ~int64_t{15}, k8 = K & ~int64_t{7};
+  const __m256i* p[MR];  // 16 weights per step
+  for (int i = 0; i < MR; ++i) p[i] = reinterpret_cast<const __m256i*>(w + i * w_stride);
+  for (int64_t k = 0; k < k16; k += 16) {
+    for (int i = 0; i < MR; ++i) {
+      const __m256i raw = _mm256_loadu_si256(p[i] + k / 16);
+      const __m256 we = _mm256_castsi256_ps(_mm256_slli_epi32(raw, 16));
+      const __m256 wo = _mm256_castsi256_ps(_mm256_and_si256(raw, hi));
+      for (int j = 0; j < NR; ++j) {
+        acc[i][j] = _mm256_fmadd_ps(we, _mm256_loadu_ps(x + j * x_stride + k), acc[i][j]);
+        acc[i][j] = _mm256_fmadd_ps(wo, _mm256_loadu_ps(x + j * x_stride + k + 8), acc[i][j]);
+      }
+    }
+  }
+  if (k8 > k16) {  // a last group of 8 (in natural order)
+    for (int i = 0; i < MR; ++i) {
+      const __m256 wv = LoadBF16::load8(w + i * w_stride, k16);
+      for (int j = 0; j < NR; ++j)
+        acc[i][j] = _mm256_fmadd_ps(wv, _mm256_loadu_ps(x + j * x_stride + k16), acc[i][j]);
+    }
+  }
+  for (int i = 0; i < MR; ++i) {
+    for (int j = 0; j < NR; ++j) {
+      float s = hsum(acc[i][j]);
+      for (int64_t k = k8; k < K; ++k) {
+        s = tail_fma(LoadBF16::at(w + i * w_stride, k), x[j * x_stride + k], s);
+      }
+      y[j * y_stride + i] = s;
+    }
+  }
+}
+
+// The element order the bf16 tiles use: each whole group of 16 as its 8 even elements, then its
+// 8 odd ones; the last K mod 16 elements stay in place. dst may not alias x.
+inline void permute_x_bf16(const float* x, int64_t K, float* dst) {
+  const int64_t k16 = K & ~int64_t{15};
+  for (int64_t k = 0; k < k16; k += 16) {
+    const __m256 a = _mm256_loadu_ps(x + k), b = _mm256_loadu_ps(x + k + 8);
+    // Per 128-bit lane: (a0 a2 b0 b2 | a4 a6 b4 b6); the 64-bit permute puts a's pairs first.
+    const __m256 e = _mm256_shuffle_ps(a, b, _MM_SHUFFLE(2, 0, 2, 0));
+    const __m256 o = _mm256_shuffle_ps(a, b, _MM_SHUFFLE(3, 1, 3, 1));
+    _mm256_storeu_ps(dst + k, _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(e), 0xD8)));
+    _mm256_storeu_ps(dst + k + 8,
+                     _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(o), 0xD8)));
+  }
+  for (int64_t k = k16; k < K; ++k) dst[k] = x[k];
+}
+
+// A bf16 row converted to f32 in the order of permute_x_bf16 (for the buffered path).
+inline void convert_row_bf16_permuted(const std::byte* src, int64_t K, float* dst) {
+  const __m256i hi = _mm256_set1_epi32(static_cast<int>(0xFFFF0000u));
+  const auto* p = reinterpret_cast<const uint16_t*>(src);
+  const int64_t k16 = K & ~int64_t{15}, k8 = K & ~int64_t{7};
+  for (int64_t k = 0; k < k16; k += 16) {
+    const __m256i raw = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p + k));
+    _mm256_storeu_ps(dst + k, _mm256_castsi256_ps(_mm256_slli_epi32(raw, 16)));
+    _mm256_storeu_ps(dst + k + 8, _mm256_castsi256_ps(_mm256_and_si256(raw, hi)));
+  }
+  if (k8 > k16) _mm256_storeu_ps(dst + k16, LoadBF16::load8(src, k16));
+  for (int64_t k = k8; k < K; ++k) dst[k] = LoadBF16::at(src, k);
+}
+
 // q8_0 tile: per 32-block, the int8 values are widened to f32 and dotted with x into a block
 // sum; the block scale is applied once per block (acc += d · Σ q·x), not per element.
 // Register use is 2·MR·NR + NR + 1 vectors, so callers keep MR·NR small (see Q8Tile).
