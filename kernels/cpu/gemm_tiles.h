@@ -19,12 +19,18 @@ using vec::hsum;
 
 // The f16/bf16 decode tiles run short of DRAM bandwidth when left to the hardware prefetcher
 // alone (MR row streams at once): each row's cache line 512 bytes ahead is requested explicitly,
-// once per 64 bytes consumed (512 measured best of 256 to 2048 for bf16 decode).
+// once per 64 bytes consumed (of 256 to 2048 bytes tried, 512 and 1024 were best).
 constexpr int64_t kPrefetchBytes = 512;
+// Rows w + i·w_stride, i < MR, are at byte `at` of `bytes`; past a row's end the prefetch moves to
+// the same row of the next tile (the next MR rows), which is what the caller reads next (short
+// rows would otherwise start every tile with demand misses). A prefetch never faults, so one
+// past the last row is harmless.
 template <int MR>
-inline void prefetch_rows(const std::byte* w, int64_t w_stride) {
+inline void prefetch_rows(const std::byte* w, int64_t w_stride, int64_t at, int64_t bytes) {
+  int64_t off = at + kPrefetchBytes;
+  if (off >= bytes) off += MR * w_stride - bytes;
   for (int i = 0; i < MR; ++i) {
-    _mm_prefetch(reinterpret_cast<const char*>(w + i * w_stride) + kPrefetchBytes, _MM_HINT_T0);
+    _mm_prefetch(reinterpret_cast<const char*>(w) + i * w_stride + off, _MM_HINT_T0);
   }
 }
 
@@ -75,7 +81,7 @@ inline void tile(const std::byte* w, int64_t w_stride, const float* x, int64_t x
   const int64_t k8 = K & ~int64_t{7};
   for (int64_t k = 0; k < k8; k += 8) {
     if constexpr (L::kPrefetch) {
-      if ((k & 31) == 0) prefetch_rows<MR>(w + 2 * k, w_stride);  // 2-byte elements
+      if ((k & 31) == 0) prefetch_rows<MR>(w, w_stride, 2 * k, 2 * K);  // 2-byte elements
     }
     __m256 xv[NR];
     for (int j = 0; j < NR; ++j) xv[j] = _mm256_loadu_ps(x + j * x_stride + k);
@@ -110,7 +116,7 @@ inline void tile_bf16(const std::byte* w, int64_t w_stride, const float* x, int6
   const __m256i* p[MR];  // 16 weights per step
   for (int i = 0; i < MR; ++i) p[i] = reinterpret_cast<const __m256i*>(w + i * w_stride);
   for (int64_t k = 0; k < k16; k += 16) {
-    if ((k & 31) == 0) prefetch_rows<MR>(w + 2 * k, w_stride);
+    if ((k & 31) == 0) prefetch_rows<MR>(w, w_stride, 2 * k, 2 * K);
     for (int i = 0; i < MR; ++i) {
       const __m256i raw = _mm256_loadu_si256(p[i] + k / 16);
       const __m256 we = _mm256_castsi256_ps(_mm256_slli_epi32(raw, 16));
