@@ -5,6 +5,8 @@
 // registers, a block of rows at a time, so each weight byte is streamed once per call. More
 // tokens, or quantised weights: each group of 4 rows is converted to f32 once into a thread-local
 // buffer and reused across a block of tokens by 4×3 register tiles.
+// bf16 is read 16 weights at a time and split into even and odd elements (tile_bf16), so on both
+// paths x is permuted to match and the buffered rows are converted in that order too.
 #include "kernels/cpu/gemm.h"
 
 #include <algorithm>
@@ -87,8 +89,10 @@ void convert_row(DType t, const std::byte* src, int64_t n, float* dst) {
       }
       return;
     }
-    case DType::kQ4_K: return convert_q4k(reinterpret_cast<const BlockQ4_K*>(src), n, dst);
-    case DType::kQ6_K: return convert_q6k(reinterpret_cast<const BlockQ6_K*>(src), n, dst);
+    case DType::kQ4_K:
+      return convert_q4k(reinterpret_cast<const BlockQ4_K*>(src), n, dst);
+    case DType::kQ6_K:
+      return convert_q6k(reinterpret_cast<const BlockQ6_K*>(src), n, dst);
   }
 }
 
@@ -98,7 +102,7 @@ namespace {
 
 using namespace gemm_detail;
 
-constexpr int64_t kRowUnit = 16;         // rows per parallel unit: 64 B of each y row
+constexpr int64_t kRowUnit = 16;             // rows per parallel unit: 64 B of each y row
 constexpr int64_t kXBlockBytes = 192 << 10;  // token block of x kept in L2 while rows stream
 constexpr int64_t kSerialMacs = 1 << 16;  // below this much work, threads cost more than they save
 // f32/f16/bf16: up to this many tokens the weights are converted in registers (rows_direct),
@@ -164,6 +168,14 @@ struct Q6KIntFn {
 using Q8IntTile = SubTiled<Q8IntFn>;
 using Q4KIntTile = SubTiled<Q4KIntFn>;
 using Q6KIntTile = SubTiled<Q6KIntFn>;
+// MR·NR accumulators (≤ 12), the mask and three weight vectors; x is read from L1 per FMA.
+struct Bf16Tile {
+  template <int MR, int NR>
+  static void run(const std::byte* w, int64_t ws, const float* x, int64_t xs, int64_t K, float* y,
+                  int64_t ys) {
+    tile_bf16<MR, NR>(w, ws, x, xs, K, y, ys);
+  }
+};
 
 // Rows [0, m) × NR tokens, MR rows per tile then single rows.
 template <class Tk, int MR, int NR, class X>
@@ -198,12 +210,12 @@ void rows_direct(const MatrixView& w, int64_t r0, int64_t r1, const X& x, int64_
   const int64_t tb = token_block(w.cols);
   // More than one group of 3 tokens: a block of rows (≤ 16 KiB) is converted in registers once
   // per token group while it sits in L1, so each weight byte still comes from memory once.
-  const int64_t rb = n <= 3 ? r1 - r0
-                            : std::max<int64_t>(4, (int64_t{16} << 10) / w.row_stride / 4 * 4);
+  const int64_t rb =
+      n <= 3 ? r1 - r0 : std::max<int64_t>(4, (int64_t{16} << 10) / w.row_stride / 4 * 4);
   for (int64_t t0 = 0; t0 < n; t0 += tb) {
     for (int64_t r = r0; r < r1; r += rb) {
-      rows_tokens<Tk, 4>(w.row(r), w.row_stride, std::min(rb, r1 - r), skip_tokens(x, xs, t0),
-                         xs, std::min(tb, n - t0), w.cols, y + t0 * ys + r, ys);
+      rows_tokens<Tk, 4>(w.row(r), w.row_stride, std::min(rb, r1 - r), skip_tokens(x, xs, t0), xs,
+                         std::min(tb, n - t0), w.cols, y + t0 * ys + r, ys);
     }
   }
 }
@@ -212,41 +224,80 @@ void rows_direct(const MatrixView& w, int64_t r0, int64_t r1, const X& x, int64_
 // the block while it sits in L1 (f32 rows are used in place).
 void rows_buffered(const MatrixView& w, int64_t r0, int64_t r1, const float* x, int64_t xs,
                    int64_t n, float* y, int64_t ys) {
-  thread_local std::vector<float> buf;  // [4][K] f32, grows once
+  thread_local std::vector<float> buf;   // [4][K] f32, grows once
+  thread_local std::vector<float> xbuf;  // bf16: a token block of x permuted, grows once
   const int64_t K = w.cols;
+  const bool bf16 = w.dtype == DType::kBF16;
+  const int64_t tb = token_block(K);
   if (w.dtype != DType::kF32 && buf.size() < static_cast<size_t>(4 * K)) {
     buf.resize(static_cast<size_t>(4 * K));
   }
+  if (bf16 && xbuf.size() < static_cast<size_t>(std::min(tb, n) * K)) {
+    xbuf.resize(static_cast<size_t>(std::min(tb, n) * K));
+  }
   const auto* wb = reinterpret_cast<const std::byte*>(buf.data());
   const int64_t wbs = K * static_cast<int64_t>(sizeof(float));
-  const int64_t tb = token_block(K);
   for (int64_t t0 = 0; t0 < n; t0 += tb) {
     const int64_t nt = std::min(tb, n - t0);
+    // bf16 rows are converted in the permuted order of tile_bf16, so x is permuted to match.
+    const float* xb = x + t0 * xs;
+    int64_t xbs = xs;
+    if (bf16) {
+      for (int64_t t = 0; t < nt; ++t) permute_x_bf16(xb + t * xs, K, xbuf.data() + t * K);
+      xb = xbuf.data();
+      xbs = K;
+    }
     for (int64_t r = r0; r < r1; r += 4) {
       const int64_t m = std::min<int64_t>(4, r1 - r);
       if (w.dtype == DType::kF32) {  // already f32: use the stored rows in place
-        rows_tokens<PlainTile<LoadF32>, 4>(w.row(r), w.row_stride, m, x + t0 * xs, xs, nt, K,
+        rows_tokens<PlainTile<LoadF32>, 4>(w.row(r), w.row_stride, m, xb, xbs, nt, K,
                                            y + t0 * ys + r, ys);
         continue;
       }
-      for (int64_t i = 0; i < m; ++i) convert_row(w.dtype, w.row(r + i), K, buf.data() + i * K);
-      rows_tokens<PlainTile<LoadF32>, 4>(wb, wbs, m, x + t0 * xs, xs, nt, K, y + t0 * ys + r,
-                                         ys);
+      for (int64_t i = 0; i < m; ++i) {
+        if (bf16) {
+          convert_row_bf16_permuted(w.row(r + i), K, buf.data() + i * K);
+        } else {
+          convert_row(w.dtype, w.row(r + i), K, buf.data() + i * K);
+        }
+      }
+      rows_tokens<PlainTile<LoadF32>, 4>(wb, wbs, m, xb, xbs, nt, K, y + t0 * ys + r, ys);
     }
   }
 }
 
+// Decode with bf16 weights reads x in the order of permute_x_bf16 (the identity below 16 columns).
+bool permutes_x(const MatrixView& w, int64_t n) {
+  return w.dtype == DType::kBF16 && n <= kDirectMaxTokens && w.cols >= 16;
+}
+
+// x prepared for rows_f32 on the calling thread's buffer (read by the workers of one call).
+const float* prepare_x(const MatrixView& w, const float* x, int64_t& xs, int64_t n) {
+  if (!permutes_x(w, n)) return x;
+  thread_local std::vector<float> xp;  // grows once
+  const int64_t K = w.cols;
+  if (xp.size() < static_cast<size_t>(n * K)) xp.resize(static_cast<size_t>(n * K));
+  for (int64_t t = 0; t < n; ++t) permute_x_bf16(x + t * xs, K, xp.data() + t * K);
+  xs = K;
+  return xp.data();
+}
+
+// x is already permuted here where permutes_x (rows_buffered permutes its own token blocks).
 void rows_f32(const MatrixView& w, int64_t r0, int64_t r1, const float* x, int64_t xs, int64_t n,
               float* y, int64_t ys) {
   if (n <= 0) return;
   if (n > kDirectMaxTokens) return rows_buffered(w, r0, r1, x, xs, n, y, ys);
   switch (w.dtype) {
-    case DType::kF32: return rows_direct<PlainTile<LoadF32>>(w, r0, r1, x, xs, n, y, ys);
-    case DType::kF16: return rows_direct<PlainTile<LoadF16>>(w, r0, r1, x, xs, n, y, ys);
-    case DType::kBF16: return rows_direct<PlainTile<LoadBF16>>(w, r0, r1, x, xs, n, y, ys);
+    case DType::kF32:
+      return rows_direct<PlainTile<LoadF32>>(w, r0, r1, x, xs, n, y, ys);
+    case DType::kF16:
+      return rows_direct<PlainTile<LoadF16>>(w, r0, r1, x, xs, n, y, ys);
+    case DType::kBF16:
+      return rows_direct<Bf16Tile>(w, r0, r1, x, xs, n, y, ys);
     case DType::kQ8_0:
     case DType::kQ4_K:
-    case DType::kQ6_K: return rows_buffered(w, r0, r1, x, xs, n, y, ys);
+    case DType::kQ6_K:
+      return rows_buffered(w, r0, r1, x, xs, n, y, ys);
   }
 }
 
@@ -271,10 +322,14 @@ void rows_int8(const MatrixView& w, int64_t r0, int64_t r1, const ActRows& x, in
                int64_t ys) {
   if (n <= 0) return;
   switch (w.dtype) {
-    case DType::kQ8_0: return rows_direct<Q8IntTile>(w, r0, r1, x, 0, n, y, ys);
-    case DType::kQ4_K: return rows_direct<Q4KIntTile>(w, r0, r1, x, 0, n, y, ys);
-    case DType::kQ6_K: return rows_direct<Q6KIntTile>(w, r0, r1, x, 0, n, y, ys);
-    default: KILN_CHECK_MSG(false, "no integer matmul path for this dtype");
+    case DType::kQ8_0:
+      return rows_direct<Q8IntTile>(w, r0, r1, x, 0, n, y, ys);
+    case DType::kQ4_K:
+      return rows_direct<Q4KIntTile>(w, r0, r1, x, 0, n, y, ys);
+    case DType::kQ6_K:
+      return rows_direct<Q6KIntTile>(w, r0, r1, x, 0, n, y, ys);
+    default:
+      KILN_CHECK_MSG(false, "no integer matmul path for this dtype");
   }
 }
 
@@ -295,10 +350,12 @@ void matmul(ThreadPool& pool, const MatrixView& w, const float* x, int64_t x_str
   const ActRows a = ni > 0 ? quantize_activations(w, x, x_stride, ni) : ActRows{};
   const int64_t units = (w.rows + kRowUnit - 1) / kRowUnit;
   const int64_t grain = w.rows * w.cols * n < kSerialMacs ? units : 1;
+  int64_t xs = x_stride;
+  const float* xf = prepare_x(w, x + ni * x_stride, xs, n - ni);
   pool.parallel_for(units, grain, [&](int64_t b, int64_t e) {
     const int64_t r0 = b * kRowUnit, r1 = std::min(w.rows, e * kRowUnit);
     rows_int8(w, r0, r1, a, ni, y, y_stride);
-    rows_f32(w, r0, r1, x + ni * x_stride, x_stride, n - ni, y + ni * y_stride, y_stride);
+    rows_f32(w, r0, r1, xf, xs, n - ni, y + ni * y_stride, y_stride);
   });
 }
 
@@ -308,7 +365,9 @@ void matmul_serial(const ThreadPool& pool, const MatrixView& w, const float* x, 
   if (n <= 0 || w.rows <= 0) return;
   const int64_t ni = matmul_int8_tokens(pool, w.dtype, n, int8_tokens);
   if (ni > 0) rows_int8(w, 0, w.rows, quantize_activations(w, x, x_stride, ni), ni, y, y_stride);
-  rows_f32(w, 0, w.rows, x + ni * x_stride, x_stride, n - ni, y + ni * y_stride, y_stride);
+  int64_t xs = x_stride;
+  const float* xf = prepare_x(w, x + ni * x_stride, xs, n - ni);
+  rows_f32(w, 0, w.rows, xf, xs, n - ni, y + ni * y_stride, y_stride);
 }
 
 void embedding_lookup(const MatrixView& table, const int32_t* ids, int64_t n, float* out) {

@@ -22,6 +22,7 @@
 #include <vector>
 
 #include "kernels/base/dtype.h"
+#include "kernels/cpu/gemm_tiles.h"
 #include "kernels/cpu/vec_math.h"
 
 namespace kiln::cpu::gemm_detail {
@@ -62,24 +63,6 @@ inline __m256i dot_i8_32(__m256i a, __m256i b) {
   return _mm256_madd_epi16(p16, _mm256_set1_epi16(1));
 }
 
-// Streaming MR rows at once, the hardware prefetcher alone leaves DRAM bandwidth unused: each row's
-// bytes kInt8PrefetchBytes ahead of `at` are requested explicitly, `len` bytes of them (one
-// prefetch per cache line); past a row's end (`bytes`) the prefetch moves on to the same row of the
-// next MR rows, which the caller reads next. A prefetch never faults. Distance: on mini q8_0,
-// 512 → 1024 bytes took decode from 110 to 119–121 tok/s and 16-sequence decode from 235 to
-// 247–252; 2048 gained nothing more (q4_k_m unchanged at 1024).
-constexpr int64_t kInt8PrefetchBytes = 1024;
-template <int MR>
-inline void prefetch_int8_rows(const std::byte* w, int64_t w_stride, int64_t at, int64_t len,
-                               int64_t bytes) {
-  for (int64_t o = at + kInt8PrefetchBytes; o < at + kInt8PrefetchBytes + len; o += 64) {
-    const int64_t off = o < bytes ? o : o + MR * w_stride - bytes;
-    for (int i = 0; i < MR; ++i) {
-      _mm_prefetch(reinterpret_cast<const char*>(w) + i * w_stride + off, _MM_HINT_T0);
-    }
-  }
-}
-
 // q8_0 weights × block-32 activations, MR rows × NR tokens. Eight blocks at a time: their exact
 // int32 dot products are reduced to one vector of 8 block sums and scaled by the 8 products
 // d_w·d_x in one FMA; a remainder of fewer than 8 blocks goes one block at a time
@@ -94,8 +77,8 @@ inline void tile_q8_int(const std::byte* w, int64_t w_stride, const ActRows& x, 
   int64_t b = 0;
   const int64_t row_bytes = nb * static_cast<int64_t>(sizeof(BlockQ8_0));
   for (; b + 8 <= nb; b += 8) {
-    prefetch_int8_rows<MR>(w, w_stride, b * static_cast<int64_t>(sizeof(BlockQ8_0)),
-                           8 * static_cast<int64_t>(sizeof(BlockQ8_0)), row_bytes);
+    prefetch_rows<MR, kInt8PrefetchBytes>(w, w_stride, b * static_cast<int64_t>(sizeof(BlockQ8_0)),
+                                          row_bytes, 8 * static_cast<int64_t>(sizeof(BlockQ8_0)));
     for (int i = 0; i < MR; ++i) {
       const auto* blk = reinterpret_cast<const BlockQ8_0*>(w + i * w_stride) + b;
       const __m256 dw = _mm256_cvtph_ps(
@@ -173,7 +156,8 @@ inline void tile_q4k_int(const std::byte* w, int64_t w_stride, const ActRows& x,
   const __m256i low4 = _mm256_set1_epi8(0x0F);
   constexpr int64_t kBlockBytes = sizeof(BlockQ4_K);
   for (int64_t b = 0; b < K / kQKBlock; ++b) {
-    prefetch_int8_rows<MR>(w, w_stride, b * kBlockBytes, kBlockBytes, K / kQKBlock * kBlockBytes);
+    prefetch_rows<MR, kInt8PrefetchBytes>(w, w_stride, b * kBlockBytes, K / kQKBlock * kBlockBytes,
+                                          kBlockBytes);
     for (int i = 0; i < MR; ++i) {
       const auto* blk = reinterpret_cast<const BlockQ4_K*>(w + i * w_stride) + b;
       const __m128i sm = q4k_scales_mins(blk->scales);
@@ -226,7 +210,8 @@ inline void tile_q6k_int(const std::byte* w, int64_t w_stride, const ActRows& x,
   const __m256i low4 = _mm256_set1_epi8(0x0F), low2 = _mm256_set1_epi8(3);
   constexpr int64_t kBlockBytes = sizeof(BlockQ6_K);
   for (int64_t b = 0; b < K / kQKBlock; ++b) {
-    prefetch_int8_rows<MR>(w, w_stride, b * kBlockBytes, kBlockBytes, K / kQKBlock * kBlockBytes);
+    prefetch_rows<MR, kInt8PrefetchBytes>(w, w_stride, b * kBlockBytes, K / kQKBlock * kBlockBytes,
+                                          kBlockBytes);
     for (int i = 0; i < MR; ++i) {
       const auto* blk = reinterpret_cast<const BlockQ6_K*>(w + i * w_stride) + b;
       const __m256i sc16 =

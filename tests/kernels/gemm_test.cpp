@@ -10,6 +10,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <thread>
 #include <vector>
 
 #include <gtest/gtest.h>
@@ -162,6 +163,76 @@ TEST(Matmul, LargerShapesAllDtypes) {
   // A token block smaller than n (wide rows), so blocking over tokens is exercised.
   check_matmul(pool, DType::kBF16, 9, 8192, 40, 0);
   check_matmul(pool, DType::kF32, 9, 8192, 40, 0);
+}
+
+// Widths around the 16-element groups of the bf16 tiles (whole groups, a group of 8 left, a
+// scalar tail) and token counts on both sides of the decode/prefill switch.
+TEST(Matmul, FloatTypesGroupTails) {
+  for (int threads : {1, 2}) {
+    cpu::ThreadPool pool(threads);
+    for (DType dt : {DType::kF32, DType::kF16, DType::kBF16}) {
+      for (int64_t cols : {16, 24, 40, 1000, 1032, 1035}) {
+        for (int64_t n : {1, 2, 3, 4, 7, 16, 17, 33}) check_matmul(pool, dt, 21, cols, n, 1);
+      }
+    }
+  }
+}
+
+// A token's outputs do not depend on the rest of the batch: alone, in a batch of ≤ 16 (weights
+// converted in registers) and in a batch of 20 (weights converted to an f32 buffer) the bits are
+// the same, for matmul with 1 or 2 threads and for matmul_serial.
+TEST(Matmul, TokenOutputsIndependentOfBatch) {
+  constexpr int64_t kBatch = 20, kRows = 37;
+  cpu::ThreadPool pool1(1), pool2(2);
+  for (DType dt : {DType::kF32, DType::kF16, DType::kBF16}) {
+    for (int64_t cols : {7, 16, 24, 33, 40, 1000, 1032}) {
+      const auto wf = random_vec(size_t(kRows * cols), uint32_t(cols));
+      const auto m = make_matrix(dt, kRows, cols, wf.data(), 1);
+      const int64_t xs = cols + 5;
+      const auto x = random_vec(size_t(kBatch * xs), uint32_t(cols + 1));
+      std::vector<float> all(size_t(kBatch * kRows));
+      cpu::matmul(pool2, m.view, x.data(), xs, kBatch, all.data(), kRows);
+      for (int64_t n : {1, 2, 3, 7, 16}) {
+        for (int64_t t0 = 0; t0 + n <= kBatch; t0 += n) {
+          std::vector<float> part(size_t(n * kRows)), serial(size_t(n * kRows));
+          for (cpu::ThreadPool* pool : {&pool1, &pool2}) {
+            cpu::matmul(*pool, m.view, x.data() + t0 * xs, xs, n, part.data(), kRows);
+            ASSERT_EQ(std::memcmp(part.data(), all.data() + t0 * kRows, part.size() * 4), 0)
+                << dtype_name(dt) << " cols=" << cols << " n=" << n << " t0=" << t0;
+          }
+          cpu::matmul_serial(pool1, m.view, x.data() + t0 * xs, xs, n, serial.data(), kRows);
+          ASSERT_EQ(std::memcmp(serial.data(), part.data(), part.size() * 4), 0)
+              << dtype_name(dt) << " serial cols=" << cols << " n=" << n << " t0=" << t0;
+        }
+      }
+    }
+  }
+}
+
+// matmul_serial runs on several threads at once (the MoE): each keeps its own scratch.
+TEST(Matmul, SerialConcurrentThreads) {
+  constexpr int64_t kRows = 64, kCols = 1032;
+  const auto wf = random_vec(size_t(kRows * kCols), 3);
+  const auto m = make_matrix(DType::kBF16, kRows, kCols, wf.data(), 0);
+  cpu::ThreadPool pool(1);
+  std::vector<std::thread> threads;
+  std::vector<int> ok(4, 0);
+  for (int i = 0; i < 4; ++i) {
+    threads.emplace_back([&, i] {
+      const int64_t n = i == 3 ? 20 : i + 1;  // direct and buffered paths
+      const auto x = random_vec(size_t(n * kCols), uint32_t(i + 10));
+      std::vector<float> got(size_t(n * kRows)), want(size_t(n * kRows));
+      bool same = true;
+      for (int rep = 0; rep < 50 && same; ++rep) {
+        cpu::matmul_serial(pool, m.view, x.data(), kCols, n, got.data(), kRows);
+        if (rep == 0) want = got;
+        same = std::memcmp(got.data(), want.data(), got.size() * 4) == 0;
+      }
+      ok[size_t(i)] = same;
+    });
+  }
+  for (auto& t : threads) t.join();
+  for (int i = 0; i < 4; ++i) EXPECT_TRUE(ok[size_t(i)]) << "thread " << i;
 }
 
 TEST(EmbeddingLookup, MatchesRefAllDtypes) {
