@@ -56,6 +56,21 @@ class ActBuffer {
   std::vector<int16_t> bsums_;
 };
 
+// The MR·NR accumulators of a tile (8 partial sums each), zeroed; store writes each one's sum to
+// y[j·y_stride + i].
+template <int MR, int NR>
+struct TileAcc {
+  __m256 v[MR][NR];
+  TileAcc() {
+    for (int i = 0; i < MR; ++i)
+      for (int j = 0; j < NR; ++j) v[i][j] = _mm256_setzero_ps();
+  }
+  void store(float* y, int64_t y_stride) const {
+    for (int i = 0; i < MR; ++i)
+      for (int j = 0; j < NR; ++j) y[j * y_stride + i] = vec::hsum(v[i][j]);
+  }
+};
+
 // Σ over 32 int8 pairs of a·b, as 8 int32 partial sums: |a| as unsigned times b with a's sign
 // (maddubs needs one unsigned operand; |a|, |b| ≤ 127 keeps the int16 pair sums exact).
 inline __m256i dot_i8_32(__m256i a, __m256i b) {
@@ -70,9 +85,7 @@ inline __m256i dot_i8_32(__m256i a, __m256i b) {
 template <int MR, int NR>
 inline void tile_q8_int(const std::byte* w, int64_t w_stride, const ActRows& x, int64_t K, float* y,
                         int64_t y_stride) {
-  __m256 acc[MR][NR];
-  for (int i = 0; i < MR; ++i)
-    for (int j = 0; j < NR; ++j) acc[i][j] = _mm256_setzero_ps();
+  TileAcc<MR, NR> acc;
   const int64_t nb = K / kQ8Block;
   int64_t b = 0;
   const int64_t row_bytes = nb * static_cast<int64_t>(sizeof(BlockQ8_0));
@@ -110,7 +123,7 @@ inline void tile_q8_int(const std::byte* w, int64_t w_stride, const ActRows& x, 
         const __m256i sums = _mm256_add_epi32(_mm256_permute2x128_si256(lo, hi, 0x20),
                                               _mm256_permute2x128_si256(lo, hi, 0x31));
         const __m256 dx = _mm256_loadu_ps(x.d + j * x.d_stride + b);
-        acc[i][j] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sums), _mm256_mul_ps(dw, dx), acc[i][j]);
+        acc.v[i][j] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sums), _mm256_mul_ps(dw, dx), acc.v[i][j]);
       }
     }
   }
@@ -123,12 +136,11 @@ inline void tile_q8_int(const std::byte* w, int64_t w_stride, const ActRows& x, 
         const __m256i xq = _mm256_loadu_si256(
             reinterpret_cast<const __m256i*>(x.q + j * x.q_stride + b * kQ8Block));
         const __m256 s = _mm256_cvtepi32_ps(dot_i8_32(wq, xq));
-        acc[i][j] = _mm256_fmadd_ps(s, _mm256_set1_ps(dw * x.d[j * x.d_stride + b]), acc[i][j]);
+        acc.v[i][j] = _mm256_fmadd_ps(s, _mm256_set1_ps(dw * x.d[j * x.d_stride + b]), acc.v[i][j]);
       }
     }
   }
-  for (int i = 0; i < MR; ++i)
-    for (int j = 0; j < NR; ++j) y[j * y_stride + i] = vec::hsum(acc[i][j]);
+  acc.store(y, y_stride);
 }
 
 // The eight 6-bit scales (sc) and mins (m) of a q4_k block, unpacked from its 12 bytes four at
@@ -150,9 +162,7 @@ inline __m128i q4k_scales_mins(const uint8_t* s) {
 template <int MR, int NR>
 inline void tile_q4k_int(const std::byte* w, int64_t w_stride, const ActRows& x, int64_t K,
                          float* y, int64_t y_stride) {
-  __m256 acc[MR][NR];
-  for (int i = 0; i < MR; ++i)
-    for (int j = 0; j < NR; ++j) acc[i][j] = _mm256_setzero_ps();
+  TileAcc<MR, NR> acc;
   const __m256i low4 = _mm256_set1_epi8(0x0F);
   constexpr int64_t kBlockBytes = sizeof(BlockQ4_K);
   for (int64_t b = 0; b < K / kQKBlock; ++b) {
@@ -189,13 +199,13 @@ inline void tile_q4k_int(const std::byte* w, int64_t w_stride, const ActRows& x,
             reinterpret_cast<const __m256i*>(x.bsums + j * x.bs_stride + b * (kQKBlock / 16)));
         const __m256 msum = _mm256_cvtepi32_ps(_mm256_madd_epi16(bs, mins));
         const float dx = x.d[j * x.d_stride + b];
-        acc[i][j] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sumi[j]), _mm256_set1_ps(d * dx), acc[i][j]);
-        acc[i][j] = _mm256_fnmadd_ps(msum, _mm256_set1_ps(dmin * dx), acc[i][j]);
+        acc.v[i][j] =
+            _mm256_fmadd_ps(_mm256_cvtepi32_ps(sumi[j]), _mm256_set1_ps(d * dx), acc.v[i][j]);
+        acc.v[i][j] = _mm256_fnmadd_ps(msum, _mm256_set1_ps(dmin * dx), acc.v[i][j]);
       }
     }
   }
-  for (int i = 0; i < MR; ++i)
-    for (int j = 0; j < NR; ++j) y[j * y_stride + i] = vec::hsum(acc[i][j]);
+  acc.store(y, y_stride);
 }
 
 // q6_k weights × block-256 activations. Per super-block and token, in int32:
@@ -204,9 +214,7 @@ inline void tile_q4k_int(const std::byte* w, int64_t w_stride, const ActRows& x,
 template <int MR, int NR>
 inline void tile_q6k_int(const std::byte* w, int64_t w_stride, const ActRows& x, int64_t K,
                          float* y, int64_t y_stride) {
-  __m256 acc[MR][NR];
-  for (int i = 0; i < MR; ++i)
-    for (int j = 0; j < NR; ++j) acc[i][j] = _mm256_setzero_ps();
+  TileAcc<MR, NR> acc;
   const __m256i low4 = _mm256_set1_epi8(0x0F), low2 = _mm256_set1_epi8(3);
   constexpr int64_t kBlockBytes = sizeof(BlockQ6_K);
   for (int64_t b = 0; b < K / kQKBlock; ++b) {
@@ -243,13 +251,12 @@ inline void tile_q6k_int(const std::byte* w, int64_t w_stride, const ActRows& x,
       }
       const float d = f16_to_f32(blk->d);
       for (int j = 0; j < NR; ++j) {
-        acc[i][j] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sumi[j]),
-                                    _mm256_set1_ps(d * x.d[j * x.d_stride + b]), acc[i][j]);
+        acc.v[i][j] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sumi[j]),
+                                      _mm256_set1_ps(d * x.d[j * x.d_stride + b]), acc.v[i][j]);
       }
     }
   }
-  for (int i = 0; i < MR; ++i)
-    for (int j = 0; j < NR; ++j) y[j * y_stride + i] = vec::hsum(acc[i][j]);
+  acc.store(y, y_stride);
 }
 
 }  // namespace kiln::cpu::gemm_detail

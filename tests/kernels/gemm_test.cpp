@@ -22,28 +22,10 @@
 namespace kiln {
 namespace {
 
+using test::check_matmul;
 using test::expect_close;
 using test::make_matrix;
 using test::random_vec;
-
-void check_matmul(cpu::ThreadPool& pool, DType dt, int64_t rows, int64_t cols, int64_t n,
-                  int64_t pad) {
-  SCOPED_TRACE(fmt::format("exact activations: {}", pool.exact_activations()));
-  const auto wf = random_vec(size_t(rows * cols), uint32_t(rows * 31 + cols));
-  const auto m = make_matrix(dt, rows, cols, wf.data(), pad);
-  const int64_t xs = cols + 3, ys = rows + 5;  // strided token rows on both sides
-  const auto x = random_vec(size_t(n * xs), uint32_t(n + 7));
-  std::vector<float> got(size_t(n * ys), 0.0f), want(size_t(n * ys), 0.0f);
-  cpu::matmul(pool, m.view, x.data(), xs, n, got.data(), ys);
-  if (cpu::matmul_int8_tokens(pool, dt, n) == n) {
-    ref::matmul_int8_activations(m.view, x.data(), xs, n, want.data(), ys);
-  } else {
-    ref::matmul(m.view, x.data(), xs, n, want.data(), ys);
-  }
-  expect_close(got, want, 1e-10, 1e-4 * std::sqrt(double(cols)),
-               fmt::format("{} rows={} cols={} n={} pad={} threads={}", dtype_name(dt), rows, cols,
-                           n, pad, pool.size()));
-}
 
 TEST(Matmul, FloatTypesAwkwardShapes) {
   for (int threads : {1, 2}) {

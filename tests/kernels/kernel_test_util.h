@@ -14,7 +14,9 @@
 
 #include "kernels/base/dtype.h"
 #include "kernels/base/matrix.h"
+#include "kernels/cpu/gemm.h"
 #include "kernels/ref/quant_k.h"
+#include "kernels/ref/ref.h"
 
 namespace kiln::test {
 
@@ -43,7 +45,9 @@ inline StoredMatrix make_matrix(DType dtype, int64_t rows, int64_t cols, const f
     const float* s = src + r * cols;
     for (int64_t c = 0; c < cols; ++c) {
       switch (dtype) {
-        case DType::kF32: std::memcpy(dst + 4 * c, &s[c], 4); break;
+        case DType::kF32:
+          std::memcpy(dst + 4 * c, &s[c], 4);
+          break;
         case DType::kF16: {
           const uint16_t h = f32_to_f16(s[c]);
           std::memcpy(dst + 2 * c, &h, 2);
@@ -56,7 +60,8 @@ inline StoredMatrix make_matrix(DType dtype, int64_t rows, int64_t cols, const f
         }
         case DType::kQ8_0:
         case DType::kQ4_K:
-        case DType::kQ6_K: break;  // whole rows below
+        case DType::kQ6_K:
+          break;  // whole rows below
       }
     }
     if (dtype == DType::kQ8_0) quantize_row_q8_0(s, reinterpret_cast<BlockQ8_0*>(dst), cols);
@@ -102,6 +107,29 @@ inline void expect_close(const std::vector<float>& got, const std::vector<float>
   EXPECT_TRUE(s.nmse <= max_nmse && s.max_abs <= max_abs_err)
       << what << ": " << s.describe(got.data(), want.data()) << " (limits nmse " << max_nmse
       << ", abs " << max_abs_err << ")";
+}
+
+// cpu::matmul against its ref twin on a random [rows][cols] matrix stored in dt (pad elements or
+// blocks per row) and n strided tokens: ref::matmul_int8_activations where matmul takes the
+// tokens through its integer path, else ref::matmul. Both read identical stored values, so only
+// fp32 summation order differs: NMSE ≤ 1e-10 and |err| ≤ 1e-4·√cols (outputs are O(√cols)).
+inline void check_matmul(cpu::ThreadPool& pool, DType dt, int64_t rows, int64_t cols, int64_t n,
+                         int64_t pad) {
+  SCOPED_TRACE(fmt::format("exact activations: {}", pool.exact_activations()));
+  const auto wf = random_vec(size_t(rows * cols), uint32_t(rows * 31 + cols));
+  const auto m = make_matrix(dt, rows, cols, wf.data(), pad);
+  const int64_t xs = cols + 3, ys = rows + 5;  // strided token rows on both sides
+  const auto x = random_vec(size_t(n * xs), uint32_t(n + 7));
+  std::vector<float> got(size_t(n * ys), 0.0f), want(size_t(n * ys), 0.0f);
+  cpu::matmul(pool, m.view, x.data(), xs, n, got.data(), ys);
+  if (cpu::matmul_int8_tokens(pool, dt, n) == n) {
+    ref::matmul_int8_activations(m.view, x.data(), xs, n, want.data(), ys);
+  } else {
+    ref::matmul(m.view, x.data(), xs, n, want.data(), ys);
+  }
+  expect_close(got, want, 1e-10, 1e-4 * std::sqrt(double(cols)),
+               fmt::format("{} rows={} cols={} n={} pad={} threads={}", dtype_name(dt), rows, cols,
+                           n, pad, pool.size()));
 }
 
 }  // namespace kiln::test

@@ -111,22 +111,7 @@ TEST(Matmul, KQuantsAwkwardShapes) {
       for (DType dt : {DType::kQ4_K, DType::kQ6_K}) {
         for (int64_t cols : {256, 768}) {
           for (int64_t rows : {1, 5, 17, 70}) {
-            const auto wf = random_vec(size_t(rows * cols), uint32_t(rows * 31 + cols));
-            const auto m = make_matrix(dt, rows, cols, wf.data(), rows % 2);
-            for (int64_t n = 1; n <= 20; ++n) {
-              const int64_t xs = cols + 3, ys = rows + 5;
-              const auto x = random_vec(size_t(n * xs), uint32_t(n + 7));
-              std::vector<float> got(size_t(n * ys), 0.0f), want(size_t(n * ys), 0.0f);
-              cpu::matmul(pool, m.view, x.data(), xs, n, got.data(), ys);
-              if (cpu::matmul_int8_tokens(pool, dt, n) == n) {
-                ref::matmul_int8_activations(m.view, x.data(), xs, n, want.data(), ys);
-              } else {
-                ref::matmul(m.view, x.data(), xs, n, want.data(), ys);
-              }
-              test::expect_close(got, want, 1e-10, 1e-4 * std::sqrt(double(cols)),
-                                 fmt::format("{} rows={} cols={} n={} threads={}", dtype_name(dt),
-                                             rows, cols, n, threads));
-            }
+            for (int64_t n = 1; n <= 20; ++n) test::check_matmul(pool, dt, rows, cols, n, rows % 2);
           }
         }
       }
