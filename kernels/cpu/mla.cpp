@@ -1,4 +1,4 @@
-// Absorbed MLA attention over the paged latent cache. Work units are (token, block of 16 heads).
+// Absorbed MLA attention over the paged latent cache. Work units are (token, block of ≤ 16 heads).
 // Scores use 4-head × 2-position register tiles and the weighted value sum 4-head × 16-column
 // tiles; cache rows are taken in 64-position blocks (their row addresses looked up once per block)
 // that stay in L2 while every head of the unit uses them, so each unit streams the cache from
@@ -15,7 +15,7 @@
 namespace kiln::cpu {
 namespace {
 
-constexpr int64_t kHeadBlock = 16;  // heads per work unit: 2 units per decode token
+constexpr int64_t kHeadBlock = 16;  // heads per work unit (fewer when a call has few tokens)
 constexpr int64_t kPosBlock = 64;    // cache rows per L2-resident block (147 KiB at 576 wide)
 
 // In place over n scores: p = exp(s − max) / Σ exp(s − max).
@@ -160,15 +160,19 @@ void mla_attention_absorbed(ThreadPool& pool, const float* q, int64_t T, int64_t
                             int64_t pos0, float scale, float* out) {
   KILN_CHECK(T >= 0 && H >= 1 && R >= 1 && P >= 0 && pos0 >= 0 && page_tokens >= 1);
   const Pages c{pages, page_tokens, R + P};
-  const int64_t blocks = (H + kHeadBlock - 1) / kHeadBlock;
+  // Decode has one token per sequence: smaller head blocks give every thread a unit (each unit
+  // streams the cache; a head's arithmetic does not depend on its block, so results are the same).
+  int64_t hb = kHeadBlock;
+  while (hb > 4 && T * ((H + hb - 1) / hb) < pool.size()) hb /= 2;
+  const int64_t blocks = (H + hb - 1) / hb;
   pool.parallel_for(T * blocks, 1, [&](int64_t u0, int64_t u1) {
-    thread_local std::vector<float> probs;  // [kHeadBlock][n_ctx], grows once per context size
-    const size_t need = static_cast<size_t>(kHeadBlock * (pos0 + T));
+    thread_local std::vector<float> probs;  // [hb][n_ctx], grows once per context size
+    const size_t need = static_cast<size_t>(hb * (pos0 + T));
     if (probs.size() < need) probs.resize(need);
     for (int64_t u = u0; u < u1; ++u) {
-      const int64_t t = u / blocks, h0 = (u % blocks) * kHeadBlock;
-      attend_heads(q, H, R, c, pos0 + t + 1, scale, t, h0, std::min(kHeadBlock, H - h0),
-                   probs.data(), out);
+      const int64_t t = u / blocks, h0 = (u % blocks) * hb;
+      attend_heads(q, H, R, c, pos0 + t + 1, scale, t, h0, std::min(hb, H - h0), probs.data(),
+                   out);
     }
   });
 }
