@@ -144,7 +144,8 @@ void RoutingCounter::on_tag(int64_t layer, const char* name, const float* data, 
   logits_.resize(static_cast<size_t>(rows * E));
   weights_.resize(static_cast<size_t>(rows * k));
   ids_.resize(static_cast<size_t>(rows * k));
-  cpu::matmul(pool_, w.router, x_.data(), D, rows, logits_.data(), E);
+  // Attached during decode steps only: every row is a decode row, as the model computes it.
+  cpu::matmul(pool_, w.router, x_.data(), D, rows, logits_.data(), E, rows);
   cpu::moe_route(logits_.data(), rows, E, w.bias.empty() ? nullptr : w.bias.data(), k,
                  c.moe_renormalize, c.routed_scaling_factor, ids_.data(), weights_.data());
   std::sort(ids_.begin(), ids_.end());
