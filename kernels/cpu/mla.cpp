@@ -1,8 +1,9 @@
 // Absorbed MLA attention over the paged latent cache. Work units are (token, block of ≤ 16 heads).
-// Scores use 4-head × 2-position register tiles and the weighted value sum 4-head × 16-column
-// tiles; cache rows are taken in 64-position blocks (their row addresses looked up once per block)
-// that stay in L2 while every head of the unit uses them, so each unit streams the cache from
-// memory about twice (scores, values). The blocks do not depend on the page size.
+// Cache rows are taken in 64-position blocks (their row addresses looked up once per block) that
+// stay in L1/L2 while every head of the unit uses them for its scores (4-head × 2-position
+// register tiles) and then its weighted value sum (4-head × 16-column tiles), with the softmax
+// kept online (running max and sum per head, earlier sums rescaled when the max grows): each unit
+// streams the cache from memory once. The blocks do not depend on the page size or the batch.
 #include "kernels/cpu/mla.h"
 
 #include <algorithm>
@@ -16,25 +17,21 @@ namespace kiln::cpu {
 namespace {
 
 constexpr int64_t kHeadBlock = 16;  // heads per work unit (fewer when a call has few tokens)
-constexpr int64_t kPosBlock = 64;    // cache rows per L2-resident block (147 KiB at 576 wide)
+constexpr int64_t kPosBlock = 64;   // cache rows per L2-resident block (147 KiB at 576 wide)
 
-// In place over n scores: p = exp(s − max) / Σ exp(s − max).
-void softmax_row(float* s, int64_t n) {
-  __m256 mv = _mm256_set1_ps(-INFINITY);
-  int64_t i = 0;
-  for (; i + 8 <= n; i += 8) mv = _mm256_max_ps(mv, _mm256_loadu_ps(s + i));
-  float mx = vec::hmax(mv);
-  for (; i < n; ++i) mx = std::max(mx, s[i]);
+// In place over n scores: s ← exp(s − mx); returns Σ of the results.
+float exp_shifted_sum(float* s, int64_t n, float mx) {
   const __m256 m8 = _mm256_set1_ps(mx);
   __m256 zv = _mm256_setzero_ps();
-  for (i = 0; i + 8 <= n; i += 8) {
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8) {
     const __m256 e = vec::exp(_mm256_sub_ps(_mm256_loadu_ps(s + i), m8));
     _mm256_storeu_ps(s + i, e);
     zv = _mm256_add_ps(zv, e);
   }
   float z = vec::hsum(zv);
   for (; i < n; ++i) z += (s[i] = std::exp(s[i] - mx));
-  vec::scale(1.0f / z, s, n);
+  return z;
 }
 
 // Row addresses of positions [p0, p1) (at most kPosBlock) → rows[0 .. p1 − p0).
@@ -106,58 +103,69 @@ struct Pages {
   int64_t page_tokens, W;
 };
 
-// nh consecutive heads (q rows W apart) against positions [0, n); probabilities to s: [nh][n].
-// Positions go in blocks that stay in L2 while every head of the unit reads them.
-void scores(const float* q, int64_t nh, const Pages& c, int64_t n, float scale, float* s) {
-  const int64_t W = c.W;
-  const float* rows[kPosBlock];
-  for (int64_t p0 = 0; p0 < n; p0 += kPosBlock) {
-    const int64_t p1 = std::min(n, p0 + kPosBlock);
-    const int64_t m = p1 - p0;
-    block_rows(c.pages, c.page_tokens, W, p0, p1, rows);
-    float* sb = s + p0;  // this block's scores: sb[i * n + p] for local position p
-    int64_t i = 0;
-    for (; i + 4 <= nh; i += 4) {
-      int64_t p = 0;
-      for (; p + 2 <= m; p += 2) score_tile<4, 2>(q + i * W, rows + p, W, scale, sb + i * n + p, n);
-      if (p < m) score_tile<4, 1>(q + i * W, rows + p, W, scale, sb + i * n + p, n);
+// Scores of nh consecutive heads (q rows W apart) against the m ≤ kPosBlock rows: s[i][p],
+// rows of s kPosBlock apart.
+void block_scores(const float* q, int64_t nh, const float* const* rows, int64_t m, int64_t W,
+                  float scale, float* s) {
+  int64_t i = 0;
+  for (; i + 4 <= nh; i += 4) {
+    int64_t p = 0;
+    for (; p + 2 <= m; p += 2) {
+      score_tile<4, 2>(q + i * W, rows + p, W, scale, s + i * kPosBlock + p, kPosBlock);
     }
-    for (; i < nh; ++i) {
-      for (int64_t p = 0; p < m; ++p) {
-        score_tile<1, 1>(q + i * W, rows + p, W, scale, sb + i * n + p, n);
-      }
+    if (p < m) score_tile<4, 1>(q + i * W, rows + p, W, scale, s + i * kPosBlock + p, kPosBlock);
+  }
+  for (; i < nh; ++i) {
+    for (int64_t p = 0; p < m; ++p) {
+      score_tile<1, 1>(q + i * W, rows + p, W, scale, s + i * kPosBlock + p, kPosBlock);
     }
   }
-  for (int64_t i = 0; i < nh; ++i) softmax_row(s + i * n, n);
 }
 
-// Heads [h0, h0 + nh) of token t attending to positions [0, n); s: [nh][n] scratch.
+// Heads [h0, h0 + nh) of token t attending to positions [0, n); s: [nh][kPosBlock] scratch.
 void attend_heads(const float* q, int64_t H, int64_t R, const Pages& c, int64_t n, float scale,
                   int64_t t, int64_t h0, int64_t nh, float* s, float* out) {
-  scores(q + (t * H + h0) * c.W, nh, c, n, scale, s);
+  const float* qt = q + (t * H + h0) * c.W;
   float* ot = out + (t * H + h0) * R;
   std::fill(ot, ot + nh * R, 0.0f);
+  float mx[kHeadBlock], z[kHeadBlock];
+  std::fill_n(mx, nh, -INFINITY);
+  std::fill_n(z, nh, 0.0f);
   const int64_t r16 = R & ~int64_t{15};
   const float* rows[kPosBlock];
   for (int64_t t0 = 0; t0 < n; t0 += kPosBlock) {
-    const int64_t t1 = std::min(n, t0 + kPosBlock);
-    block_rows(c.pages, c.page_tokens, c.W, t0, t1, rows);
+    const int64_t m = std::min(n, t0 + kPosBlock) - t0;
+    block_rows(c.pages, c.page_tokens, c.W, t0, t0 + m, rows);
+    block_scores(qt, nh, rows, m, c.W, scale, s);
+    for (int64_t i = 0; i < nh; ++i) {  // online softmax: probabilities relative to the new max
+      float* si = s + i * kPosBlock;
+      const float bm = *std::max_element(si, si + m);
+      if (bm > mx[i]) {
+        const float corr = std::exp(mx[i] - bm);  // 0 for the first block
+        vec::scale(corr, ot + i * R, R);
+        z[i] *= corr;
+        mx[i] = bm;
+      }
+      z[i] += exp_shifted_sum(si, m, mx[i]);
+    }
     for (int64_t j = 0; j < r16; j += 16) {
       int64_t i = 0;
-      for (; i + 4 <= nh; i += 4) value_tile<4>(s + i * n, n, t0, t1, rows, j, ot + i * R, R);
-      for (; i < nh; ++i) value_tile<1>(s + i * n, n, t0, t1, rows, j, ot + i * R, R);
+      for (; i + 4 <= nh; i += 4)
+        value_tile<4>(s + i * kPosBlock, kPosBlock, 0, m, rows, j, ot + i * R, R);
+      for (; i < nh; ++i) value_tile<1>(s + i * kPosBlock, kPosBlock, 0, m, rows, j, ot + i * R, R);
     }
     for (int64_t i = 0; i < nh && r16 < R; ++i)  // column tail
-      for (int64_t tau = t0; tau < t1; ++tau)
-        vec::axpy(s[i * n + tau], rows[tau - t0] + r16, R - r16, ot + i * R + r16);
+      for (int64_t p = 0; p < m; ++p)
+        vec::axpy(s[i * kPosBlock + p], rows[p] + r16, R - r16, ot + i * R + r16);
   }
+  for (int64_t i = 0; i < nh; ++i) vec::scale(1.0f / z[i], ot + i * R, R);
 }
 
 }  // namespace
 
 void mla_attention_absorbed(ThreadPool& pool, const float* q, int64_t T, int64_t H, int64_t R,
-                            int64_t P, const float* const* pages, int64_t page_tokens,
-                            int64_t pos0, float scale, float* out) {
+                            int64_t P, const float* const* pages, int64_t page_tokens, int64_t pos0,
+                            float scale, float* out) {
   KILN_CHECK(T >= 0 && H >= 1 && R >= 1 && P >= 0 && pos0 >= 0 && page_tokens >= 1);
   const Pages c{pages, page_tokens, R + P};
   // Decode has one token per sequence: smaller head blocks give every thread a unit (each unit
@@ -166,13 +174,10 @@ void mla_attention_absorbed(ThreadPool& pool, const float* q, int64_t T, int64_t
   while (hb > 4 && T * ((H + hb - 1) / hb) < pool.size()) hb /= 2;
   const int64_t blocks = (H + hb - 1) / hb;
   pool.parallel_for(T * blocks, 1, [&](int64_t u0, int64_t u1) {
-    thread_local std::vector<float> probs;  // [hb][n_ctx], grows once per context size
-    const size_t need = static_cast<size_t>(hb * (pos0 + T));
-    if (probs.size() < need) probs.resize(need);
+    float probs[kHeadBlock * kPosBlock];  // one position block's scores, then probabilities
     for (int64_t u = u0; u < u1; ++u) {
       const int64_t t = u / blocks, h0 = (u % blocks) * hb;
-      attend_heads(q, H, R, c, pos0 + t + 1, scale, t, h0, std::min(hb, H - h0), probs.data(),
-                   out);
+      attend_heads(q, H, R, c, pos0 + t + 1, scale, t, h0, std::min(hb, H - h0), probs, out);
     }
   });
 }

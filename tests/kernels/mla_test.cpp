@@ -1,4 +1,5 @@
-// MLA: cpu absorbed == ref absorbed over awkward shapes (1 token, one head, odd R/P, pos0 > 0)
+// MLA: cpu absorbed == ref absorbed over awkward shapes (1 token, one head, odd R/P, pos0 > 0,
+// a 701-position context over eleven position blocks of the online softmax)
 // and page sizes (1 row, sizes that do not divide the context, pages scattered in the pool); the
 // cpu result is bitwise the same for every page size; and the absorption identity: ref absorbed
 // with q̄ = W_UKᵀ q_nope, then W_UV, == ref expanded.
@@ -49,7 +50,7 @@ TEST(Mla, AbsorbedMatchesRef) {
   struct Case { int64_t T, H, R, P, pos0; };
   for (const Case c : {Case{1, 1, 8, 0, 0}, Case{1, 3, 33, 7, 10}, Case{4, 9, 64, 16, 5},
                        Case{7, 17, 20, 4, 0}, Case{2, 32, 512, 64, 40}, Case{1, 16, 64, 8, 130},
-                       Case{3, 5, 48, 16, 197}}) {
+                       Case{3, 5, 48, 16, 197}, Case{1, 16, 256, 64, 700}}) {
     const int64_t W = c.R + c.P, n_ctx = c.pos0 + c.T;
     const auto q = random_vec(size_t(c.T * c.H * W), 1, -0.5f, 0.5f);
     const auto cache = random_vec(size_t(n_ctx * W), 2, -2, 2);
