@@ -231,59 +231,47 @@ void rows_direct(const MatrixView& w, int64_t r0, int64_t r1, const X& x, int64_
 }
 
 // Each group of 4 rows is converted to f32 once per token block and reused by every token of
-// the block while it sits in L1 (f32 rows are used in place).
+// the block while it sits in L1 (f32 rows are used in place). bf16 rows are converted in the
+// order of tile_bf16, against x already permuted to match (prepare_x).
 void rows_buffered(const MatrixView& w, int64_t r0, int64_t r1, const float* x, int64_t xs,
                    int64_t n, float* y, int64_t ys) {
-  thread_local std::vector<float> buf;   // [4][K] f32, grows once
-  thread_local std::vector<float> xbuf;  // bf16: a token block of x permuted, grows once
+  thread_local std::vector<float> buf;  // [4][K] f32, grows once
   const int64_t K = w.cols;
-  const bool bf16 = w.dtype == DType::kBF16;
-  const int64_t tb = token_block(K);
   if (w.dtype != DType::kF32 && buf.size() < static_cast<size_t>(4 * K)) {
     buf.resize(static_cast<size_t>(4 * K));
   }
-  if (bf16 && xbuf.size() < static_cast<size_t>(std::min(tb, n) * K)) {
-    xbuf.resize(static_cast<size_t>(std::min(tb, n) * K));
-  }
   const auto* wb = reinterpret_cast<const std::byte*>(buf.data());
   const int64_t wbs = K * static_cast<int64_t>(sizeof(float));
+  const int64_t tb = token_block(K);
   for (int64_t t0 = 0; t0 < n; t0 += tb) {
     const int64_t nt = std::min(tb, n - t0);
-    // bf16 rows are converted in the permuted order of tile_bf16, so x is permuted to match.
-    const float* xb = x + t0 * xs;
-    int64_t xbs = xs;
-    if (bf16) {
-      for (int64_t t = 0; t < nt; ++t) permute_x_bf16(xb + t * xs, K, xbuf.data() + t * K);
-      xb = xbuf.data();
-      xbs = K;
-    }
     for (int64_t r = r0; r < r1; r += 4) {
       const int64_t m = std::min<int64_t>(4, r1 - r);
       if (w.dtype == DType::kF32) {  // already f32: use the stored rows in place
-        rows_tokens<PlainTile<LoadF32>, 4>(w.row(r), w.row_stride, m, xb, xbs, nt, K,
+        rows_tokens<PlainTile<LoadF32>, 4>(w.row(r), w.row_stride, m, x + t0 * xs, xs, nt, K,
                                            y + t0 * ys + r, ys);
         continue;
       }
       for (int64_t i = 0; i < m; ++i) {
-        if (bf16) {
+        if (w.dtype == DType::kBF16) {
           convert_row_bf16_permuted(w.row(r + i), K, buf.data() + i * K);
         } else {
           convert_row(w.dtype, w.row(r + i), K, buf.data() + i * K);
         }
       }
-      rows_tokens<PlainTile<LoadF32>, 4>(wb, wbs, m, xb, xbs, nt, K, y + t0 * ys + r, ys);
+      rows_tokens<PlainTile<LoadF32>, 4>(wb, wbs, m, x + t0 * xs, xs, nt, K, y + t0 * ys + r, ys);
     }
   }
 }
 
-// Decode with bf16 weights reads x in the order of permute_x_bf16 (the identity below 16 columns).
-bool permutes_x(const MatrixView& w, int64_t n) {
-  return w.dtype == DType::kBF16 && n <= kDirectMaxTokens && w.cols >= 16;
-}
+// bf16 weights read x in the order of permute_x_bf16 on both paths (the identity below 16
+// columns).
+bool permutes_x(const MatrixView& w) { return w.dtype == DType::kBF16 && w.cols >= 16; }
 
-// x prepared for rows_f32 on the calling thread's buffer (read by the workers of one call).
+// x prepared for rows_f32 on the calling thread's buffer, once per call (read by the workers of
+// the call).
 const float* prepare_x(const MatrixView& w, const float* x, int64_t& xs, int64_t n) {
-  if (!permutes_x(w, n)) return x;
+  if (!permutes_x(w) || n <= 0) return x;
   thread_local std::vector<float> xp;  // grows once
   const int64_t K = w.cols;
   if (xp.size() < static_cast<size_t>(n * K)) xp.resize(static_cast<size_t>(n * K));
@@ -292,7 +280,7 @@ const float* prepare_x(const MatrixView& w, const float* x, int64_t& xs, int64_t
   return xp.data();
 }
 
-// x is already permuted here where permutes_x (rows_buffered permutes its own token blocks).
+// x is already permuted where permutes_x (prepare_x).
 void rows_f32(const MatrixView& w, int64_t r0, int64_t r1, const float* x, int64_t xs, int64_t n,
               float* y, int64_t ys) {
   if (n <= 0) return;
