@@ -202,21 +202,22 @@ T atomicCAS(T* p, T expected, T desired) {
   std::atomic_ref<T>(*p).compare_exchange_strong(expected, desired);
   return expected;
 }
-template <class T>
-T atomicMax(T* p, T v) {
+// Stores v while better(v, *p); returns the old value.
+template <class T, class Better>
+T atomic_store_if(T* p, T v, Better better) {
   std::atomic_ref<T> r(*p);
   T old = r.load();
-  while (old < v && !r.compare_exchange_weak(old, v)) {
+  while (better(v, old) && !r.compare_exchange_weak(old, v)) {
   }
   return old;
 }
 template <class T>
+T atomicMax(T* p, T v) {
+  return atomic_store_if(p, v, [](T a, T b) { return b < a; });
+}
+template <class T>
 T atomicMin(T* p, T v) {
-  std::atomic_ref<T> r(*p);
-  T old = r.load();
-  while (v < old && !r.compare_exchange_weak(old, v)) {
-  }
-  return old;
+  return atomic_store_if(p, v, [](T a, T b) { return a < b; });
 }
 
 // ---- loads, bit casts, integer intrinsics, min/max ------------------------------------------

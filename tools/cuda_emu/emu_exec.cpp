@@ -412,37 +412,36 @@ void sync_warp(unsigned mask) {
   warp_barrier(w, f, warp_for_op(w, f, mask, "__syncwarp"));
 }
 
-uint64_t warp_exchange(uint64_t v, int src, unsigned mask) {
+// Every lane of the warp publishes v (op names the caller in errors) and waits for the others;
+// returns the 32 published values (slots alternate, so a fast lane cannot overwrite a value
+// another lane has yet to read).
+static const uint64_t* warp_publish(uint64_t v, unsigned mask, const char* op) {
   Worker& w = *t_worker;
   Fiber& f = self(w);
-  Warp& wp = warp_for_op(w, f, mask, "a warp shuffle");
+  Warp& wp = warp_for_op(w, f, mask, op);
   const uint32_t parity = f.exchanges++ & 1u;
   wp.slot[parity][f.lane] = v;
   warp_barrier(w, f, wp);
-  return wp.slot[parity][src >= 0 && src < 32 ? src : f.lane];
+  return wp.slot[parity];
+}
+
+uint64_t warp_exchange(uint64_t v, int src, unsigned mask) {
+  const int lane = lane_id();
+  const uint64_t* slot = warp_publish(v, mask, "a warp shuffle");
+  return slot[src >= 0 && src < 32 ? src : lane];
 }
 
 unsigned warp_match(uint64_t v, unsigned mask) {
-  Worker& w = *t_worker;
-  Fiber& f = self(w);
-  Warp& wp = warp_for_op(w, f, mask, "__match_any_sync");
-  const uint32_t parity = f.exchanges++ & 1u;
-  wp.slot[parity][f.lane] = v;
-  warp_barrier(w, f, wp);
+  const uint64_t* slot = warp_publish(v, mask, "__match_any_sync");
   unsigned m = 0;
-  for (int l = 0; l < 32; ++l) m |= (wp.slot[parity][l] == v ? 1u : 0u) << l;
+  for (int l = 0; l < 32; ++l) m |= (slot[l] == v ? 1u : 0u) << l;
   return m;
 }
 
 unsigned warp_ballot(bool pred, unsigned mask) {
-  Worker& w = *t_worker;
-  Fiber& f = self(w);
-  Warp& wp = warp_for_op(w, f, mask, "__ballot_sync");
-  const uint32_t parity = f.exchanges++ & 1u;
-  wp.slot[parity][f.lane] = pred ? 1 : 0;
-  warp_barrier(w, f, wp);
+  const uint64_t* slot = warp_publish(pred ? 1 : 0, mask, "__ballot_sync");
   unsigned m = 0;
-  for (int l = 0; l < 32; ++l) m |= (wp.slot[parity][l] != 0 ? 1u : 0u) << l;
+  for (int l = 0; l < 32; ++l) m |= (slot[l] != 0 ? 1u : 0u) << l;
   return m;
 }
 
