@@ -5,6 +5,8 @@
 #include <algorithm>
 #include <array>
 
+#include <sys/socket.h>
+
 #include <spdlog/spdlog.h>
 
 namespace kiln::gateway::detail {
@@ -28,10 +30,10 @@ Connection::Connection(tcp::socket socket, const GatewayOptions& options)
       buffer_(buffer_limit(options)),
       wake_timer_(stream_.get_executor()) {}
 
-asio::awaitable<bool> Connection::read_some(std::chrono::milliseconds timeout) {
+asio::awaitable<bool> Connection::read_some(Clock::time_point deadline) {
   size_t room = buffer_.max_size() - buffer_.size();
   if (room == 0) co_return true;
-  stream_.expires_after(timeout);
+  stream_.expires_at(deadline);
   auto [ec, n] =
       co_await stream_.async_read_some(buffer_.prepare(std::min(room, kReadChunk)), kTuple);
   buffer_.commit(n);
@@ -43,8 +45,14 @@ asio::awaitable<bool> Connection::read_some(std::chrono::milliseconds timeout) {
   co_return true;
 }
 
-asio::awaitable<bool> Connection::write(http::response<http::string_body>& response) {
+asio::awaitable<bool> Connection::write(http::response<http::string_body>& response,
+                                        bool head_only) {
   stream_.expires_after(options_.write_timeout);
+  if (head_only) {
+    http::response_serializer<http::string_body> serializer{response};
+    auto [ec, n] = co_await http::async_write_header(stream_, serializer, kTuple);
+    co_return finish_write(ec);
+  }
   auto [ec, n] = co_await http::async_write(stream_, response, kTuple);
   co_return finish_write(ec);
 }
@@ -96,8 +104,10 @@ void Connection::read_for_monitor() {
       space, [this, owner = monitor_owner_](const beast::error_code& ec, size_t n) {
         buffer_.commit(n);
         if (ec || monitor_stopping_) {
-          // An abort we asked for is not a disconnect; anything else is.
-          if (ec && (ec != asio::error::operation_aborted || !monitor_stopping_)) {
+          // An abort we asked for is not a disconnect, nor is a half-close; anything else is.
+          if (ec == asio::error::eof) {
+            peer_half_closed_ = true;
+          } else if (ec && (ec != asio::error::operation_aborted || !monitor_stopping_)) {
             peer_gone_ = true;
           }
           monitor_owner_.reset();
@@ -114,6 +124,18 @@ asio::awaitable<void> Connection::stop_monitor() {
   beast::error_code ec;
   stream_.socket().cancel(ec);
   while (monitor_owner_) co_await wait();
+}
+
+bool Connection::check_reset() {
+  if (peer_gone_) return true;
+  if (!is_open()) return false;
+  int err = 0;
+  socklen_t len = sizeof err;
+  if (::getsockopt(stream_.socket().native_handle(), SOL_SOCKET, SO_ERROR, &err, &len) == 0 &&
+      err != 0) {
+    peer_gone_ = true;
+  }
+  return peer_gone_;
 }
 
 void Connection::close() { stream_.close(); }

@@ -108,8 +108,7 @@ int Gateway::port() const { return impl_->port.load(); }
 void Gateway::stop_accepting() {
   std::lock_guard lock(impl_->mu);
   if (impl_->stopped) return;
-  impl_->state->draining = true;
-  if (impl_->listener) impl_->listener->close();
+  impl_->state->draining = true;  // the listener stays open: new clients get their 503s
   for (auto& session : impl_->state->sessions()) session->drain();
 }
 

@@ -23,11 +23,18 @@ struct GatewayOptions {
   int64_t max_body_bytes = 4 << 20;  // Content-Length over this → 413 before reading the body;
                                      // chunked bodies counted as they arrive (413 when over)
   int64_t max_header_bytes = 64 << 10;  // → 431, then close
-  std::chrono::milliseconds read_timeout{30000};   // per read operation (headers, body)
+  // A request's whole head must arrive within read_timeout: of the accept for a connection's
+  // first request (so silent and slowloris connections are closed after it), of its first byte
+  // for later ones. Then its whole body within read_timeout of the end of the head.
+  std::chrono::milliseconds read_timeout{30000};
   std::chrono::milliseconds write_timeout{30000};  // per write operation
-  std::chrono::milliseconds idle_timeout{60000};   // keep-alive connection with no request
+  std::chrono::milliseconds idle_timeout{60000};   // keep-alive connection between requests
   std::chrono::milliseconds ping_interval{5000};   // SSE ": ping" after this long without output
-  int max_connections = 256;  // more open connections → accepted and closed at once
+  // Open connections. At the cap a new connection evicts (closes) one that holds no request:
+  // one that never completed a request first (silent, slowloris, slow body), else the longest
+  // idle keep-alive one; only when all are busy with a request is the new one closed at once.
+  // (Briefly, while an evicted one closes, one more may be open.)
+  int max_connections = 256;
   int threads = 1;            // Asio threads
   // Access-Control-Allow-Origin (echoing the Origin) only for these exact origins ("*": any);
   // the gateway answers their OPTIONS preflights itself (204), other origins' with 403.
@@ -40,7 +47,8 @@ struct GatewayOptions {
 };
 
 struct HttpRequest {
-  std::string method;     // "GET", "POST", ...
+  std::string method;     // "GET", "POST", ...; a HEAD request is answered with the head of
+                          // the handler's response to it (the body is never sent)
   std::string target;     // path and query as sent
   std::string path;       // target without the query
   std::string body;
@@ -103,8 +111,9 @@ class Gateway {
   // serves on its own threads. Once only.
   Status start();
   int port() const;  // the bound port (useful with port 0)
-  // Stops accepting; sessions finish their current response, keep-alive is refused from now on
-  // (Connection: close) and idle connections are closed.
+  // Starts the drain: sessions finish their current response, keep-alive is refused from now on
+  // (Connection: close) and idle connections are closed. The listener keeps accepting until
+  // stop(), each new connection getting one answer (the handler's: e.g. a 503 from /health).
   void stop_accepting();
   // Closes every connection (cancelling their sources) and joins the threads. Idempotent; must
   // not be called from the handler or a ResponseSource (it joins the threads they run on).

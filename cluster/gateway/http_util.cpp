@@ -5,7 +5,9 @@
 #include <algorithm>
 #include <array>
 #include <cstdint>
+#include <cctype>
 #include <random>
+#include <vector>
 
 #include <boost/beast/core/string.hpp>
 #include <boost/json.hpp>
@@ -16,7 +18,7 @@ namespace {
 
 constexpr size_t kMaxRequestIdChars = 128;
 constexpr size_t kMaxAllowHeadersChars = 1024;
-constexpr std::string_view kAllowMethods = "GET, POST, OPTIONS";
+constexpr std::string_view kAllowMethods = "GET, HEAD, POST, OPTIONS";
 constexpr std::string_view kDefaultAllowHeaders = "Authorization, Content-Type, X-Request-Id";
 
 bool has_crlf(std::string_view s) { return s.find_first_of("\r\n") != std::string_view::npos; }
@@ -37,6 +39,45 @@ Exchange make_exchange(const GatewayOptions& options, const BeastRequest& head) 
   auto origin = head[http::field::origin];
   if (!origin.empty() && origin_allowed(options, origin)) ex.cors_origin = sv(origin);
   return ex;
+}
+
+std::optional<FramingError> framing_error(const BeastRequest& head) {
+  auto [begin, end] = head.equal_range(http::field::transfer_encoding);
+  if (begin == end) return std::nullopt;
+  if (head.version() < 11) {
+    return FramingError{400, "Transfer-Encoding is not allowed in an HTTP/1.0 request"};
+  }
+  if (head.count(http::field::content_length) > 0) {
+    return FramingError{400, "a request must not have both Transfer-Encoding and Content-Length"};
+  }
+  std::vector<std::string> codings;  // lowercased, over every Transfer-Encoding field in order
+  for (auto it = begin; it != end; ++it) {
+    std::string_view value(it->value().data(), it->value().size());
+    size_t pos = 0;
+    for (;;) {
+      size_t comma = value.find(',', pos);
+      std::string_view item = value.substr(pos, comma == std::string_view::npos ? comma : comma - pos);
+      while (!item.empty() && (item.front() == ' ' || item.front() == '\t')) item.remove_prefix(1);
+      while (!item.empty() && (item.back() == ' ' || item.back() == '\t')) item.remove_suffix(1);
+      std::string lower(item);
+      for (char& c : lower) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+      codings.push_back(std::move(lower));
+      if (comma == std::string_view::npos) break;
+      pos = comma + 1;
+    }
+  }
+  const auto chunked = std::count(codings.begin(), codings.end(), "chunked");
+  const bool shape_ok = chunked == 1 && codings.back() == "chunked" &&
+                        std::none_of(codings.begin(), codings.end(),
+                                     [](const std::string& c) { return c.empty(); });
+  if (!shape_ok) {
+    return FramingError{400, "Transfer-Encoding must be exactly one \"chunked\", as the last coding"};
+  }
+  if (codings.size() > 1) {
+    return FramingError{501, "transfer coding \"" + codings.front().substr(0, 64) +
+                                 "\" is not supported (only chunked is)"};
+  }
+  return std::nullopt;
 }
 
 HttpRequest to_http_request(BeastRequest& req, const Exchange& exchange) {

@@ -2,6 +2,7 @@
 // (HttpRequest/HttpResponse), request ids, CORS and the bodies of the gateway's own errors. No I/O.
 #pragma once
 
+#include <optional>
 #include <string>
 #include <string_view>
 
@@ -28,6 +29,18 @@ struct Exchange {
 
 // The exchange of a request whose head was read (`options` decides the CORS origin).
 Exchange make_exchange(const GatewayOptions& options, const BeastRequest& head);
+
+// Framing rules Beast's parser leaves to the caller (RFC 9112 §6.1, §6.3), judged on a request
+// head that Beast accepted. A request with Transfer-Encoding is refused unless it is HTTP/1.1,
+// has no Content-Length, and its codings (over every Transfer-Encoding field) are exactly one
+// "chunked", last: 501 when chunked is last and once but other codings (gzip, ...) come before it,
+// 400 otherwise (chunked missing, repeated or not last, unknown or empty codings). The caller
+// answers the status and closes the connection, so no body byte is read as a next request.
+struct FramingError {
+  int status = 400;
+  std::string message;
+};
+std::optional<FramingError> framing_error(const BeastRequest& head);
 
 // The handler's view of `req`; the body is moved out of `req`.
 HttpRequest to_http_request(BeastRequest& req, const Exchange& exchange);

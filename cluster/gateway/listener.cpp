@@ -1,8 +1,10 @@
-// The accept loop: one strand per accepted connection, the connection cap, back-off on accept
-// errors (e.g. out of file descriptors).
+// The accept loop: one strand per accepted connection, the connection cap (with eviction of
+// connections that hold no request), back-off on accept errors (e.g. out of file descriptors).
 #include "cluster/gateway/listener.h"
 
+#include <algorithm>
 #include <chrono>
+#include <vector>
 #include <string>
 
 #include <boost/asio/co_spawn.hpp>
@@ -85,12 +87,30 @@ asio::awaitable<void> Listener::accept_loop(std::shared_ptr<Listener> self) {
   self->finished_ = true;
 }
 
+bool Listener::evict_one() {
+  struct Candidate {
+    std::shared_ptr<Session> session;
+    Session::EvictRank rank;
+  };
+  std::vector<Candidate> candidates;
+  for (auto& s : state_->sessions()) {
+    if (s->evictable()) candidates.push_back({s, s->evict_rank()});
+  }
+  std::sort(candidates.begin(), candidates.end(), [](const Candidate& a, const Candidate& b) {
+    if (a.rank.served != b.rank.served) return !a.rank.served;  // never served a request first
+    return a.rank.since < b.rank.since;                          // then the longest waiting
+  });
+  for (auto& c : candidates) {
+    if (c.session->try_evict()) return true;
+  }
+  return false;
+}
+
 void Listener::admit(tcp::socket socket) {
   boost::system::error_code ec;
-  if (state_->draining.load() ||
-      state_->open_connections.load() >= state_->options.max_connections) {
-    spdlog::debug("gateway: connection refused ({} open, cap {})", state_->open_connections.load(),
-                  state_->options.max_connections);
+  if (state_->open_connections.load() >= state_->options.max_connections && !evict_one()) {
+    spdlog::debug("gateway: connection refused ({} open, cap {}, all busy)",
+                  state_->open_connections.load(), state_->options.max_connections);
     socket.close(ec);
     return;
   }

@@ -1,5 +1,8 @@
-// Internal to cluster/gateway: the listening socket and its accept loop. Connections over
-// options.max_connections (or arriving while draining) are accepted and closed at once.
+// Internal to cluster/gateway: the listening socket and its accept loop. At
+// options.max_connections open, a new connection evicts one that holds no request (never sent a
+// complete one first, then the longest waiting: see Session::try_evict); when every connection
+// is busy with a request, the new one is accepted and closed at once. It keeps accepting while
+// draining (new connections get one answer, with Connection: close) until close().
 #pragma once
 
 #include <atomic>
@@ -31,6 +34,8 @@ class Listener : public std::enable_shared_from_this<Listener> {
  private:
   static asio::awaitable<void> accept_loop(std::shared_ptr<Listener> self);
   void admit(tcp::socket socket);
+  // Evicts the best-ranked evictable session; false when none could be.
+  bool evict_one();
 
   std::shared_ptr<ServerState> state_;
   asio::strand<asio::io_context::executor_type> strand_;

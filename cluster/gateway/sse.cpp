@@ -28,8 +28,17 @@ asio::awaitable<bool> write_sse(Connection& conn, const GatewayOptions& options,
   http::response_serializer<http::empty_body> serializer{head};
   if (!co_await conn.write_header(serializer)) co_return false;
   auto last_write = Clock::now();
+  Clock::time_point probe_until{};  // set once the peer's EOF was probed
   for (;;) {
-    if (!conn.is_open() || conn.peer_gone()) co_return false;
+    if (conn.peer_half_closed() && probe_until == Clock::time_point{}) {
+      // A ping is the probe: a half-closed client ignores it, a closed one answers a reset.
+      probe_until = Clock::now() + kProbeWindow;
+      if (!co_await write_piece(conn, chunked, kPing)) co_return false;
+      last_write = Clock::now();
+    }
+    if (!conn.is_open() || conn.peer_gone() || (conn.peer_half_closed() && conn.check_reset())) {
+      co_return false;
+    }
     bool done = false;
     std::string data = source.take(&done);
     if (!data.empty()) {
@@ -43,7 +52,7 @@ asio::awaitable<bool> write_sse(Connection& conn, const GatewayOptions& options,
       last_write = Clock::now();
       continue;
     }
-    co_await conn.wait(ping_at);
+    co_await conn.wait(probe_wait(ping_at, probe_until));
   }
   if (chunked && !co_await conn.write(http::make_chunk_last())) co_return false;
   co_return true;

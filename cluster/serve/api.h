@@ -47,8 +47,10 @@ struct RequestLimits {
   int max_stop_length = 256;
   int32_t vocab_size = 0;        // token ids (prompt arrays, logit_bias, stop_token_ids) below this
   std::string model_id;          // the served model; a different non-empty "model" → 404
-  // Special-token texts (e.g. "<|im_end|>"): a chat message containing one is rejected (400 on
-  // messages[i].content), so users cannot forge turns. Completion prompts may contain them.
+  // Special-token texts (e.g. "<|im_end|>"): request text containing one is rejected with a 400
+  // naming the field (messages[i].content, prompt, prompt[0], ...) on every endpoint, so text
+  // never becomes a special id (no forged turns; no id the client did not ask for). Special ids
+  // are sent on purpose as a token-id prompt.
   std::vector<std::string> special_texts;
 };
 
@@ -88,8 +90,8 @@ struct ParsedRequest {
 // not given for every optional field; integer fields accept 2.0 but not 1.5; "best_of" must
 // equal n; "stream_options" needs stream true; "response_format" only {"type": "text"}; a
 // non-empty "suffix" → 400; chat "top_logprobs" needs "logprobs": true; a message's content may
-// be null only on an assistant message with tool_calls; chat text (content, name, tool calls,
-// tools) containing a special_texts entry → 400. logit_bias comes out sorted by id (a repeated
+// be null only on an assistant message with tool_calls; text (a completions prompt, chat
+// content, name, tool calls, tools) containing a special_texts entry → 400. logit_bias comes out sorted by id (a repeated
 // id keeps its last value).
 std::variant<ParsedRequest, ApiError> parse_request(Endpoint endpoint, std::string_view body,
                                                     const RequestLimits& limits);
@@ -155,6 +157,7 @@ std::string models_body(const std::string& model_id, int64_t created, int64_t ma
 // {"tokens": [...], "count": n, "max_model_len": L}; POST /detokenize {"tokens": [...]} →
 // {"prompt": text}. Parsing returns the text or ids to work on.
 // "prompt" and "messages" together → 400; neither → 400 on "prompt". A wrong "model" → 404.
+// Special-token text in "prompt" or a message → 400, as for generation.
 struct TokenizeRequest {
   std::optional<std::string> prompt;
   std::vector<text::ChatMessage> messages;  // used when prompt is empty

@@ -239,6 +239,7 @@ Err parse_prompt(const json::object& o, const RequestLimits& limits, ParsedReque
     std::string text;
     if (auto e = string_value(*v, param, &text)) return e;
     if (text.empty()) return invalid(param, "must not be empty");
+    if (auto e = check_specials(text, param, limits)) return e;
     r->prompt_text = std::move(text);
     return {};
   }
@@ -486,6 +487,7 @@ std::variant<TokenizeRequest, ApiError> parse_tokenize(std::string_view body,
   if (prompt != nullptr) {
     std::string text;
     if (auto e = string_value(*prompt, "prompt", &text)) return std::move(*e);
+    if (auto e = check_specials(text, "prompt", limits)) return std::move(*e);
     r.prompt = std::move(text);
     return r;
   }

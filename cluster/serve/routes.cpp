@@ -1,8 +1,10 @@
 #include "cluster/serve/routes.h"
 
 #include <chrono>
+#include <cctype>
 #include <cmath>
 #include <fstream>
+#include <optional>
 #include <random>
 
 #include <boost/json.hpp>
@@ -331,10 +333,30 @@ void define_route_metrics(Metrics& metrics) {
   metrics.define("rank_up", Metrics::Type::kGauge, "1 while the rank is loaded and stepping.");
 }
 
+namespace {
+
+// The credentials of "Bearer <token>" (scheme in any case, then spaces/tabs); nullopt for any
+// other scheme or shape.
+std::optional<std::string_view> bearer_token(std::string_view header) {
+  static constexpr std::string_view kBearer = "bearer";
+  auto blank = [](char c) { return c == ' ' || c == '\t'; };
+  if (header.size() <= kBearer.size() || !blank(header[kBearer.size()])) return std::nullopt;
+  for (size_t i = 0; i < kBearer.size(); ++i) {
+    if (std::tolower(static_cast<unsigned char>(header[i])) != kBearer[i]) return std::nullopt;
+  }
+  std::string_view token = header.substr(kBearer.size());
+  while (!token.empty() && blank(token.front())) token.remove_prefix(1);
+  while (!token.empty() && blank(token.back())) token.remove_suffix(1);
+  if (token.empty()) return std::nullopt;
+  return token;
+}
+
+}  // namespace
+
 bool authorized(const std::string& header, const std::vector<std::string>& keys) {
-  static constexpr std::string_view kBearer = "Bearer ";
-  if (header.size() < kBearer.size() || header.compare(0, kBearer.size(), kBearer) != 0) return false;
-  const std::string_view given = std::string_view(header).substr(kBearer.size());
+  const std::optional<std::string_view> token = bearer_token(header);
+  if (!token) return false;
+  const std::string_view given = *token;
   bool ok = false;
   for (const std::string& key : keys) {
     // Every byte of the longer string is looked at whatever matches, so the time taken does not
@@ -376,11 +398,14 @@ gateway::Handler make_routes(ServerState& st) {
       r.response.headers.emplace_back("WWW-Authenticate", "Bearer");
       return r;
     }
-    const bool get = req.method == "GET", post = req.method == "POST";
+    const bool get = req.method == "GET" || req.method == "HEAD", post = req.method == "POST";
     if (get && path == "/health/live") return json_response(200, R"({"status":"ok"})");
     if (get && path == "/health") return health(st, false);
     if (get && path == "/health/ready") return health(st, true);
     if (get && path == "/metrics") return metrics_route(st);
+    if (Engine* engine = st.engine.load(); engine != nullptr && engine->health().draining) {
+      return error_response(st, unavailable("the server is draining (shutting down)"));
+    }
     // Past this point the server state is read: it is complete once the engine is published
     // (the store of `engine` happens after every field is set).
     const bool loaded = st.engine.load() != nullptr && st.tokenizer.load() != nullptr;

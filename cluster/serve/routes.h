@@ -48,10 +48,14 @@ struct ServerState {
 // Defines the request-level metric families (requests_total, rank_up) on `metrics`.
 void define_route_metrics(Metrics& metrics);
 
-// The gateway handler over `state` (which must outlive the gateway).
+// The gateway handler over `state` (which must outlive the gateway). HEAD is answered as GET
+// (the gateway drops the body). While the engine drains, /health is 503 {"status":"draining"}
+// and every route but /health* and /metrics is 503 with an OpenAI error.
 gateway::Handler make_routes(ServerState& state);
 
 // Constant-time check of an "Authorization" header value against "Bearer KEY" for each key.
+// The scheme is case-insensitive and followed by one or more spaces or tabs (RFC 9110 §11.1);
+// spaces or tabs after the key are ignored.
 bool authorized(const std::string& header, const std::vector<std::string>& keys);
 
 // Reads API keys, one per line (blank lines and lines starting with '#' ignored); an error names

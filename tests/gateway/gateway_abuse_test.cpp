@@ -1,5 +1,6 @@
-// Gateway under hostile clients (reliability.md §B): header floods, slowloris, the connection
-// cap; a well-behaved client keeps being answered promptly meanwhile.
+// Gateway under hostile clients (reliability.md §B): header floods, slowloris, silent
+// connections, the connection cap and its eviction; a well-behaved client keeps being answered
+// promptly meanwhile.
 #include <atomic>
 #include <memory>
 #include <string>
@@ -95,16 +96,17 @@ TEST_F(GatewayTest, SlowlorisIsClosedByTheReadDeadlineWhileOthersAreServed) {
   EXPECT_LT(closed_after.load(), 1100.0);
 }
 
-TEST_F(GatewayTest, ConnectionsOverTheCapAreClosedAtOnceAndTheServerRecovers) {
+TEST_F(GatewayTest, AtTheCapWithEveryConnectionBusyNewOnesAreClosedAtOnce) {
   GatewayOptions o;
   o.max_connections = 4;
   start(o);
   std::vector<std::unique_ptr<RawClient>> clients;
+  std::vector<std::shared_ptr<TestSource>> sources;
   for (int i = 0; i < 4; ++i) {
     clients.push_back(std::make_unique<RawClient>(port_));
-    auto r = get(*clients.back());
-    ASSERT_TRUE(r);
-    EXPECT_EQ(r->status, 200);
+    ASSERT_TRUE(clients.back()->send("GET /deferred HTTP/1.1\r\nHost: t\r\n\r\n"));
+    sources.push_back(next_source());
+    ASSERT_TRUE(sources.back());
   }
   EXPECT_EQ(gw_->open_connections(), 4);
 
@@ -114,21 +116,82 @@ TEST_F(GatewayTest, ConnectionsOverTheCapAreClosedAtOnceAndTheServerRecovers) {
   EXPECT_TRUE(fifth.wait_closed(Ms(500)));
   EXPECT_LT(ms_since(t0), 300.0);
   EXPECT_EQ(gw_->open_connections(), 4);
+  for (auto& s : sources) EXPECT_EQ(s->cancels(), 0);  // busy connections are never evicted
 
+  for (int i = 0; i < 2; ++i) {
+    sources[static_cast<size_t>(i)]->respond(HttpResponse{200, "text/plain", "ok", {}});
+    ASSERT_TRUE(clients[static_cast<size_t>(i)]->read_response());
+  }
   clients[0].reset();
-  clients[1].reset();
   auto deadline = Clock::now() + Ms(1000);
-  while (gw_->open_connections() > 2 && Clock::now() < deadline) {
+  while (gw_->open_connections() > 3 && Clock::now() < deadline) {
     std::this_thread::sleep_for(Ms(5));
   }
-  EXPECT_EQ(gw_->open_connections(), 2);
+  EXPECT_EQ(gw_->open_connections(), 3);
   RawClient sixth(port_);
   auto r = get(sixth);
   ASSERT_TRUE(r);
   EXPECT_EQ(r->status, 200);
-  auto still = get(*clients[2]);
+  // At the cap again (3 + sixth): a seventh evicts the idle keep-alive client 1, the oldest
+  // idle (sixth is newer), and is served.
+  RawClient seventh(port_);
+  r = get(seventh);
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 200);
+  EXPECT_TRUE(clients[1]->wait_closed(Ms(500)));
+  auto still = get(sixth);
   ASSERT_TRUE(still);
   EXPECT_EQ(still->status, 200);
+}
+
+TEST_F(GatewayTest, SilentConnectionsAreClosedByTheHeadDeadlineFromAccept) {
+  GatewayOptions o;
+  o.read_timeout = Ms(300);  // idle_timeout stays 60 s: it must not apply to a first request
+  start(o);
+  RawClient silent(port_);
+  auto t0 = Clock::now();
+  EXPECT_TRUE(silent.wait_closed(Ms(2000)));
+  EXPECT_GT(ms_since(t0), 250.0);
+  EXPECT_LT(ms_since(t0), 800.0);
+  // One byte early, the rest never: the head deadline still counts from the accept.
+  RawClient partial(port_);
+  t0 = Clock::now();
+  std::this_thread::sleep_for(Ms(200));
+  partial.send("G");
+  EXPECT_TRUE(partial.wait_closed(Ms(2000)));
+  EXPECT_LT(ms_since(t0), 800.0);
+}
+
+// A flood of silent and half-sent connections fills the cap; a well-behaved client evicts one
+// (never-served connections first, oldest first) and is answered at once, every time.
+TEST_F(GatewayTest, IdleFloodAtTheCapDoesNotLockOutNewClients) {
+  GatewayOptions o;
+  o.max_connections = 16;
+  start(o);
+  std::vector<std::unique_ptr<RawClient>> flood;
+  for (int i = 0; i < 16; ++i) {
+    flood.push_back(std::make_unique<RawClient>(port_));
+    if (i % 2 == 1) flood.back()->send("GET /echo HTTP/1.1\r\nHo");  // slowloris-style
+    std::this_thread::sleep_for(Ms(2));
+  }
+  auto deadline = Clock::now() + Ms(1000);
+  while (gw_->open_connections() < 16 && Clock::now() < deadline) {
+    std::this_thread::sleep_for(Ms(5));
+  }
+  ASSERT_EQ(gw_->open_connections(), 16);
+  std::vector<std::unique_ptr<RawClient>> goods;  // kept open: each newcomer must evict
+  for (int i = 0; i < 8; ++i) {
+    goods.push_back(std::make_unique<RawClient>(port_));
+    RawClient& good = *goods.back();
+    auto t0 = Clock::now();
+    auto r = get(good);
+    ASSERT_TRUE(r) << "client " << i << " locked out";
+    EXPECT_EQ(r->status, 200);
+    EXPECT_LT(ms_since(t0), 300.0);
+    // The i-th oldest flood connection made room.
+    EXPECT_TRUE(flood[static_cast<size_t>(i)]->wait_closed(Ms(500))) << i;
+  }
+  EXPECT_LE(gw_->open_connections(), 17);
 }
 
 }  // namespace

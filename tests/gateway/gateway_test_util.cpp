@@ -57,6 +57,10 @@ void RawClient::close() {
   fd_ = -1;
 }
 
+void RawClient::shutdown_write() {
+  if (fd_ >= 0) ::shutdown(fd_, SHUT_WR);
+}
+
 bool RawClient::send(std::string_view data) {
   while (!data.empty()) {
     if (fd_ < 0) return false;
@@ -147,6 +151,10 @@ std::optional<std::string> RawClient::read_chunk(Ms timeout) {
 std::optional<ClientResponse> RawClient::read_response(Ms timeout) {
   auto deadline = Clock::now() + timeout;
   auto r = read_head(timeout);
+  // Interim (1xx) responses before the final one are skipped, as HTTP clients do.
+  while (r && r->status / 100 == 1 && r->status != 101) {
+    r = read_head(std::chrono::duration_cast<Ms>(deadline - Clock::now()));
+  }
   if (!r) return std::nullopt;
   if (r->status == 204 || r->status == 304 || r->status / 100 == 1) return r;
   if (lower(r->header("transfer-encoding")) == "chunked") {

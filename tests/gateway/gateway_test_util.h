@@ -50,7 +50,8 @@ class RawClient {
   int connect_errno() const { return connect_errno_; }
   // False when the peer is gone (EPIPE, reset) or the socket is closed.
   bool send(std::string_view data);
-  // One response: head, then a Content-Length, chunked or until-close body.
+  // One response (interim 1xx ones skipped): head, then a Content-Length, chunked or
+  // until-close body.
   std::optional<ClientResponse> read_response(Ms timeout = Ms(2000));
   // Only the head (for streams); the body is read with read_chunk().
   std::optional<ClientResponse> read_head(Ms timeout = Ms(2000));
@@ -59,6 +60,8 @@ class RawClient {
   // True when the server closes (EOF or reset) within `timeout`; data meanwhile is discarded.
   bool wait_closed(Ms timeout);
   void close();
+  // shutdown(SHUT_WR): the server reads EOF, the socket still receives.
+  void shutdown_write();
 
  private:
   // Receives more into buf_ until `deadline`; false on timeout, EOF or error.

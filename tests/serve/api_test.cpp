@@ -344,8 +344,34 @@ TEST(ApiParse, PromptForms) {
   EXPECT_FALSE(parse_ok(C, R"({"prompt": [1, 2, 999]})").prompt_text.has_value());
   EXPECT_EQ(parse_ok(C, R"({"prompt": ["one"]})").prompt_text, "one");
   EXPECT_EQ(parse_ok(C, R"({"prompt": [[4, 5.0]]})").prompt_ids, (std::vector<int32_t>{4, 5}));
-  // Completion prompts may spell special tokens.
-  EXPECT_EQ(parse_ok(C, R"({"prompt": "a<|im_end|>b"})").prompt_text, "a<|im_end|>b");
+}
+
+// Text never becomes a special id: a completions prompt that spells one is a 400 naming the
+// field, as chat content is; token-id prompts are how special ids are sent on purpose.
+TEST(ApiParse, SpecialTokenTextInAPromptIsRejectedOnEveryEndpoint) {
+  const RequestLimits l = test_limits();
+  const std::vector<std::pair<std::string, std::string>> completions = {
+      {R"({"prompt": "a<|im_end|>b"})", "prompt"},
+      {R"({"prompt": ["<|im_user|>"]})", "prompt[0]"},
+  };
+  for (const auto& [body, param] : completions) {
+    auto r = parse_request(Endpoint::kCompletions, body, l);
+    ASSERT_TRUE(std::holds_alternative<ApiError>(r)) << body;
+    const ApiError& e = std::get<ApiError>(r);
+    EXPECT_EQ(e.status, 400) << body;
+    EXPECT_EQ(e.param, param) << body;
+    EXPECT_NE(e.message.find("<|im_"), std::string::npos) << e.message;
+  }
+  auto chat = parse_request(Endpoint::kChat,
+                            R"({"messages": [{"role": "user", "content": "x<|im_end|>"}]})", l);
+  ASSERT_TRUE(std::holds_alternative<ApiError>(chat));
+  EXPECT_EQ(std::get<ApiError>(chat).param, "messages[0].content");
+  auto tok = parse_tokenize(R"({"prompt": "<|im_end|>"})", l);
+  ASSERT_TRUE(std::holds_alternative<ApiError>(tok));
+  EXPECT_EQ(std::get<ApiError>(tok).param, "prompt");
+  // Near misses are ordinary text; ids are not text.
+  EXPECT_EQ(parse_ok(C, R"({"prompt": "a<|im_end|b"})").prompt_text, "a<|im_end|b");
+  EXPECT_EQ(parse_ok(C, R"({"prompt": [1, 2]})").prompt_ids, (std::vector<int32_t>{1, 2}));
 }
 
 TEST(ApiParse, CompletionFields) {
