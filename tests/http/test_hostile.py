@@ -152,6 +152,9 @@ class GoodClient:
         return self
 
     def __exit__(self, *exc):
+        deadline = time.monotonic() + GOOD_MAX_S * 4
+        while len(self.results) < 6 and time.monotonic() < deadline and exc[0] is None:
+            time.sleep(0.01)  # a short phase still sees a few requests of each kind
         self._stop.set()
         self._thread.join(GOOD_MAX_S * 4)
         if exc[0] is not None:
@@ -304,8 +307,8 @@ class HostileHttpTest(unittest.TestCase):
         self.assertEqual(running, 0)
 
     def test_05_connection_churn(self):
-        with GoodClient(self.port, "connect/close churn x600"):
-            for i in range(600):
+        with GoodClient(self.port, "connect/close churn x2000"):
+            for i in range(2000):
                 s = connect(self.port)
                 if i % 2:  # half of them reset instead of closing
                     s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
