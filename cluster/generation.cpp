@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cmath>
 
 #include "cluster/sampler.h"
 #include "cluster/text/chat_template.h"
@@ -11,12 +12,22 @@
 #include <sstream>
 
 #include <boost/json.hpp>
+#include <spdlog/spdlog.h>
 
 namespace kiln {
 
-StatusOr<text::Tokenizer> load_tokenizer(const Checkpoint& checkpoint) {
-  if (checkpoint.gguf() != nullptr) return text::Tokenizer::from_gguf(*checkpoint.gguf());
-  return text::Tokenizer::from_hf_dir(checkpoint.path());
+StatusOr<text::Tokenizer> load_tokenizer(const Checkpoint& checkpoint, VocabFit* fit_out) {
+  auto tokenizer = checkpoint.gguf() != nullptr ? text::Tokenizer::from_gguf(*checkpoint.gguf())
+                                                : text::Tokenizer::from_hf_dir(checkpoint.path());
+  if (!tokenizer.ok()) return tokenizer.status();
+  auto fit = check_vocab_fit(*tokenizer, checkpoint.config().vocab_size);
+  if (!fit.ok()) return fit.status().with_context(checkpoint.path());
+  if (fit_out != nullptr) {
+    *fit_out = *fit;
+  } else if (fit->ids_above > 0) {
+    spdlog::warn("{}", fit->describe());
+  }
+  return tokenizer;
 }
 
 namespace {
@@ -70,6 +81,11 @@ Status generate(KimiLinearModel& model, cpu::ThreadPool& pool, const text::Token
   using Clock = std::chrono::steady_clock;
   if (prompt.empty()) return invalid_argument("the prompt is empty");
   const int64_t vocab = model.config().vocab_size;
+  if (const int64_t at = first_id_outside(prompt, vocab); at >= 0) {
+    const int32_t id = prompt[static_cast<size_t>(at)];
+    return invalid_argument("token {} of the prompt is '{}' (id {}), which this model cannot embed "
+                            "(vocab_size {})", at, tokenizer.token_bytes(id), id, vocab);
+  }
   const int64_t context = static_cast<int64_t>(prompt.size()) + options.max_tokens;
   if (context > model.config().max_context) {
     return invalid_argument("prompt ({} tokens) + max tokens ({}) exceeds the model context ({})",
@@ -89,16 +105,26 @@ Status generate(KimiLinearModel& model, cpu::ThreadPool& pool, const text::Token
   KILN_RETURN_IF_ERROR(model.forward(pool, *state, {{0, prompt, false}}, logits));
   auto t1 = Clock::now();
   st.prefill_seconds = std::chrono::duration<double>(t1 - t0).count();
+  constexpr int32_t kStop = -1, kNonFinite = -2;
   for (int64_t i = 0; i < options.max_tokens; ++i) {
-    int32_t token = -1;  // −1 = stop
+    int32_t token = kStop;
     if (root) {
-      token = sampler.sample(logits.data(), vocab);
+      if (!std::all_of(logits.begin(), logits.begin() + vocab,
+                       [](float x) { return std::isfinite(x); })) {
+        token = kNonFinite;
+      } else {
+        token = sampler.sample(logits.data(), vocab);
+      }
       if (options.stop_at_eos && std::find(eos.begin(), eos.end(), token) != eos.end()) {
         st.finish_reason = "stop";
-        token = -1;
+        token = kStop;
       }
     }
     if (control != nullptr) control->broadcast(&token, sizeof(token), 0);
+    if (token == kNonFinite) {
+      return internal_error("the model produced non-finite logits (NaN or infinity) after {} "
+                            "prompt and {} generated tokens", prompt.size(), i);
+    }
     if (token < 0) break;
     ++st.generated_tokens;
     if (root) on_text(decoder.push(token));

@@ -9,6 +9,7 @@
 
 #include "cluster/text/chat_template.h"
 #include "cluster/text/tokenizer.h"
+#include "cluster/vocab_fit.h"
 #include "kernels/cpu/sampling.h"
 #include "kernels/cpu/thread_pool.h"
 #include "shard/model.h"
@@ -38,8 +39,11 @@ Status generate(KimiLinearModel& model, cpu::ThreadPool& pool, const text::Token
                 const std::function<void(std::string_view)>& on_text, GenerationStats* stats,
                 Communicator* control = nullptr);
 
-// The tokenizer stored with a checkpoint (GGUF vocabulary or the HF directory's files).
-StatusOr<text::Tokenizer> load_tokenizer(const Checkpoint& checkpoint);
+// The tokenizer stored with a checkpoint (GGUF vocabulary or the HF directory's files), checked
+// against the model's vocab_size (check_vocab_fit: an error when a token the text format needs is
+// not a row of the model; a logged warning when the tokenizer has more ids than the model, unless
+// fit is given: it then receives the counts and nothing is logged).
+StatusOr<text::Tokenizer> load_tokenizer(const Checkpoint& checkpoint, VocabFit* fit = nullptr);
 
 }  // namespace kiln
 

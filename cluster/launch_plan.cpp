@@ -98,6 +98,14 @@ int64_t cache_tokens_per_rank(const Topology& t, const ModelConfig& c) {
   return t.scheduler.max_sequences * context;
 }
 
+int64_t served_context(const Topology& t, const ModelConfig& c) {
+  const int64_t page = t.cache.page_tokens;
+  const int64_t pages = std::max<int64_t>(1, (cache_tokens_per_rank(t, c) + page - 1) / page);
+  int64_t context = std::min(c.max_context, pages * page);
+  if (t.cache.max_context > 0) context = std::min(context, t.cache.max_context);
+  return context;
+}
+
 uint64_t required_rank_bytes(const Topology& t, const ModelConfig& c, const RankMemory& m) {
   return m.weight_bytes +
          m.kda_state_bytes_per_sequence * static_cast<uint64_t>(t.scheduler.max_sequences) +

@@ -32,6 +32,10 @@ struct LaunchCheck {
 // Tokens of MLA latent cache one rank holds: cache.max_pages x page_tokens when set, else
 // scheduler.max_sequences x cache.max_context (0 = the model's max_context).
 int64_t cache_tokens_per_rank(const Topology& topology, const ModelConfig& config);
+// Tokens one sequence may hold (prompt + output): the model's max_context, capped by
+// cache.max_context when set and by the whole cache of a rank (cache_tokens_per_rank rounded up
+// to whole pages), so a small cache never advertises the model's full context.
+int64_t served_context(const Topology& topology, const ModelConfig& config);
 // What one rank needs: weights + KDA state x max_sequences + MLA bytes/token x cache tokens.
 uint64_t required_rank_bytes(const Topology& topology, const ModelConfig& config,
                              const RankMemory& memory);

@@ -12,6 +12,8 @@ namespace kiln {
 
 namespace {
 
+constexpr int32_t kKimiSpecialIds = 256;
+
 // A Kimi-format template whose default system turn is the model card's example prompt.
 constexpr const char* kDemoChatTemplate =
     "{%- for message in messages -%}"
@@ -45,8 +47,9 @@ StatusOr<DemoVocab> build_demo_vocab(int64_t vocab_size) {
   if (vocab_size < 512 || vocab_size > (1 << 22)) {
     return invalid_argument("vocab_size {} is outside [512, 4194304] for a generated model", vocab_size);
   }
-  const int32_t n_special = vocab_size >= 4096 ? 256 : 32;
-  const int32_t n_ranks = static_cast<int32_t>(vocab_size) - n_special;
+  // Kimi's HF tokenizer always has 256 special ids after the ranks (named or reserved), so
+  // vocab_size = ranks + 256 makes the tokenizer's ids exactly the model's rows in both layouts.
+  const int32_t n_ranks = static_cast<int32_t>(vocab_size) - kKimiSpecialIds;
   text::TrainedVocab v = text::train_bpe(text::builtin_training_text(), n_ranks - 256,
                                          text::PreTokenizer::kKimiK2);
   fill_with_pairs(v, n_ranks);

@@ -19,7 +19,8 @@ struct DemoVocab {
   std::function<void(GgufWriter&)> add_to_gguf;
 };
 
-// vocab_size counts BPE ranks plus specials.
+// vocab_size counts BPE ranks plus the 256 special ids that follow them (Kimi's named specials
+// and reserved ids), so both tokenizer forms have exactly vocab_size ids, one per model row.
 StatusOr<DemoVocab> build_demo_vocab(int64_t vocab_size);
 
 }  // namespace kiln

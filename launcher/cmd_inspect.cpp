@@ -1,7 +1,9 @@
-// kiln inspect: the config, tensors, dtypes, bytes and per-sequence state sizes of a checkpoint.
+// kiln inspect: the config, the model's and the tokenizer's vocabulary sizes, tensors, dtypes,
+// bytes and per-sequence state sizes of a checkpoint.
 #include <cstdio>
 #include <map>
 
+#include "cluster/generation.h"
 #include "launcher/commands.h"
 #include "shard/model.h"
 
@@ -27,7 +29,10 @@ int run_inspect(const InspectArgs& a) {
   if (!model.ok()) return fail(model.status());
   const Checkpoint& ck = (*model)->checkpoint();
   const ModelConfig& c = ck.config();
-  std::printf("%s\n%s\n\n", ck.path().c_str(), c.describe().c_str());
+  VocabFit fit;
+  auto tokenizer = load_tokenizer(ck, &fit);
+  if (!tokenizer.ok()) return fail(tokenizer.status());
+  std::printf("%s\n%s\n%s\n\n", ck.path().c_str(), c.describe().c_str(), fit.describe().c_str());
   std::map<std::string, std::pair<int64_t, uint64_t>> by_dtype;
   int64_t params = 0;
   for (const TensorRef& t : ck.tensors()) {

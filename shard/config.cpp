@@ -1,4 +1,4 @@
-// ModelConfig parsing (HF config.json, GGUF metadata) and validation.
+// ModelConfig parsing (HF config.json, GGUF metadata); validation is in config_validate.cpp.
 #include "shard/config.h"
 
 #include <fstream>
@@ -20,82 +20,6 @@ int64_t ModelConfig::num_kda_layers() const {
 }
 int64_t ModelConfig::num_mla_layers() const {
   return static_cast<int64_t>(layer_kinds.size()) - num_kda_layers();
-}
-
-namespace {
-
-Status require_positive(const char* field, int64_t v) {
-  if (v <= 0) return invalid_argument("config field '{}' must be positive, got {}", field, v);
-  return {};
-}
-
-}  // namespace
-
-Status ModelConfig::validate() const {
-  KILN_RETURN_IF_ERROR(require_positive("vocab_size", vocab_size));
-  KILN_RETURN_IF_ERROR(require_positive("hidden_size", hidden_size));
-  KILN_RETURN_IF_ERROR(require_positive("num_hidden_layers", num_layers));
-  if (static_cast<int64_t>(layer_kinds.size()) != num_layers) {
-    return invalid_argument("config: {} layer kinds for num_hidden_layers = {}",
-                            layer_kinds.size(), num_layers);
-  }
-  if (!(rms_norm_eps > 0.0f) || rms_norm_eps > 1.0f) {
-    return invalid_argument("config field 'rms_norm_eps' must be in (0, 1], got {}", rms_norm_eps);
-  }
-  if (num_kda_layers() > 0) {
-    KILN_RETURN_IF_ERROR(require_positive("linear_attn_config.num_heads", kda_num_heads));
-    KILN_RETURN_IF_ERROR(require_positive("linear_attn_config.head_dim", kda_head_dim));
-    KILN_RETURN_IF_ERROR(
-        require_positive("linear_attn_config.short_conv_kernel_size", kda_conv_kernel));
-    KILN_RETURN_IF_ERROR(require_positive("kda gate rank", kda_gate_rank));
-    if (kda_conv_kernel > 16) {
-      return invalid_argument("config field 'linear_attn_config.short_conv_kernel_size' = {} is "
-                              "larger than 16", kda_conv_kernel);
-    }
-  }
-  if (num_mla_layers() > 0) {
-    KILN_RETURN_IF_ERROR(require_positive("num_attention_heads", mla_num_heads));
-    KILN_RETURN_IF_ERROR(require_positive("kv_lora_rank", kv_lora_rank));
-    KILN_RETURN_IF_ERROR(require_positive("qk_nope_head_dim", qk_nope_head_dim));
-    KILN_RETURN_IF_ERROR(require_positive("v_head_dim", v_head_dim));
-    if (qk_rope_head_dim < 0) {
-      return invalid_argument("config field 'qk_rope_head_dim' must be >= 0, got {}",
-                              qk_rope_head_dim);
-    }
-  }
-  if (first_k_dense_replace < 0 || first_k_dense_replace > num_layers) {
-    return invalid_argument("config field 'first_k_dense_replace' = {} is outside [0, {}]",
-                            first_k_dense_replace, num_layers);
-  }
-  if (first_k_dense_replace > 0) {
-    KILN_RETURN_IF_ERROR(require_positive("intermediate_size", intermediate_size));
-  }
-  if (first_k_dense_replace < num_layers) {
-    KILN_RETURN_IF_ERROR(require_positive("num_experts", num_experts));
-    KILN_RETURN_IF_ERROR(require_positive("num_experts_per_token", experts_per_token));
-    KILN_RETURN_IF_ERROR(require_positive("moe_intermediate_size", moe_intermediate_size));
-    if (experts_per_token > num_experts) {
-      return invalid_argument("config field 'num_experts_per_token' = {} exceeds num_experts = {}",
-                              experts_per_token, num_experts);
-    }
-    if (num_shared_experts < 0) {
-      return invalid_argument("config field 'num_shared_experts' must be >= 0, got {}",
-                              num_shared_experts);
-    }
-    if (!(routed_scaling_factor > 0.0f)) {
-      return invalid_argument("config field 'routed_scaling_factor' must be positive, got {}",
-                              routed_scaling_factor);
-    }
-  }
-  for (auto [field, id] : {std::pair{"bos_token_id", bos_token_id},
-                           std::pair{"eos_token_id", eos_token_id},
-                           std::pair{"pad_token_id", pad_token_id}}) {
-    if (id >= vocab_size) {
-      return invalid_argument("config field '{}' = {} is not below vocab_size = {}", field, id,
-                              vocab_size);
-    }
-  }
-  return {};
 }
 
 std::string ModelConfig::describe() const {
@@ -211,6 +135,22 @@ Status layer_kinds_from_lists(const std::vector<int64_t>& kda, const std::vector
   return {};
 }
 
+// The context length: model_max_length, else max_position_embeddings, else 2^20. Each key that
+// is present must be a length in [1, kMaxConfigTokens], named when it is not.
+StatusOr<int64_t> context_length(const JsonFields& f) {
+  std::optional<int64_t> found;
+  for (const char* key : {"model_max_length", "max_position_embeddings"}) {
+    if (f.find(key) == nullptr) continue;
+    KILN_ASSIGN_OR_RETURN(int64_t v, f.get_int(key));
+    if (v < 1 || v > kMaxConfigTokens) {
+      return invalid_argument("config field '{}' = {} is outside [1, {}]", key, v,
+                              kMaxConfigTokens);
+    }
+    if (!found) found = v;
+  }
+  return found.value_or(int64_t{1} << 20);
+}
+
 Status parse_hf_fields(const JsonFields& f, const JsonFields& la, ModelConfig& c) {
   KILN_ASSIGN_OR_RETURN(c.vocab_size, f.get_int("vocab_size"));
   KILN_ASSIGN_OR_RETURN(c.hidden_size, f.get_int("hidden_size"));
@@ -218,10 +158,7 @@ Status parse_hf_fields(const JsonFields& f, const JsonFields& la, ModelConfig& c
   KILN_ASSIGN_OR_RETURN(double eps, f.get_float("rms_norm_eps", 1e-5));
   c.rms_norm_eps = static_cast<float>(eps);
   KILN_ASSIGN_OR_RETURN(c.tie_word_embeddings, f.get_bool("tie_word_embeddings", false));
-  KILN_ASSIGN_OR_RETURN(c.max_context, f.get_int("model_max_length", int64_t{0}));
-  if (c.max_context == 0) {
-    KILN_ASSIGN_OR_RETURN(c.max_context, f.get_int("max_position_embeddings", int64_t{1048576}));
-  }
+  KILN_ASSIGN_OR_RETURN(c.max_context, context_length(f));
   KILN_ASSIGN_OR_RETURN(c.intermediate_size, f.get_int("intermediate_size", int64_t{0}));
   KILN_ASSIGN_OR_RETURN(c.mla_num_heads, f.get_int("num_attention_heads"));
   KILN_ASSIGN_OR_RETURN(c.kv_lora_rank, f.get_int("kv_lora_rank"));

@@ -15,6 +15,19 @@ class GgufFile;
 enum class LayerKind : uint8_t { kKda, kMla };
 enum class CheckpointFormat : uint8_t { kHf, kGguf };
 
+// Bounds of validate(). Token ids and positions fit the 32-bit values the kernels and the
+// scheduler use; widths are bounded so that every size product kiln forms from the config (a
+// layer's expert bytes, logits rows, cache bytes) fits in 64 bits; top-k and the short conv are
+// bounded by the kernels' fixed-size buffers (kernels/cpu/moe.cpp, kernels/cpu/conv.cpp).
+inline constexpr int64_t kMaxConfigTokens = 2147483647;  // vocab_size, context length
+inline constexpr int64_t kMaxConfigLayers = 4096;
+inline constexpr int64_t kMaxConfigWidth = int64_t{1} << 16;  // hidden_size, kv_lora_rank
+inline constexpr int64_t kMaxConfigHeads = 4096;             // heads and per-head dims
+inline constexpr int64_t kMaxConfigFfn = int64_t{1} << 18;   // (expert) intermediate sizes
+inline constexpr int64_t kMaxConfigExperts = 4096;
+inline constexpr int64_t kMaxConfigTopK = 64;
+inline constexpr int64_t kMaxConfigConvTaps = 16;
+
 struct ModelConfig {
   std::string name;
   int64_t vocab_size = 0;
@@ -66,7 +79,10 @@ struct ModelConfig {
   int64_t num_kda_layers() const;
   int64_t num_mla_layers() const;
 
-  // Checks internal consistency; the message names the offending field.
+  // Checks every value against its meaning and the bounds below (positive sizes, finite positive
+  // epsilons and scale, top-k within the experts, special ids inside the vocabulary) and the
+  // fields against each other. The message names the offending key as the file spells it
+  // (config.json key or GGUF kimi-linear.* key, by `format`) and gives the allowed range.
   Status validate() const;
   // Pretty multi-line summary (kiln inspect).
   std::string describe() const;

@@ -49,7 +49,7 @@ Engine::Engine(KimiLinearModel& model, cpu::ThreadPool& pool, StateCache& state,
       control_(control),
       options_(options),
       metrics_(metrics),
-      scheduler_(options.scheduler, tokenizer, metrics) {
+      scheduler_(options.scheduler, model.config().vocab_size, tokenizer, metrics) {
   KILN_CHECK(state.n_slots() >= options.scheduler.max_sequences);
   KILN_CHECK(state.n_pages() >= options.scheduler.n_pages);
   KILN_CHECK(state.page_tokens() == options.scheduler.page_tokens);
@@ -146,7 +146,7 @@ bool Engine::step() {
   // A plan the model rejects means the scheduler and the state disagree: a bug, and the other
   // ranks are in the same forward, so the whole job must end.
   KILN_CHECK_MSG(s.ok(), "engine step failed");
-  scheduler_.complete_step(logits_.data(), model_.config().vocab_size);
+  scheduler_.complete_step(logits_.data());
   if (metrics_ != nullptr) {
     metrics_->observe("step_time_seconds",
                       std::chrono::duration<double>(Clock::now() - t0).count(), R"(rank="0")");

@@ -11,6 +11,8 @@
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
 
+#include "cluster/vocab_fit.h"
+
 namespace kiln::serve {
 namespace {
 
@@ -199,6 +201,21 @@ int64_t unix_now() {
       .count();
 }
 
+// Text can tokenize to ids the model has no rows for (a tokenizer with reserved ids above
+// vocab_size): 400 on `param`, naming the token.
+std::optional<ApiError> check_prompt_ids(const ServerState& st, const std::vector<int32_t>& ids,
+                                         const char* param) {
+  if (st.limits.vocab_size <= 0) return std::nullopt;
+  const int64_t at = first_id_outside(ids, st.limits.vocab_size);
+  if (at < 0) return std::nullopt;
+  const int32_t id = ids[static_cast<size_t>(at)];
+  return bad_request(fmt::format("token {} of the prompt is {} (id {}), which this model cannot "
+                                 "embed (vocab_size {})",
+                                 at, to_valid_utf8(st.tokenizer.load()->token_bytes(id)), id,
+                                 st.limits.vocab_size),
+                     param);
+}
+
 RouteResult generate(ServerState& st, Endpoint endpoint, const HttpRequest& req) {
   auto parsed_or = parse_request(endpoint, req.body, st.limits);
   if (auto* e = std::get_if<ApiError>(&parsed_or)) return error_response(st, *e);
@@ -215,6 +232,9 @@ RouteResult generate(ServerState& st, Endpoint endpoint, const HttpRequest& req)
     prompt = p.prompt_ids;
   }
   if (prompt.empty()) return error_response(st, bad_request("the prompt has no tokens", "prompt"));
+  if (auto e = check_prompt_ids(st, prompt, chat ? "messages" : "prompt")) {
+    return error_response(st, *e);
+  }
   auto max_tokens = resolve_max_tokens(p, static_cast<int64_t>(prompt.size()), st.limits);
   if (auto* e = std::get_if<ApiError>(&max_tokens)) return error_response(st, *e);
 
@@ -313,6 +333,9 @@ RouteResult tokenize(ServerState& st, const HttpRequest& req) {
     ids = st.tokenizer.load()->encode(*t.prompt, true);
   } else {
     ids = st.tokenizer.load()->encode(text::render_chat(t.messages, st.chat), true);
+  }
+  if (auto e = check_prompt_ids(st, ids, t.prompt ? "prompt" : "messages")) {
+    return error_response(st, *e);
   }
   count_request(st, 200);
   return json_response(200, tokenize_body(ids, st.limits.context));

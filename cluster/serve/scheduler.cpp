@@ -14,6 +14,14 @@ double seconds_since(Clock::time_point t) {
   return std::chrono::duration<double>(Clock::now() - t).count();
 }
 
+// The model's raw logits are finite; a NaN or ±inf means the forward broke down (bad weights,
+// overflow) and nothing sampled from the row would mean anything.
+bool all_finite(const float* x, int64_t n) {
+  for (int64_t i = 0; i < n; ++i)
+    if (!std::isfinite(x[i])) return false;
+  return true;
+}
+
 bool contains(const std::vector<int32_t>& v, int32_t x) {
   return std::find(v.begin(), v.end(), x) != v.end();
 }
@@ -54,8 +62,14 @@ struct Scheduler::Active {
   bool done = false;  // every choice finished or the request was dropped
 };
 
-Scheduler::Scheduler(SchedulerOptions options, const text::Tokenizer& tokenizer, Metrics* metrics)
-    : options_(options), tokenizer_(tokenizer), metrics_(metrics), eos_ids_(tokenizer.eos_ids()) {
+Scheduler::Scheduler(SchedulerOptions options, int64_t vocab, const text::Tokenizer& tokenizer,
+                     Metrics* metrics)
+    : options_(options),
+      vocab_(vocab),
+      tokenizer_(tokenizer),
+      metrics_(metrics),
+      eos_ids_(tokenizer.eos_ids()) {
+  KILN_CHECK(vocab_ > 0);
   KILN_CHECK(options_.max_sequences > 0 && options_.n_pages > 0 && options_.page_tokens > 0);
   KILN_CHECK(options_.prefill_chunk > 0 && options_.prefill_chunk <= options_.max_batch_tokens);
   KILN_CHECK(options_.max_sequences <= options_.max_batch_tokens);
@@ -130,8 +144,8 @@ void Scheduler::admit() {
     for (int i = 0; i < r.params.n; ++i) {
       // Choices draw from decorrelated streams; choice 0 uses the request's seed as given.
       const uint64_t s = seed + static_cast<uint64_t>(i) * 0x9E3779B97F4A7C15ull;
-      auto seq = std::make_unique<Sequence>(active.get(), i, r.params.sampling, s,
-                                            tokenizer_.vocab_size(), tokenizer_, r.params.stop);
+      auto seq = std::make_unique<Sequence>(active.get(), i, r.params.sampling, s, vocab_,
+                                            tokenizer_, r.params.stop);
       seq->slot = free_slots_.back();
       free_slots_.pop_back();
       for (int64_t p = 0; p < per_seq; ++p) {
@@ -208,12 +222,23 @@ StepPlan Scheduler::next_step() {
   return plan;
 }
 
-void Scheduler::complete_step(const float* logits, int64_t vocab) {
+void Scheduler::complete_step(const float* logits) {
+  const int64_t vocab = vocab_;
   int64_t row = 0;
   for (const Planned& p : planned_) {
     Sequence& s = *p.seq;
     const EngineRequest& r = *s.owner->request;
     const int64_t rows = p.all_logits ? p.n_tokens : 1;
+    const bool consumed = p.all_logits || (p.samples && !s.finished);
+    if (consumed && !s.owner->done && !all_finite(logits + row * vocab, rows * vocab)) {
+      fail_request(*s.owner, 500,
+                   "the model produced non-finite logits (NaN or infinity) for this request",
+                   "nonfinite_logits");
+    }
+    if (s.owner->done) {  // failed now or earlier in this step: its rows are not used
+      row += rows;
+      continue;
+    }
     if (p.all_logits) {
       const int64_t len = static_cast<int64_t>(r.prompt.size());
       if (p.pos0 == 0) s.echo_logprobs.push_back({r.prompt[0], std::nanf(""), {}});
@@ -233,7 +258,7 @@ void Scheduler::complete_step(const float* logits, int64_t vocab) {
         e.logprobs = std::move(s.echo_logprobs);
         r.stream->push(std::move(e));
       }
-      emit_token(s, logits + (row + rows - 1) * vocab, vocab);
+      emit_token(s, logits + (row + rows - 1) * vocab);
     }
     row += rows;
   }
@@ -242,7 +267,8 @@ void Scheduler::complete_step(const float* logits, int64_t vocab) {
   publish_gauges();
 }
 
-void Scheduler::emit_token(Sequence& s, const float* row, int64_t vocab) {
+void Scheduler::emit_token(Sequence& s, const float* row) {
+  const int64_t vocab = vocab_;
   Active& a = *s.owner;
   const EngineRequest& r = *a.request;
   const GenerateParams& g = r.params;
@@ -339,6 +365,16 @@ void Scheduler::drop_request(Active& a, const std::string& reason) {
   if (metrics_ != nullptr) {
     metrics_->add("requests_aborted_total", 1, Metrics::label("reason", reason));
   }
+}
+
+void Scheduler::fail_request(Active& a, int status, const std::string& message,
+                             const std::string& reason) {
+  drop_request(a, reason);
+  Event e;
+  e.kind = Event::Kind::kError;
+  e.status = status;
+  e.message = message;
+  a.request->stream->push(std::move(e));
 }
 
 void Scheduler::abort_all(int status, const std::string& message, const std::string& reason) {

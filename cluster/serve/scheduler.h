@@ -43,8 +43,11 @@ struct SchedulerStats {
 
 class Scheduler {
  public:
-  // metrics: may be null. The metric families are defined by define_metrics().
-  Scheduler(SchedulerOptions options, const text::Tokenizer& tokenizer, Metrics* metrics);
+  // vocab: the model's vocab_size, the length of a logits row; every sampler and logprob is sized
+  // by it (the tokenizer may have more ids). metrics: may be null. The metric families are defined
+  // by define_metrics().
+  Scheduler(SchedulerOptions options, int64_t vocab, const text::Tokenizer& tokenizer,
+            Metrics* metrics);
   ~Scheduler();
   Scheduler(const Scheduler&) = delete;
   Scheduler& operator=(const Scheduler&) = delete;
@@ -64,9 +67,11 @@ class Scheduler {
   // Drops cancelled requests, admits what fits and builds the next step; an empty plan (no
   // sequences) when there is nothing to run.
   StepPlan next_step();
-  // The forward's logits for the plan returned by the last next_step(): per plan sequence either
-  // one row per token (all_logits) or one row, in plan order.
-  void complete_step(const float* logits, int64_t vocab);
+  // The forward's logits [rows][vocab] for the plan returned by the last next_step(): per plan
+  // sequence either one row per token (all_logits) or one row, in plan order. A request whose
+  // rows hold a NaN or an infinity (a numerically broken model or checkpoint) ends with an error
+  // event (500) and is freed; the other requests of the step go on.
+  void complete_step(const float* logits);
 
   // Ends every request (running and waiting) with an error event carrying `status` and
   // `message`, and frees everything.
@@ -84,10 +89,14 @@ class Scheduler {
   void finish(Sequence& seq);
   void release(Sequence& seq);
   void drop_request(Active& active, const std::string& reason);
-  void emit_token(Sequence& seq, const float* row, int64_t vocab);
+  void emit_token(Sequence& seq, const float* row);
+  // Ends a running request with an error event and frees its sequences.
+  void fail_request(Active& active, int status, const std::string& message,
+                    const std::string& reason);
   void publish_gauges();
 
   SchedulerOptions options_;
+  int64_t vocab_;
   text::Tokenizer tokenizer_;
   Metrics* metrics_;
   std::vector<int32_t> eos_ids_;

@@ -150,8 +150,7 @@ Status serve(const Topology& t, const ServeRuntime& runtime) {
   const ModelConfig& config = model.config();
 
   // Cache geometry: the same on every rank (page ids are global).
-  const int64_t context = t.cache.max_context > 0 ? std::min(t.cache.max_context, config.max_context)
-                                                  : config.max_context;
+  const int64_t context = served_context(t, config);
   const int64_t page = t.cache.page_tokens;
   const int64_t cache_tokens = cache_tokens_per_rank(t, config);
   const int64_t n_pages = std::max<int64_t>(1, (cache_tokens + page - 1) / page);

@@ -161,6 +161,28 @@ TEST_F(LaunchCheckTest, CacheTokensFollowPagesOrSequencesTimesContext) {
   EXPECT_EQ(cache_tokens_per_rank(t, config_), 160);
 }
 
+// The served context is the model's, capped by cache.max_context and by the rank's whole cache:
+// a 16-token cache never advertises the model's context, however large that is.
+TEST_F(LaunchCheckTest, ServedContextIsCappedByTheCache) {
+  ModelConfig c = config_;
+  c.max_context = kMaxConfigTokens;
+  Topology t;
+  t.scheduler.max_sequences = 1;
+  EXPECT_EQ(served_context(t, c), kMaxConfigTokens);
+  t.scheduler.max_sequences = 65536;  // the largest topology values: no overflow
+  EXPECT_EQ(served_context(t, c), kMaxConfigTokens);
+  t.cache.page_tokens = 4;
+  t.cache.max_pages = 4;
+  EXPECT_EQ(served_context(t, c), 16);
+  t.cache.max_context = 8;
+  EXPECT_EQ(served_context(t, c), 8);
+  t.cache.max_pages = 0;
+  t.cache.max_context = 100;
+  EXPECT_EQ(served_context(t, c), 100);
+  c.max_context = 50;
+  EXPECT_EQ(served_context(t, c), 50);
+}
+
 TEST_F(LaunchCheckTest, UnopenedModelStillChecksStructure) {
   Topology t;
   t.parallel.tensor = 2;
