@@ -161,6 +161,40 @@ TEST_F(LaunchCheckTest, CacheTokensFollowPagesOrSequencesTimesContext) {
   EXPECT_EQ(cache_tokens_per_rank(t, config_), 160);
 }
 
+// cache.max_context above the model's context sizes nothing: no sequence can hold more. Byte
+// counts saturate instead of wrapping.
+TEST_F(LaunchCheckTest, CacheSizingIsCappedAndSaturates) {
+  Topology t;
+  t.cache.max_context = config_.max_context * 1000;
+  EXPECT_EQ(sequence_context(t, config_), config_.max_context);
+  EXPECT_EQ(cache_tokens_per_rank(t, config_), 16 * config_.max_context);
+  ModelConfig huge = config_;
+  huge.max_context = int64_t{1} << 62;
+  t.cache.max_context = 0;
+  EXPECT_EQ(cache_tokens_per_rank(t, huge), INT64_MAX);
+  RankMemory m;
+  m.weight_bytes = 1000, m.kda_state_bytes_per_sequence = 10, m.mla_bytes_per_token = 384;
+  EXPECT_EQ(required_rank_bytes(t, huge, m), UINT64_MAX);
+  EXPECT_EQ(required_rank_bytes(t, config_, m),
+            1000u + 16u * 10u + 384u * 16u * static_cast<uint64_t>(config_.max_context));
+}
+
+// What the ranks on one host need against the memory available there, naming the keys.
+TEST_F(LaunchCheckTest, HostMemoryNamesTheKeysAndTheBytes) {
+  Topology t;
+  t.parallel.tensor = 2;
+  t.cache.max_pages = 2147483647;
+  const LaunchCheck c = check_launch(t, &config_, DType::kF32);
+  ASSERT_TRUE(c.ok()) << c.problems[0];
+  const uint64_t both = c.ranks[0].required_bytes + c.ranks[1].required_bytes;
+  EXPECT_EQ(check_host_memory(t, config_, c, 0, both), std::nullopt);
+  const auto p = check_host_memory(t, config_, c, 1, both - 1);
+  ASSERT_TRUE(p.has_value());
+  EXPECT_NE(p->find("2 rank(s) on this host need"), std::string::npos) << *p;
+  EXPECT_NE(p->find("cache.max_pages=2147483647 x cache.page_tokens=16"), std::string::npos) << *p;
+  EXPECT_NE(p->find("of memory is available"), std::string::npos) << *p;
+}
+
 TEST_F(LaunchCheckTest, UnopenedModelStillChecksStructure) {
   Topology t;
   t.parallel.tensor = 2;
