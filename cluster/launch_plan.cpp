@@ -115,6 +115,22 @@ uint64_t required_rank_bytes(const Topology& t, const ModelConfig& c, const Rank
   return sum.value_or(UINT64_MAX);
 }
 
+uint64_t activation_bytes_per_token(const ModelConfig& c) {
+  const auto u = [](int64_t v) { return static_cast<uint64_t>(std::max<int64_t>(v, 0)); };
+  const uint64_t d = u(c.hidden_size);
+  // Each term is a product of at most three config values; saturate rather than wrap.
+  const auto mul = [](uint64_t a, uint64_t b) { return checked_mul(a, b).value_or(UINT64_MAX); };
+  const auto add = [](uint64_t a, uint64_t b) { return checked_add(a, b).value_or(UINT64_MAX); };
+  uint64_t floats = mul(3, d);                                                  // h, x, delta
+  floats = add(floats, mul(add(u(c.experts_per_token), u(c.num_shared_experts)),
+                           add(mul(2, d), mul(2, u(c.moe_intermediate_size)))));  // expert rows
+  floats = add(floats, mul(2, u(c.intermediate_size)));                          // dense gate, up
+  floats = add(floats, mul(6, u(c.kda_proj_dim())));                             // q k v g beta o
+  floats = add(floats, mul(mul(2, u(c.mla_num_heads)),
+                           add(u(c.mla_qk_head_dim()), u(c.v_head_dim))));       // q, attention out
+  return mul(floats, sizeof(float));
+}
+
 std::string cache_size_keys(const Topology& t, const ModelConfig& c) {
   if (t.cache.max_pages > 0) {
     return fmt::format("cache.max_pages={} x cache.page_tokens={}", t.cache.max_pages,
@@ -134,21 +150,27 @@ std::optional<std::string> check_host_memory(const Topology& t, const ModelConfi
   if (check.ranks.empty()) return std::nullopt;
   const size_t mine = std::min(static_cast<size_t>(std::max(rank, 0)), check.ranks.size() - 1);
   const std::string& host = check.ranks[mine].place.host;
+  const uint64_t workspace =
+      checked_mul(activation_bytes_per_token(c), static_cast<uint64_t>(t.scheduler.max_batch_tokens))
+          .value_or(UINT64_MAX);
   uint64_t need = 0;
   int n = 0;
   for (const RankLayout& r : check.ranks) {
     if (r.place.host != host) continue;
-    need = checked_add(need, r.required_bytes).value_or(UINT64_MAX);
+    need = checked_add(need, checked_add(r.required_bytes, workspace).value_or(UINT64_MAX))
+               .value_or(UINT64_MAX);
     ++n;
   }
   if (need <= available) return std::nullopt;
   const RankLayout& r = check.ranks[mine];
   return fmt::format(
-      "{} rank(s) on this host need {} ({} per rank: weights {} + KDA state for "
-      "scheduler.max_sequences={} + MLA cache for {}) but {} of memory is available; lower "
-      "scheduler.max_sequences, cache.max_context or cache.max_pages",
-      n, human_bytes(need), human_bytes(r.required_bytes), human_bytes(r.memory.weight_bytes),
-      t.scheduler.max_sequences, cache_size_keys(t, c), human_bytes(available));
+      "{} rank(s) on this host need {} (per rank: weights {} + KDA state for "
+      "scheduler.max_sequences={} + MLA cache for {} = {}, + workspace for "
+      "scheduler.max_batch_tokens={} = {}) but {} of memory is available; lower "
+      "scheduler.max_sequences, cache.max_context, cache.max_pages or scheduler.max_batch_tokens",
+      n, human_bytes(need), human_bytes(r.memory.weight_bytes), t.scheduler.max_sequences,
+      cache_size_keys(t, c), human_bytes(r.required_bytes), t.scheduler.max_batch_tokens,
+      human_bytes(workspace), human_bytes(available));
 }
 
 StatusOr<DType> weight_dtype(const Topology& t, DType stored) {

@@ -51,9 +51,14 @@ StatusOr<DType> weight_dtype(const Topology& topology, DType stored);
 // (add that reason to the problems yourself). Lists every problem, not just the first.
 LaunchCheck check_launch(const Topology& topology, const ModelConfig* config, DType dtype);
 
+// Scratch bytes one batch token takes in the CPU forward (hidden states, routed + shared expert
+// rows, dense FFN rows, KDA and MLA projections): an estimate that plans
+// scheduler.max_batch_tokens. Saturates at UINT64_MAX.
+uint64_t activation_bytes_per_token(const ModelConfig& config);
 // What the ranks placed on the host of world rank `rank` (the last rank when `rank` is beyond the
-// table) need together, compared with `available` bytes of host memory: nullopt when it fits,
-// else one problem naming the bytes needed and available and the keys that size the cache.
+// table) need together — required_rank_bytes + activation_bytes_per_token x max_batch_tokens
+// each — compared with `available` bytes of host memory: nullopt when it fits, else one problem
+// naming the bytes needed and available and the keys that size the cache and the workspace.
 std::optional<std::string> check_host_memory(const Topology& topology, const ModelConfig& config,
                                              const LaunchCheck& check, int rank,
                                              uint64_t available);

@@ -186,13 +186,26 @@ TEST_F(LaunchCheckTest, HostMemoryNamesTheKeysAndTheBytes) {
   t.cache.max_pages = 2147483647;
   const LaunchCheck c = check_launch(t, &config_, DType::kF32);
   ASSERT_TRUE(c.ok()) << c.problems[0];
-  const uint64_t both = c.ranks[0].required_bytes + c.ranks[1].required_bytes;
+  const uint64_t workspace = activation_bytes_per_token(config_) * 2048;  // max_batch_tokens
+  ASSERT_GT(workspace, 0u);
+  const uint64_t both = c.ranks[0].required_bytes + c.ranks[1].required_bytes + 2 * workspace;
   EXPECT_EQ(check_host_memory(t, config_, c, 0, both), std::nullopt);
   const auto p = check_host_memory(t, config_, c, 1, both - 1);
   ASSERT_TRUE(p.has_value());
   EXPECT_NE(p->find("2 rank(s) on this host need"), std::string::npos) << *p;
   EXPECT_NE(p->find("cache.max_pages=2147483647 x cache.page_tokens=16"), std::string::npos) << *p;
+  EXPECT_NE(p->find("scheduler.max_batch_tokens=2048"), std::string::npos) << *p;
   EXPECT_NE(p->find("of memory is available"), std::string::npos) << *p;
+  // The workspace alone: 2^24 batch tokens.
+  Topology big;
+  big.scheduler.max_batch_tokens = int64_t{1} << 24;
+  const LaunchCheck one = check_launch(big, &config_, DType::kF32);
+  ASSERT_TRUE(one.ok());
+  const uint64_t need = one.ranks[0].required_bytes + (activation_bytes_per_token(config_) << 24);
+  EXPECT_EQ(check_host_memory(big, config_, one, 0, need), std::nullopt);
+  const auto q = check_host_memory(big, config_, one, 0, need - 1);
+  ASSERT_TRUE(q.has_value());
+  EXPECT_NE(q->find("workspace for scheduler.max_batch_tokens=16777216"), std::string::npos) << *q;
 }
 
 TEST_F(LaunchCheckTest, UnopenedModelStillChecksStructure) {
