@@ -63,17 +63,16 @@ int run_eval(const EvalArgs& a) {
   const int64_t vocab = model.config().vocab_size, n = static_cast<int64_t>(ids->size());
   const std::optional<uint64_t> logit_bytes =
       checked_mul(static_cast<uint64_t>(n), static_cast<uint64_t>(vocab) * sizeof(float));
-  if (Status s = check_host_allocation(logit_bytes.value_or(UINT64_MAX),
-                                       fmt::format("{}: the logits of {} tokens x {} vocab", what,
-                                                   n, vocab));
-      !s.ok()) {
-    return fail(s);
-  }
-  cpu::ThreadPool pool(a.threads);
-  pool.set_exact_activations(a.exact_activations);
-  auto made = model.new_state(1, n);
+  Status planned = check_host_allocation(
+      logit_bytes.value_or(UINT64_MAX),
+      fmt::format("{}: the logits of {} tokens x {} vocab", what, n, vocab));
+  auto made = planned.ok() ? model.new_state(1, n) : StatusOr<std::unique_ptr<StateCache>>(planned);
+  // Under mpirun every rank must hear of a failure, or the others wait in the forward.
+  if (ranked->world->world().size > 1) agree_or_abort(*ranked->world, made.status());
   if (!made.ok()) return fail(made.status());
   std::unique_ptr<StateCache> state = std::move(made).value();
+  cpu::ThreadPool pool(a.threads);
+  pool.set_exact_activations(a.exact_activations);
   std::vector<float> all, logits;
   if (a.mode == "batch") {
     Status s = model.forward(pool, *state, {{0, *ids, true}}, all);

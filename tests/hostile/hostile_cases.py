@@ -265,6 +265,11 @@ def gguf_cases(b):
         t[1] = list(reversed(t[1]))
     b.gguf_case(G, "gguf.model_tensors", "gguf_tensor_shape", shape_mismatch, r"token_embd")
 
+    b.gguf_case(G, "gguf.model_tensors", "gguf_vocab_size_mismatch",
+                lambda g: g.set_scalar("kimi-linear.vocab_size", U32,
+                                       struct.unpack("<I", g.find("kimi-linear.vocab_size")[2])[0] + 1),
+                r"token_embd|output|vocab")
+
     def missing_tensor(g):
         g.tensor("output_norm.weight")[0] = "output_norm.renamed"
     b.gguf_case(G, "gguf.model_tensors", "gguf_missing_tensor", missing_tensor, r"output_norm")
@@ -426,6 +431,8 @@ def config_cases(b):
                   lambda c: c.update(linear_attn_config=None), r"linear_attn_config")
     b.config_case(G, "config.shapes", "config_heads_not_dividing",
                   lambda c: c.update(num_attention_heads=3), r"head")
+    b.config_case(G, "config.shapes", "config_vocab_size_mismatch",
+                  lambda c: c.update(vocab_size=c["vocab_size"] + 1), r"embed_tokens|lm_head|vocab")
     b.config_case(G, "config.shapes", "config_layer_out_of_range",
                   lambda c: c["linear_attn_config"].update(kda_layers=[1, 2, 99]),
                   r"kda_layers|layer")
