@@ -29,7 +29,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import hostile_cases  # noqa: E402
+import cases_files  # noqa: E402
 
 # Case groups whose fix lives elsewhere and is not merged yet: their failures are listed but do
 # not fail the run. Empty this set once those fixes are in.
@@ -119,7 +119,7 @@ def main():
     cases_dir = os.path.join(work, "cases")
     if os.path.exists(cases_dir):
         shutil.rmtree(cases_dir)
-    cases = [c for c in hostile_cases.build_all(base, cases_dir) if a.only in c.name]
+    cases = [c for c in cases_files.build_all(base, cases_dir) if a.only in c.name]
     runs = [(c, cmd) for c in cases for cmd in c.commands]
     with ThreadPoolExecutor(max_workers=a.jobs) as pool:
         results = list(pool.map(lambda r: run_one(kiln, *r), runs))
