@@ -3,20 +3,20 @@
 #include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <new>
 
 #include "cluster/sampler.h"
 #include "cluster/text/chat_template.h"
+#include "shard/input_file.h"
 
 #include <filesystem>
-#include <fstream>
-#include <sstream>
 
 #include <boost/json.hpp>
 #include <spdlog/spdlog.h>
 
 namespace kiln {
 
-StatusOr<text::Tokenizer> load_tokenizer(const Checkpoint& checkpoint, VocabFit* fit_out) {
+StatusOr<text::Tokenizer> load_tokenizer(const Checkpoint& checkpoint, VocabFit* fit_out) try {
   auto tokenizer = checkpoint.gguf() != nullptr ? text::Tokenizer::from_gguf(*checkpoint.gguf())
                                                 : text::Tokenizer::from_hf_dir(checkpoint.path());
   if (!tokenizer.ok()) return tokenizer.status();
@@ -28,38 +28,44 @@ StatusOr<text::Tokenizer> load_tokenizer(const Checkpoint& checkpoint, VocabFit*
     spdlog::warn("{}", fit->describe());
   }
   return tokenizer;
+} catch (const std::bad_alloc&) {
+  return Status(StatusCode::kResourceExhausted,
+                fmt::format("{}: out of memory while reading the tokenizer", checkpoint.path()));
 }
 
 namespace {
 
-// The checkpoint's chat template text, if it has one.
-std::optional<std::string> chat_template_text(const Checkpoint& ck) {
+// The checkpoint's chat template text, if it has one. A template file that exists but cannot be
+// read (not a regular file, over its size cap) is an error naming it.
+StatusOr<std::optional<std::string>> chat_template_text(const Checkpoint& ck) {
   if (ck.gguf() != nullptr) {
     auto t = ck.gguf()->get_string("tokenizer.chat_template");
-    if (t.ok()) return *t;
-    return std::nullopt;
+    if (t.ok()) return std::optional<std::string>(*t);
+    return std::optional<std::string>();
   }
   const std::filesystem::path dir(ck.path());
   for (const char* name : {"chat_template.jinja", "tokenizer_config.json"}) {
-    std::ifstream f(dir / name, std::ios::binary);
-    if (!f) continue;
-    std::stringstream ss;
-    ss << f.rdbuf();
-    if (std::string(name) == "chat_template.jinja") return ss.str();
+    const bool jinja = std::string(name) == "chat_template.jinja";
+    auto text = read_input_file((dir / name).string(),
+                                jinja ? kMaxTemplateFileBytes : kMaxJsonFileBytes);
+    if (!text.ok() && text.status().code() == StatusCode::kNotFound) continue;
+    if (!text.ok()) return text.status();
+    if (jinja) return std::optional<std::string>(std::move(*text));
     boost::system::error_code ec;
-    boost::json::value v = boost::json::parse(ss.str(), ec);
+    boost::json::value v = boost::json::parse(*text, ec);
     if (ec || !v.is_object()) continue;
     const auto* t = v.as_object().if_contains("chat_template");
-    if (t != nullptr && t->is_string()) return std::string(t->as_string());
+    if (t != nullptr && t->is_string()) return std::optional<std::string>(std::string(t->as_string()));
   }
-  return std::nullopt;
+  return std::optional<std::string>();
 }
 
 }  // namespace
 
-text::ChatOptions chat_options(const Checkpoint& checkpoint) {
+StatusOr<text::ChatOptions> chat_options(const Checkpoint& checkpoint) {
   text::ChatOptions options;
-  if (auto tmpl = chat_template_text(checkpoint)) {
+  KILN_ASSIGN_OR_RETURN(const std::optional<std::string> tmpl, chat_template_text(checkpoint));
+  if (tmpl) {
     if (auto d = text::default_system_from_template(*tmpl)) options.default_system = *d;
   }
   return options;
@@ -67,7 +73,7 @@ text::ChatOptions chat_options(const Checkpoint& checkpoint) {
 
 StatusOr<std::string> render_chat_prompt(const Checkpoint& checkpoint, const std::string& system,
                                          const std::string& user) {
-  text::ChatOptions options = chat_options(checkpoint);
+  KILN_ASSIGN_OR_RETURN(text::ChatOptions options, chat_options(checkpoint));
   std::vector<text::ChatMessage> messages;
   if (!system.empty()) messages.push_back({"system", system, {}, {}, {}});
   messages.push_back({"user", user, {}, {}, {}});

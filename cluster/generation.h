@@ -50,8 +50,9 @@ StatusOr<text::Tokenizer> load_tokenizer(const Checkpoint& checkpoint, VocabFit*
 namespace kiln {
 // The prompt as one user turn in the checkpoint's chat format: the default system text comes
 // from the checkpoint's chat template when it has one (system, when not empty, overrides it).
-// Chat rendering options for the checkpoint: the default system text of its chat template.
-text::ChatOptions chat_options(const Checkpoint& checkpoint);
+// Chat rendering options for the checkpoint: the default system text of its chat template. An
+// error names a template file that exists but cannot be read.
+StatusOr<text::ChatOptions> chat_options(const Checkpoint& checkpoint);
 StatusOr<std::string> render_chat_prompt(const Checkpoint& checkpoint, const std::string& system,
                                          const std::string& user);
 }  // namespace kiln

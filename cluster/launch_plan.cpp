@@ -9,15 +9,17 @@
 
 #include <fmt/format.h>
 
+#include "kernels/base/checked_math.h"
+
 namespace kiln {
 
 namespace {
 
 std::string human_bytes(uint64_t bytes) {
-  const char* units[] = {"B", "KiB", "MiB", "GiB", "TiB"};
+  const char* units[] = {"B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB"};
   double b = static_cast<double>(bytes);
   int u = 0;
-  while (b >= 1024.0 && u < 4) b /= 1024.0, ++u;
+  while (b >= 1024.0 && u < 6) b /= 1024.0, ++u;
   return u == 0 ? fmt::format("{} B", bytes) : fmt::format("{:.2f} {}", b, units[u]);
 }
 
@@ -92,24 +94,90 @@ void check_memory(const Topology& t, const ModelConfig& c, const std::vector<Ran
 
 }  // namespace
 
+int64_t sequence_context(const Topology& t, const ModelConfig& c) {
+  return t.cache.max_context > 0 ? std::min(t.cache.max_context, c.max_context) : c.max_context;
+}
+
 int64_t cache_tokens_per_rank(const Topology& t, const ModelConfig& c) {
-  if (t.cache.max_pages > 0) return t.cache.max_pages * t.cache.page_tokens;
-  const int64_t context = t.cache.max_context > 0 ? t.cache.max_context : c.max_context;
-  return t.scheduler.max_sequences * context;
+  if (t.cache.max_pages > 0) {
+    return checked_mul(t.cache.max_pages, t.cache.page_tokens).value_or(INT64_MAX);
+  }
+  return checked_mul(t.scheduler.max_sequences, sequence_context(t, c)).value_or(INT64_MAX);
 }
 
 int64_t served_context(const Topology& t, const ModelConfig& c) {
   const int64_t page = t.cache.page_tokens;
-  const int64_t pages = std::max<int64_t>(1, (cache_tokens_per_rank(t, c) + page - 1) / page);
-  int64_t context = std::min(c.max_context, pages * page);
-  if (t.cache.max_context > 0) context = std::min(context, t.cache.max_context);
-  return context;
+  const int64_t tokens = cache_tokens_per_rank(t, c);  // saturated: no rounding up past INT64_MAX
+  const int64_t pages = std::max<int64_t>(1, tokens / page + (tokens % page != 0 ? 1 : 0));
+  return std::min(sequence_context(t, c), checked_mul(pages, page).value_or(INT64_MAX));
 }
 
 uint64_t required_rank_bytes(const Topology& t, const ModelConfig& c, const RankMemory& m) {
-  return m.weight_bytes +
-         m.kda_state_bytes_per_sequence * static_cast<uint64_t>(t.scheduler.max_sequences) +
-         m.mla_bytes_per_token * static_cast<uint64_t>(cache_tokens_per_rank(t, c));
+  const auto seqs = static_cast<uint64_t>(t.scheduler.max_sequences);
+  const auto tokens = static_cast<uint64_t>(std::max<int64_t>(0, cache_tokens_per_rank(t, c)));
+  const std::optional<uint64_t> kda = checked_mul(m.kda_state_bytes_per_sequence, seqs);
+  const std::optional<uint64_t> mla = checked_mul(m.mla_bytes_per_token, tokens);
+  std::optional<uint64_t> sum = kda && mla ? checked_add(*kda, *mla) : std::nullopt;
+  if (sum) sum = checked_add(*sum, m.weight_bytes);
+  return sum.value_or(UINT64_MAX);
+}
+
+uint64_t activation_bytes_per_token(const ModelConfig& c) {
+  const auto u = [](int64_t v) { return static_cast<uint64_t>(std::max<int64_t>(v, 0)); };
+  const uint64_t d = u(c.hidden_size);
+  // Each term is a product of at most three config values; saturate rather than wrap.
+  const auto mul = [](uint64_t a, uint64_t b) { return checked_mul(a, b).value_or(UINT64_MAX); };
+  const auto add = [](uint64_t a, uint64_t b) { return checked_add(a, b).value_or(UINT64_MAX); };
+  uint64_t floats = mul(3, d);                                                  // h, x, delta
+  floats = add(floats, mul(add(u(c.experts_per_token), u(c.num_shared_experts)),
+                           add(mul(2, d), mul(2, u(c.moe_intermediate_size)))));  // expert rows
+  floats = add(floats, mul(2, u(c.intermediate_size)));                          // dense gate, up
+  floats = add(floats, mul(6, u(c.kda_proj_dim())));                             // q k v g beta o
+  floats = add(floats, mul(mul(2, u(c.mla_num_heads)),
+                           add(u(c.mla_qk_head_dim()), u(c.v_head_dim))));       // q, attention out
+  return mul(floats, sizeof(float));
+}
+
+std::string cache_size_keys(const Topology& t, const ModelConfig& c) {
+  if (t.cache.max_pages > 0) {
+    return fmt::format("cache.max_pages={} x cache.page_tokens={}", t.cache.max_pages,
+                       t.cache.page_tokens);
+  }
+  const std::string context =
+      t.cache.max_context > 0 && t.cache.max_context <= c.max_context
+          ? fmt::format("cache.max_context={}", t.cache.max_context)
+          : fmt::format("the model's context of {} tokens (cache.max_context={})", c.max_context,
+                        t.cache.max_context);
+  return fmt::format("scheduler.max_sequences={} x {}", t.scheduler.max_sequences, context);
+}
+
+std::optional<std::string> check_host_memory(const Topology& t, const ModelConfig& c,
+                                             const LaunchCheck& check, int rank,
+                                             uint64_t available) {
+  if (check.ranks.empty()) return std::nullopt;
+  const size_t mine = std::min(static_cast<size_t>(std::max(rank, 0)), check.ranks.size() - 1);
+  const std::string& host = check.ranks[mine].place.host;
+  const uint64_t workspace =
+      checked_mul(activation_bytes_per_token(c), static_cast<uint64_t>(t.scheduler.max_batch_tokens))
+          .value_or(UINT64_MAX);
+  uint64_t need = 0;
+  int n = 0;
+  for (const RankLayout& r : check.ranks) {
+    if (r.place.host != host) continue;
+    need = checked_add(need, checked_add(r.required_bytes, workspace).value_or(UINT64_MAX))
+               .value_or(UINT64_MAX);
+    ++n;
+  }
+  if (need <= available) return std::nullopt;
+  const RankLayout& r = check.ranks[mine];
+  return fmt::format(
+      "{} rank(s) on this host need {} (per rank: weights {} + KDA state for "
+      "scheduler.max_sequences={} + MLA cache for {} = {}, + workspace for "
+      "scheduler.max_batch_tokens={} = {}) but {} of memory is available; lower "
+      "scheduler.max_sequences, cache.max_context, cache.max_pages or scheduler.max_batch_tokens",
+      n, human_bytes(need), human_bytes(r.memory.weight_bytes), t.scheduler.max_sequences,
+      cache_size_keys(t, c), human_bytes(r.required_bytes), t.scheduler.max_batch_tokens,
+      human_bytes(workspace), human_bytes(available));
 }
 
 StatusOr<DType> weight_dtype(const Topology& t, DType stored) {

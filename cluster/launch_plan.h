@@ -5,6 +5,7 @@
 #pragma once
 
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -29,16 +30,23 @@ struct LaunchCheck {
   bool ok() const { return problems.empty(); }
 };
 
+// Tokens one sequence may hold: cache.max_context capped at the model's max_context (0 = the
+// model's).
+int64_t sequence_context(const Topology& topology, const ModelConfig& config);
 // Tokens of MLA latent cache one rank holds: cache.max_pages x page_tokens when set, else
-// scheduler.max_sequences x cache.max_context (0 = the model's max_context).
+// scheduler.max_sequences x sequence_context. Saturates at INT64_MAX.
 int64_t cache_tokens_per_rank(const Topology& topology, const ModelConfig& config);
 // Tokens one sequence may hold (prompt + output): the model's max_context, capped by
 // cache.max_context when set and by the whole cache of a rank (cache_tokens_per_rank rounded up
 // to whole pages), so a small cache never advertises the model's full context.
 int64_t served_context(const Topology& topology, const ModelConfig& config);
 // What one rank needs: weights + KDA state x max_sequences + MLA bytes/token x cache tokens.
+// Checked arithmetic; saturates at UINT64_MAX.
 uint64_t required_rank_bytes(const Topology& topology, const ModelConfig& config,
                              const RankMemory& memory);
+// The keys and values that size one rank's cache, for messages:
+// "cache.max_pages=N x cache.page_tokens=T" or "scheduler.max_sequences=S x cache.max_context=C".
+std::string cache_size_keys(const Topology& topology, const ModelConfig& config);
 
 // The weight dtype the ranks hold: model.dtype, or `stored` when it is "auto".
 StatusOr<DType> weight_dtype(const Topology& topology, DType stored);
@@ -46,6 +54,18 @@ StatusOr<DType> weight_dtype(const Topology& topology, DType stored);
 // Checks `topology` against the model. `config` is nullptr when the model could not be opened
 // (add that reason to the problems yourself). Lists every problem, not just the first.
 LaunchCheck check_launch(const Topology& topology, const ModelConfig* config, DType dtype);
+
+// Scratch bytes one batch token takes in the CPU forward (hidden states, routed + shared expert
+// rows, dense FFN rows, KDA and MLA projections): an estimate that plans
+// scheduler.max_batch_tokens. Saturates at UINT64_MAX.
+uint64_t activation_bytes_per_token(const ModelConfig& config);
+// What the ranks placed on the host of world rank `rank` (the last rank when `rank` is beyond the
+// table) need together — required_rank_bytes + activation_bytes_per_token x max_batch_tokens
+// each — compared with `available` bytes of host memory: nullopt when it fits, else one problem
+// naming the bytes needed and available and the keys that size the cache and the workspace.
+std::optional<std::string> check_host_memory(const Topology& topology, const ModelConfig& config,
+                                             const LaunchCheck& check, int rank,
+                                             uint64_t available);
 
 // The placement table, one line per rank, with a header line.
 std::string format_placement(const std::vector<RankLayout>& ranks);

@@ -2,13 +2,12 @@
 // value reported with its path and line, then structural validation), "dotted.key=value"
 // overrides checked by the same key table, and the effective config written back as YAML.
 #include <filesystem>
-#include <fstream>
-#include <sstream>
 
 #include <fmt/format.h>
 
 #include "cluster/topology.h"
 #include "cluster/topology_schema.h"
+#include "shard/input_file.h"
 
 namespace kiln {
 namespace {
@@ -16,7 +15,7 @@ namespace {
 using topology_detail::Field;
 using topology_detail::ReadCtx;
 
-constexpr size_t kMaxTopologyBytes = 1 << 20;
+constexpr size_t kMaxTopologyBytes = kMaxTopologyFileBytes;
 
 std::vector<std::string> known_keys() {
   std::vector<std::string> keys;
@@ -118,21 +117,12 @@ StatusOr<Topology> parse_topology(const std::string& yaml_text, const std::strin
 }
 
 StatusOr<Topology> load_topology(const std::string& path) {
-  std::error_code ec;
-  if (!std::filesystem::is_regular_file(path, ec)) {
+  auto text = read_input_file(path, kMaxTopologyBytes);
+  if (!text.ok() && text.status().code() == StatusCode::kNotFound) {
     return not_found("{}: no such topology file", path);
   }
-  auto size = std::filesystem::file_size(path, ec);
-  if (ec) return not_found("{}: cannot read: {}", path, ec.message());
-  if (size > kMaxTopologyBytes) {
-    return invalid_argument("{}: file is {} bytes; a topology is at most {} bytes", path, size,
-                            kMaxTopologyBytes);
-  }
-  std::ifstream in(path, std::ios::binary);
-  std::ostringstream text;
-  text << in.rdbuf();
-  if (!in) return not_found("{}: cannot read", path);
-  return parse_topology(text.str(), path);
+  if (!text.ok()) return text.status();
+  return parse_topology(*text, path);
 }
 
 Status apply_override(Topology& topology, const std::string& assignment) {

@@ -4,6 +4,7 @@
 // --print-config handling shared by the commands that run the model.
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
@@ -14,6 +15,8 @@
 #include "cluster/launch_plan.h"
 #include "launcher/commands.h"
 #include "shard/checkpoint.h"
+#include "shard/input_file.h"
+#include "shard/memory_budget.h"
 
 namespace kiln::launcher {
 
@@ -33,8 +36,18 @@ DType stored_matrix_dtype(const Checkpoint& ck) {
   return dtype;
 }
 
+// This process's world rank under mpirun (0 outside it).
+int launched_rank() {
+  for (const char* name : {"OMPI_COMM_WORLD_RANK", "PMI_RANK"}) {
+    if (const char* v = std::getenv(name)) return std::max(0, std::atoi(v));
+  }
+  return 0;
+}
+
 // check_launch with the model opened from model.path; an unopenable model is one more problem.
-LaunchCheck check_with_model_file(const Topology& t) {
+// With host_memory (a command about to run on this host's CPU), what this host's ranks need is
+// also compared with the memory available now.
+LaunchCheck check_with_model_file(const Topology& t, bool host_memory = false) {
   if (t.model.path.empty()) {
     LaunchCheck check = check_launch(t, nullptr, DType::kF32);
     check.problems.push_back("model.path: not set (give it in the file, with --set or --model)");
@@ -49,13 +62,19 @@ LaunchCheck check_with_model_file(const Topology& t) {
   auto dtype = weight_dtype(t, stored_matrix_dtype(**ck));
   LaunchCheck check = check_launch(t, &(*ck)->config(), dtype.ok() ? *dtype : DType::kF32);
   if (!dtype.ok()) check.problems.push_back(dtype.status().message());
+  if (host_memory && check.ok() && backend_device(t.backend) == Device::kCpu) {
+    if (auto p = check_host_memory(t, (*ck)->config(), check, launched_rank(),
+                                   available_memory_bytes())) {
+      check.problems.push_back(*p);
+    }
+  }
   return check;
 }
 
 // check_launch with the model opened from model.path; an unopenable model is one more problem,
 // and so is `backend: cuda` on a kiln built without CUDA.
-LaunchCheck check_with_model(const Topology& t) {
-  LaunchCheck check = check_with_model_file(t);
+LaunchCheck check_with_model(const Topology& t, bool host_memory = false) {
+  LaunchCheck check = check_with_model_file(t, host_memory);
   if (Status s = device_available(backend_device(t.backend)); !s.ok()) {
     check.problems.push_back(fmt::format("backend: {}", s.message()));
   }
@@ -70,7 +89,9 @@ StatusOr<Topology> load_for_check(const std::string& path) {
   if (strict.ok()) return strict;
   Topology t;
   try {
-    const YAML::Node doc = YAML::LoadFile(path);
+    auto text = read_input_file(path, kMaxTopologyFileBytes);
+    if (!text.ok()) return strict.status();
+    const YAML::Node doc = YAML::Load(*text);
     const std::string dir = std::filesystem::absolute(path).parent_path().string();
     for (const auto& top : doc) {
       const std::string key = top.first.as<std::string>();
@@ -191,7 +212,7 @@ int resolve_config(const CLI::App& sub, const ConfigFlags& flags, RunSettings& s
     std::printf("%s", dump_topology(t).c_str());
     return 0;
   }
-  const LaunchCheck check = check_with_model(t);
+  const LaunchCheck check = check_with_model(t, /*host_memory=*/true);
   if (!check.ok()) return fail_all(flags.file, check.problems);
   settings.model = t.model.path;
   settings.layer_split = t.parallel.layer_split;

@@ -7,6 +7,9 @@
 #include "kernels/cpu/sampling.h"
 #include "launcher/commands.h"
 #include "cluster/rank_model.h"
+#include "shard/input_file.h"
+#include "shard/memory_budget.h"
+#include "kernels/base/checked_math.h"
 
 namespace kiln::launcher {
 
@@ -46,11 +49,9 @@ int run_eval(const EvalArgs& a) {
   std::string text = a.tokens;
   std::string what = "--tokens";
   if (!a.tokens_file.empty()) {
-    std::ifstream f(a.tokens_file);
-    if (!f) return fail(fmt::format("--tokens-file: cannot open '{}'", a.tokens_file));
-    std::stringstream ss;
-    ss << f.rdbuf();
-    text = ss.str();
+    auto read = read_input_file(a.tokens_file, kMaxTokenListBytes);
+    if (!read.ok()) return fail(read.status().with_context("--tokens-file"));
+    text = std::move(read).value();
     what = a.tokens_file;
   }
   auto ids = parse_ids(text, what);
@@ -60,11 +61,18 @@ int run_eval(const EvalArgs& a) {
   if (!ranked.ok()) return fail(ranked.status());
   KimiLinearModel& model = *ranked->model;
   const int64_t vocab = model.config().vocab_size, n = static_cast<int64_t>(ids->size());
-  cpu::ThreadPool pool(a.threads);
-  pool.set_exact_activations(a.exact_activations);
-  auto made = model.new_state(1, n);
+  const std::optional<uint64_t> logit_bytes =
+      checked_mul(static_cast<uint64_t>(n), static_cast<uint64_t>(vocab) * sizeof(float));
+  Status planned = check_host_allocation(
+      logit_bytes.value_or(UINT64_MAX),
+      fmt::format("{}: the logits of {} tokens x {} vocab", what, n, vocab));
+  auto made = planned.ok() ? model.new_state(1, n) : StatusOr<std::unique_ptr<StateCache>>(planned);
+  // Under mpirun every rank must hear of a failure, or the others wait in the forward.
+  if (ranked->world->world().size > 1) agree_or_abort(*ranked->world, made.status());
   if (!made.ok()) return fail(made.status());
   std::unique_ptr<StateCache> state = std::move(made).value();
+  cpu::ThreadPool pool(a.threads);
+  pool.set_exact_activations(a.exact_activations);
   std::vector<float> all, logits;
   if (a.mode == "batch") {
     Status s = model.forward(pool, *state, {{0, *ids, true}}, all);

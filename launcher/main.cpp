@@ -1,5 +1,7 @@
 // The kiln command line: parses the sub-command and runs it.
 #include <cstdio>
+#include <exception>
+#include <new>
 
 #include <spdlog/sinks/stdout_color_sinks.h>
 #include <spdlog/spdlog.h>
@@ -44,5 +46,14 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "kiln: error: %s\n", e.what());
     return e.get_exit_code() == 0 ? 2 : e.get_exit_code();
   }
-  return run ? run() : 2;
+  // Each set-up step reports its own allocation failures naming the file or key; this is the
+  // last net, so that nothing ends in std::terminate.
+  try {
+    return run ? run() : 2;
+  } catch (const std::bad_alloc&) {
+    std::fprintf(stderr, "kiln: error: %s: out of memory\n", argv[1]);
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "kiln: error: %s: unexpected failure: %s\n", argv[1], e.what());
+  }
+  return 1;
 }

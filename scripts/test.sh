@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Fresh machine → every test passing: installs dependencies, builds with warnings as errors,
-# runs the whole ctest suite (labels: unit, parity, mpi, http; gpu tests report "skipped" without
+# runs the whole ctest suite (labels: unit, parity, mpi, http, hostile; gpu tests report "skipped" without
 # a GPU), then the CUDA backend's gpu tests on the CPU through the emulator (tools/cuda_emu) where
 # the CUDA toolkit's headers are installed.
 set -euo pipefail

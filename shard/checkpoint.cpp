@@ -3,6 +3,7 @@
 
 #include <algorithm>
 #include <filesystem>
+#include <new>
 
 #include "shard/gguf.h"
 #include "shard/safetensors.h"
@@ -32,7 +33,9 @@ std::string shape_string(const std::vector<int64_t>& shape) {
 
 Checkpoint::~Checkpoint() = default;
 
-StatusOr<std::unique_ptr<Checkpoint>> Checkpoint::open(const std::string& path) {
+// Tables built from the file's headers are bounded by its size, but an allocation failure is
+// still an error naming the file, not an uncaught exception.
+StatusOr<std::unique_ptr<Checkpoint>> Checkpoint::open(const std::string& path) try {
   std::error_code ec;
   std::unique_ptr<Checkpoint> ck(new Checkpoint());
   ck->path_ = path;
@@ -44,7 +47,7 @@ StatusOr<std::unique_ptr<Checkpoint>> Checkpoint::open(const std::string& path) 
       const SafetensorsTensor* t = ck->safetensors_->find(name);
       ck->tensors_.push_back({t->name, t->dtype, t->shape, t->data, t->nbytes});
     }
-  } else if (fs::is_regular_file(path, ec)) {
+  } else if (fs::exists(path, ec)) {  // GgufFile::open refuses what is not a regular file
     KILN_ASSIGN_OR_RETURN(GgufFile g, GgufFile::open(path));
     ck->gguf_ = std::make_unique<GgufFile>(std::move(g));
     auto cfg = config_from_gguf(*ck->gguf_);
@@ -63,6 +66,9 @@ StatusOr<std::unique_ptr<Checkpoint>> Checkpoint::open(const std::string& path) 
   std::sort(ck->sorted_index_.begin(), ck->sorted_index_.end());
   if (ck->gguf_) KILN_RETURN_IF_ERROR(ck->infer_gguf_kda_heads());
   return ck;
+} catch (const std::bad_alloc&) {
+  return Status(StatusCode::kResourceExhausted,
+                fmt::format("{}: out of memory while reading the checkpoint's headers", path));
 }
 
 // GGUF metadata has no KDA head count (llama.cpp takes it from attention.head_count); the

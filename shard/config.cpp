@@ -1,14 +1,13 @@
 // ModelConfig parsing (HF config.json, GGUF metadata); validation is in config_validate.cpp.
 #include "shard/config.h"
 
-#include <fstream>
 #include <set>
-#include <sstream>
 
 #include <boost/json.hpp>
 #include <fmt/format.h>
 
 #include "shard/gguf.h"
+#include "shard/input_file.h"
 
 namespace kiln {
 namespace json = boost::json;
@@ -233,11 +232,8 @@ StatusOr<ModelConfig> parse_hf_config(const std::string& json_text) {
 }
 
 StatusOr<ModelConfig> load_hf_config(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) return not_found("{}: cannot open", path);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  auto cfg = parse_hf_config(ss.str());
+  KILN_ASSIGN_OR_RETURN(const std::string text, read_input_file(path, kMaxJsonFileBytes));
+  auto cfg = parse_hf_config(text);
   if (!cfg.ok()) return cfg.status().with_context(path);
   return cfg;
 }

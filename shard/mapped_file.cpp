@@ -1,8 +1,6 @@
 #include "shard/mapped_file.h"
 
-#include <fcntl.h>
 #include <sys/mman.h>
-#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -10,38 +8,21 @@
 #include <cstring>
 #include <fstream>
 
+#include "shard/input_file.h"
+
 namespace kiln {
 
 StatusOr<std::shared_ptr<MappedFile>> MappedFile::open(const std::string& path) {
-  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) {
-    return Status(errno == ENOENT ? StatusCode::kNotFound : StatusCode::kInvalidArgument,
-                  fmt::format("{}: cannot open: {}", path, std::strerror(errno)));
-  }
-  struct stat st {};
-  if (::fstat(fd, &st) != 0) {
-    int e = errno;
-    ::close(fd);
-    return invalid_argument("{}: cannot stat: {}", path, std::strerror(e));
-  }
-  if (!S_ISREG(st.st_mode)) {
-    ::close(fd);
-    return invalid_argument("{}: not a regular file", path);
-  }
+  KILN_ASSIGN_OR_RETURN(InputFile in, open_input_file(path));
   std::shared_ptr<MappedFile> f(new MappedFile());
   f->path_ = path;
-  f->size_ = static_cast<size_t>(st.st_size);
+  f->size_ = static_cast<size_t>(in.size());
   if (f->size_ > 0) {
-    void* p = ::mmap(nullptr, f->size_, PROT_READ, MAP_SHARED, fd, 0);
-    if (p == MAP_FAILED) {
-      int e = errno;
-      ::close(fd);
-      return invalid_argument("{}: mmap failed: {}", path, std::strerror(e));
-    }
+    void* p = ::mmap(nullptr, f->size_, PROT_READ, MAP_SHARED, in.fd(), 0);
+    if (p == MAP_FAILED) return invalid_argument("{}: mmap failed: {}", path, std::strerror(errno));
     f->data_ = static_cast<const std::byte*>(p);
     f->mapped_ = true;
   }
-  ::close(fd);
   return f;
 }
 

@@ -1,5 +1,5 @@
-// A read-only memory-mapped file. Checkpoint readers hand out pointers into it; keep the
-// shared_ptr alive as long as any view is used.
+// A read-only memory-mapped file (opened with open_input_file: regular files only). Checkpoint
+// readers hand out pointers into it; keep the shared_ptr alive as long as any view is used.
 #pragma once
 
 #include <cstddef>

@@ -5,10 +5,12 @@
 #include "shard/model.h"
 
 #include <algorithm>
+#include <new>
 #include <numeric>
 
 #include "kernels/base/check.h"
 #include "kernels/cpu/norm.h"
+#include "shard/memory_budget.h"
 #ifdef KILN_HAVE_CUDA
 #include "shard/cuda_model.h"
 #else
@@ -36,8 +38,10 @@ ModelConfig shard_config_for(const ModelConfig& c, const RankPlan& p) {
 KimiLinearModel::KimiLinearModel() = default;
 KimiLinearModel::~KimiLinearModel() = default;
 
+// The whole load is one set-up step: an allocation failure anywhere in it (tables sized by the
+// file, weight copies) is an error naming the model, not an uncaught exception.
 StatusOr<std::unique_ptr<KimiLinearModel>> KimiLinearModel::load(const std::string& path,
-                                                                 ParallelContext parallel) {
+                                                                 ParallelContext parallel) try {
   KILN_RETURN_IF_ERROR(device_available(parallel.device));
   std::unique_ptr<KimiLinearModel> m(new KimiLinearModel());
   KILN_ASSIGN_OR_RETURN(m->checkpoint_, Checkpoint::open(path));
@@ -85,6 +89,10 @@ StatusOr<std::unique_ptr<KimiLinearModel>> KimiLinearModel::load(const std::stri
   }
 #endif
   return m;
+} catch (const std::bad_alloc&) {
+  return Status(StatusCode::kResourceExhausted,
+                fmt::format("{}: out of memory while loading the model ({} available)", path,
+                            format_byte_count(available_memory_bytes())));
 }
 
 Status KimiLinearModel::reserve(int64_t max_tokens) {

@@ -6,6 +6,7 @@
 
 #include <boost/json.hpp>
 
+#include "shard/input_file.h"
 #include "shard/json_strict.h"
 #include "shard/safetensors.h"
 
@@ -14,11 +15,14 @@ namespace {
 
 namespace bj = boost::json;
 
-constexpr uint64_t kMaxIndexBytes = 100'000'000;
+constexpr uint64_t kMaxIndexBytes = kMaxIndexFileBytes;
 
-bool is_file(const std::string& path) {
+// Whether anything is at `path`, a dangling symlink included; opening it then says whether it
+// is a regular file, so a FIFO, directory or broken link named like the index is an error, not
+// skipped.
+bool exists(const std::string& path) {
   std::error_code ec;
-  return std::filesystem::is_regular_file(path, ec);
+  return std::filesystem::exists(std::filesystem::symlink_status(path, ec));
 }
 
 // weight_map of the index at `path`: tensor name -> shard file name (a plain file name).
@@ -62,13 +66,13 @@ StatusOr<SafetensorsSet> SafetensorsSet::open_dir(const std::string& dir) {
   std::map<std::string, std::string> weight_map;
   std::map<std::string, const SafetensorsFile*> shard_by_name;
   std::vector<std::string> shard_names;
-  if (is_file(index_path)) {
+  if (exists(index_path)) {
     KILN_ASSIGN_OR_RETURN(weight_map, read_weight_map(index_path));
     std::set<std::string> seen;
     for (const auto& [tensor, shard] : weight_map) {
       if (seen.insert(shard).second) shard_names.push_back(shard);
     }
-  } else if (is_file(single_path)) {
+  } else if (exists(single_path)) {
     shard_names.push_back("model.safetensors");
   } else {
     return not_found("{}: neither model.safetensors.index.json nor model.safetensors found", dir);

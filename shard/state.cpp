@@ -3,9 +3,13 @@
 #include "shard/state.h"
 
 #include <algorithm>
+#include <new>
+#include <optional>
 #include <string>
 
 #include "kernels/base/check.h"
+#include "kernels/base/checked_math.h"
+#include "shard/memory_budget.h"
 #ifdef KILN_HAVE_CUDA
 #include "kernels/cuda/runtime.h"
 #endif
@@ -91,13 +95,47 @@ void StateCache::zero(float* p, int64_t n) {
 #endif
 }
 
+StatusOr<uint64_t> StateCache::plan_bytes(const ModelConfig& config, int64_t n_slots,
+                                           int64_t n_pages, int64_t page_tokens, Range layers) {
+  if (n_slots <= 0 || page_tokens <= 0 || n_pages < 0 || n_pages > INT32_MAX) {
+    return invalid_argument("state cache: {} sequences, {} pages of {} tokens: need sequences > 0, "
+                            "tokens per page > 0 and 0..{} pages", n_slots, n_pages, page_tokens,
+                            INT32_MAX);
+  }
+  const StateSizes s = StateSizes::from_config(config, layers);
+  const auto u = [](int64_t v) { return static_cast<uint64_t>(std::max<int64_t>(v, 0)); };
+  std::optional<uint64_t> kda = checked_mul(u(n_slots), u(s.n_kda_layers));
+  const std::optional<uint64_t> per_layer = checked_add(u(s.conv_floats), u(s.recurrent_floats));
+  if (kda) kda = per_layer ? checked_mul(*kda, *per_layer) : std::nullopt;
+  std::optional<uint64_t> mla = checked_mul(u(n_pages), u(s.n_mla_layers));
+  if (mla) mla = checked_mul(*mla, u(page_tokens));
+  if (mla) mla = checked_mul(*mla, u(s.latent_floats));
+  std::optional<uint64_t> floats = kda && mla ? checked_add(*kda, *mla) : std::nullopt;
+  std::optional<uint64_t> bytes = floats ? checked_mul(*floats, uint64_t{sizeof(float)}) : std::nullopt;
+  if (!bytes || *bytes > static_cast<uint64_t>(INT64_MAX)) {
+    return out_of_range("state cache: {} sequences and {} pages of {} tokens overflow 64-bit byte "
+                        "counts", n_slots, n_pages, page_tokens);
+  }
+  return *bytes;
+}
+
 StatusOr<std::unique_ptr<StateCache>> StateCache::create(const ModelConfig& config,
                                                          int64_t n_slots, int64_t n_pages,
                                                          int64_t page_tokens, Range layers,
                                                          StateStorage storage) {
+  KILN_ASSIGN_OR_RETURN(const uint64_t bytes,
+                        plan_bytes(config, n_slots, n_pages, page_tokens, layers));
+  const std::string what = fmt::format("the state cache ({} sequences, {} pages of {} tokens)",
+                                       n_slots, n_pages, page_tokens);
+  if (storage.device == Device::kCpu) KILN_RETURN_IF_ERROR(check_host_allocation(bytes, what));
   Status status;
-  std::unique_ptr<StateCache> s(
-      new StateCache(config, n_slots, n_pages, page_tokens, layers, storage, &status));
+  std::unique_ptr<StateCache> s;
+  try {
+    s.reset(new StateCache(config, n_slots, n_pages, page_tokens, layers, storage, &status));
+  } catch (const std::bad_alloc&) {
+    return Status(StatusCode::kResourceExhausted,
+                  fmt::format("{}: out of memory allocating {}", what, format_byte_count(bytes)));
+  }
   if (!status.ok()) return status;
   return s;
 }
@@ -113,10 +151,17 @@ StatusOr<std::unique_ptr<StateCache>> StateCache::create_fixed(const ModelConfig
                                                                int64_t max_context, Range layers,
                                                                int64_t page_tokens,
                                                                StateStorage storage) {
-  KILN_CHECK(n_slots > 0 && max_context > 0 && page_tokens > 0);
-  const int64_t per_slot = (max_context + page_tokens - 1) / page_tokens;
-  KILN_ASSIGN_OR_RETURN(auto s, create(config, n_slots, n_slots * per_slot, page_tokens, layers,
-                                       storage));
+  if (n_slots <= 0 || max_context <= 0 || page_tokens <= 0) {
+    return invalid_argument("state cache: {} sequences of {} tokens: both must be > 0", n_slots,
+                            max_context);
+  }
+  const int64_t per_slot = max_context / page_tokens + (max_context % page_tokens != 0 ? 1 : 0);
+  const std::optional<int64_t> n_pages = checked_mul(n_slots, per_slot);
+  if (!n_pages || *n_pages > INT32_MAX) {
+    return invalid_argument("state cache: {} sequences of {} tokens need more than {} pages of {} "
+                            "tokens", n_slots, max_context, INT32_MAX, page_tokens);
+  }
+  KILN_ASSIGN_OR_RETURN(auto s, create(config, n_slots, *n_pages, page_tokens, layers, storage));
   std::vector<int32_t> pages(static_cast<size_t>(per_slot));
   for (int64_t slot = 0; slot < n_slots; ++slot) {
     for (int64_t i = 0; i < per_slot; ++i) pages[i] = static_cast<int32_t>(slot * per_slot + i);

@@ -47,8 +47,13 @@ class StateCache {
   // Paged: n_pages pages of page_tokens tokens, no page assigned to any slot.
   StateCache(const ModelConfig& config, int64_t n_slots, int64_t n_pages, int64_t page_tokens,
              Range layers);
+  // Bytes of the storage such a cache holds (checked arithmetic): InvalidArgument for counts out
+  // of range (page ids are int32), OutOfRange when the byte count overflows.
+  static StatusOr<uint64_t> plan_bytes(const ModelConfig& config, int64_t n_slots, int64_t n_pages,
+                                       int64_t page_tokens, Range layers);
   // The same in `storage` (device memory is allocated once, here): ResourceExhausted naming the
-  // bytes when the device cannot hold it.
+  // bytes when the host's available memory (CPU) or the device cannot hold it; nothing is
+  // allocated then.
   static StatusOr<std::unique_ptr<StateCache>> create(const ModelConfig& config, int64_t n_slots,
                                                       int64_t n_pages, int64_t page_tokens,
                                                       Range layers, StateStorage storage = {});

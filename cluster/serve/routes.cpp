@@ -6,12 +6,14 @@
 #include <fstream>
 #include <optional>
 #include <random>
+#include <sstream>
 
 #include <boost/json.hpp>
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
 
 #include "cluster/vocab_fit.h"
+#include "shard/input_file.h"
 
 namespace kiln::serve {
 namespace {
@@ -397,10 +399,11 @@ bool authorized(const std::string& header, const std::vector<std::string>& keys)
 }
 
 StatusOr<std::vector<std::string>> read_api_keys(const std::string& path) {
-  std::ifstream in(path);
-  if (!in) return kiln::not_found("server.api_key_file: cannot open {}", path);
+  auto text = read_input_file(path, kMaxKeyFileBytes);
+  if (!text.ok()) return text.status().with_context("server.api_key_file");
   std::vector<std::string> keys;
   std::string line;
+  std::istringstream in(*text);
   while (std::getline(in, line)) {
     while (!line.empty() && (line.back() == '\r' || line.back() == ' ' || line.back() == '\t')) line.pop_back();
     size_t b = line.find_first_not_of(" \t");

@@ -153,10 +153,19 @@ Status serve(const Topology& t, const ServeRuntime& runtime) {
   const int64_t context = served_context(t, config);
   const int64_t page = t.cache.page_tokens;
   const int64_t cache_tokens = cache_tokens_per_rank(t, config);
-  const int64_t n_pages = std::max<int64_t>(1, (cache_tokens + page - 1) / page);
-  // On a GPU these allocate device memory; a rank that cannot ends the job, named on rank 0.
+  const int64_t n_pages =
+      std::max<int64_t>(1, cache_tokens / page + (cache_tokens % page != 0 ? 1 : 0));
+  // These allocate host or device memory, checked first against what is free; a rank that
+  // cannot ends the job, named on rank 0 (the error names the keys that sized it).
   auto made = model.new_paged_state(t.scheduler.max_sequences, n_pages, page);
-  Status allocated = made.ok() ? model.reserve(t.scheduler.max_batch_tokens) : made.status();
+  Status allocated = made.ok() ? model.reserve(t.scheduler.max_batch_tokens)
+                               : made.status().with_context("cache sized by " +
+                                                            cache_size_keys(t, config));
+  if (!allocated.ok() && made.ok()) {
+    allocated = allocated.with_context(
+        fmt::format("workspace for scheduler.max_batch_tokens={}", t.scheduler.max_batch_tokens));
+  }
+  if (w.size == 1 && !allocated.ok()) return allocated;  // one rank: a plain error, as for loading
   agree_or_abort(*ranked->world, allocated);
   std::unique_ptr<StateCache> cache = std::move(made).value();
   cpu::ThreadPool pool(runtime.threads);
@@ -169,7 +178,9 @@ Status serve(const Topology& t, const ServeRuntime& runtime) {
 
   auto tokenizer = load_tokenizer(model.checkpoint());
   if (!tokenizer.ok()) return tokenizer.status();
-  state.chat = chat_options(model.checkpoint());
+  auto chat = chat_options(model.checkpoint());
+  if (!chat.ok()) return chat.status();
+  state.chat = std::move(chat).value();
   state.limits.context = context;
   state.limits.max_tokens = t.server.max_tokens;
   state.limits.max_n = t.server.max_n;

@@ -2,29 +2,23 @@
 // (id = rank); tokenizer_config.json gives the added (special) tokens, bos_token and eos_token.
 #include <algorithm>
 #include <charconv>
-#include <fstream>
 #include <map>
-#include <sstream>
 
 #include <boost/json.hpp>
 
 #include "cluster/text/byte_codec.h"
 #include "cluster/text/tokenizer.h"
 #include "cluster/text/tokenizer_state.h"
+#include "shard/input_file.h"
+#include "shard/json_strict.h"
 
 namespace kiln::text {
 namespace {
 
 constexpr int32_t kReservedSpecials = 256;
-
-StatusOr<std::string> read_file(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) return not_found("{}: cannot open", path);
-  std::ostringstream ss;
-  ss << in.rdbuf();
-  if (in.bad()) return invalid_argument("{}: read error", path);
-  return ss.str();
-}
+// Added (special) token ids lie in [ranks, ranks + kMaxAddedIds): the id table is dense, so an id
+// from the file sizes an allocation. Real vocabularies add a few hundred (Kimi: 256).
+constexpr int64_t kMaxAddedIds = int64_t{1} << 16;
 
 StatusOr<std::vector<std::string>> parse_tiktoken(const std::string& path, std::string_view text) {
   std::map<int64_t, std::string> by_rank;
@@ -66,7 +60,7 @@ StatusOr<std::vector<std::string>> parse_tiktoken(const std::string& path, std::
   return ranks;
 }
 
-// Parses JSON; a syntax error names the file and line.
+// Parses JSON; a syntax error names the file and line, a key given twice in one object the key.
 StatusOr<boost::json::value> parse_json(const std::string& path, const std::string& text) {
   boost::json::stream_parser parser;
   boost::system::error_code ec;
@@ -76,6 +70,9 @@ StatusOr<boost::json::value> parse_json(const std::string& path, const std::stri
     const size_t at = std::min(used, text.size());
     const size_t line = 1 + static_cast<size_t>(std::count(text.begin(), text.begin() + at, '\n'));
     return invalid_argument("{}:{}: invalid JSON: {}", path, line, ec.message());
+  }
+  if (auto strict = parse_json_strict(text, "JSON"); !strict.ok()) {
+    return strict.status().with_context(path);
   }
   return parser.release();
 }
@@ -100,15 +97,19 @@ Status add_specials(const std::string& path, const boost::json::object& config, 
   for (const auto& [key, entry] : decoder->get_object()) {
     int64_t id = -1;
     const auto [end, ec] = std::from_chars(key.data(), key.data() + key.size(), id);
-    if (ec != std::errc() || end != key.data() + key.size() || id < n_ranks || id > INT32_MAX) {
-      return invalid_argument("{}: added_tokens_decoder key '{}' is not an id >= {}", path,
-                              std::string_view(key), n_ranks);
+    if (ec != std::errc() || end != key.data() + key.size() || id < n_ranks ||
+        id >= n_ranks + kMaxAddedIds) {
+      return invalid_argument("{}: added_tokens_decoder key '{}' is not an id in [{}, {}) (the "
+                              "tiktoken ranks, then at most {} added ids)", path,
+                              std::string_view(key), n_ranks, n_ranks + kMaxAddedIds, kMaxAddedIds);
     }
     const auto* content = entry.is_object() ? entry.get_object().if_contains("content") : nullptr;
     if (content == nullptr || !content->is_string() || content->get_string().empty()) {
       return invalid_argument("{}: added_tokens_decoder[{}] has no string 'content'", path, id);
     }
-    specials[id] = std::string(content->get_string());
+    if (!specials.emplace(id, std::string(content->get_string())).second) {
+      return invalid_argument("{}: added_tokens_decoder gives id {} twice", path, id);
+    }
   }
   return Status::ok_status();
 }
@@ -118,9 +119,9 @@ Status add_specials(const std::string& path, const boost::json::object& config, 
 StatusOr<Tokenizer> Tokenizer::from_hf_dir(const std::string& dir) {
   const std::string model_path = dir + "/tiktoken.model";
   const std::string config_path = dir + "/tokenizer_config.json";
-  KILN_ASSIGN_OR_RETURN(const std::string model_text, read_file(model_path));
+  KILN_ASSIGN_OR_RETURN(const std::string model_text, read_input_file(model_path, kMaxVocabFileBytes));
   KILN_ASSIGN_OR_RETURN(std::vector<std::string> ranks, parse_tiktoken(model_path, model_text));
-  KILN_ASSIGN_OR_RETURN(const std::string config_text, read_file(config_path));
+  KILN_ASSIGN_OR_RETURN(const std::string config_text, read_input_file(config_path, kMaxJsonFileBytes));
   KILN_ASSIGN_OR_RETURN(const boost::json::value config_value, parse_json(config_path, config_text));
   if (!config_value.is_object()) return invalid_argument("{}: not a JSON object", config_path);
   const boost::json::object& config = config_value.get_object();

@@ -183,6 +183,53 @@ TEST_F(LaunchCheckTest, ServedContextIsCappedByTheCache) {
   EXPECT_EQ(served_context(t, c), 50);
 }
 
+// cache.max_context above the model's context sizes nothing: no sequence can hold more. Byte
+// counts saturate instead of wrapping.
+TEST_F(LaunchCheckTest, CacheSizingIsCappedAndSaturates) {
+  Topology t;
+  t.cache.max_context = config_.max_context * 1000;
+  EXPECT_EQ(sequence_context(t, config_), config_.max_context);
+  EXPECT_EQ(cache_tokens_per_rank(t, config_), 16 * config_.max_context);
+  ModelConfig huge = config_;
+  huge.max_context = int64_t{1} << 62;
+  t.cache.max_context = 0;
+  EXPECT_EQ(cache_tokens_per_rank(t, huge), INT64_MAX);
+  RankMemory m;
+  m.weight_bytes = 1000, m.kda_state_bytes_per_sequence = 10, m.mla_bytes_per_token = 384;
+  EXPECT_EQ(required_rank_bytes(t, huge, m), UINT64_MAX);
+  EXPECT_EQ(required_rank_bytes(t, config_, m),
+            1000u + 16u * 10u + 384u * 16u * static_cast<uint64_t>(config_.max_context));
+}
+
+// What the ranks on one host need against the memory available there, naming the keys.
+TEST_F(LaunchCheckTest, HostMemoryNamesTheKeysAndTheBytes) {
+  Topology t;
+  t.parallel.tensor = 2;
+  t.cache.max_pages = 2147483647;
+  const LaunchCheck c = check_launch(t, &config_, DType::kF32);
+  ASSERT_TRUE(c.ok()) << c.problems[0];
+  const uint64_t workspace = activation_bytes_per_token(config_) * 2048;  // max_batch_tokens
+  ASSERT_GT(workspace, 0u);
+  const uint64_t both = c.ranks[0].required_bytes + c.ranks[1].required_bytes + 2 * workspace;
+  EXPECT_EQ(check_host_memory(t, config_, c, 0, both), std::nullopt);
+  const auto p = check_host_memory(t, config_, c, 1, both - 1);
+  ASSERT_TRUE(p.has_value());
+  EXPECT_NE(p->find("2 rank(s) on this host need"), std::string::npos) << *p;
+  EXPECT_NE(p->find("cache.max_pages=2147483647 x cache.page_tokens=16"), std::string::npos) << *p;
+  EXPECT_NE(p->find("scheduler.max_batch_tokens=2048"), std::string::npos) << *p;
+  EXPECT_NE(p->find("of memory is available"), std::string::npos) << *p;
+  // The workspace alone: 2^24 batch tokens.
+  Topology big;
+  big.scheduler.max_batch_tokens = int64_t{1} << 24;
+  const LaunchCheck one = check_launch(big, &config_, DType::kF32);
+  ASSERT_TRUE(one.ok());
+  const uint64_t need = one.ranks[0].required_bytes + (activation_bytes_per_token(config_) << 24);
+  EXPECT_EQ(check_host_memory(big, config_, one, 0, need), std::nullopt);
+  const auto q = check_host_memory(big, config_, one, 0, need - 1);
+  ASSERT_TRUE(q.has_value());
+  EXPECT_NE(q->find("workspace for scheduler.max_batch_tokens=16777216"), std::string::npos) << *q;
+}
+
 TEST_F(LaunchCheckTest, UnopenedModelStillChecksStructure) {
   Topology t;
   t.parallel.tensor = 2;

@@ -1,11 +1,14 @@
 // Tokenizer behaviour: tiktoken cross-check through the HF loader, round trips on random text and
 // bytes, the streaming decoder, special tokens in text, ids and errors from malformed files.
+#include <sys/stat.h>
+
 #include <filesystem>
 #include <fstream>
 #include <random>
 #include <sstream>
 
 #include <boost/json.hpp>
+#include <fmt/format.h>
 #include <gtest/gtest.h>
 
 #include "cluster/text/byte_codec.h"
@@ -206,12 +209,52 @@ TEST(Tokenizer, MalformedFilesNameFileAndLine) {
   err = load_error(good, R"({"added_tokens_decoder": {"608": {"special": true}}})", dir);
   EXPECT_TRUE(has(err, "tokenizer_config.json: added_tokens_decoder[608] has no string 'content'")) << err;
   err = load_error(good, R"({"added_tokens_decoder": {"12": {"content": "x"}}})", dir);
-  EXPECT_TRUE(has(err, "key '12' is not an id >= 608")) << err;
+  EXPECT_TRUE(has(err, "key '12' is not an id in [608, 66144)")) << err;
   EXPECT_EQ(load_error(good, "{}", dir), "");
   fs::remove(dir.path / "tiktoken.model");
   auto missing = Tokenizer::from_hf_dir(dir.path.string());
   ASSERT_FALSE(missing.ok());
   EXPECT_TRUE(has(missing.status().message(), "tiktoken.model: cannot open"));
+}
+
+// Added ids size the dense id table, so they are bounded (ranks + 2^16) before anything is
+// allocated; an id given twice (also as "0608" next to "608") or a key given twice is refused.
+TEST(Tokenizer, AddedIdsAreBoundedAndUnique) {
+  TempDir dir("kiln_tok_ids_");
+  const std::string good = read_all(kData + "/tokenizer/kimi_micro_hf/tiktoken.model");
+  auto has = [](const std::string& msg, const std::string& part) {
+    return msg.find(part) != std::string::npos;
+  };
+  for (const char* id : {"2147483647", "9223372036854775807", "66144", "-1"}) {
+    const std::string err = load_error(
+        good, fmt::format(R"({{"added_tokens_decoder": {{"{}": {{"content": "<x>"}}}}}})", id), dir);
+    EXPECT_TRUE(has(err, fmt::format("key '{}' is not an id in [608, 66144)", id))) << err;
+  }
+  EXPECT_EQ(load_error(good, R"({"added_tokens_decoder": {"66143": {"content": "<x>"}}})", dir), "");
+  std::string err = load_error(
+      good, R"({"added_tokens_decoder": {"608": {"content": "<x>"}, "0608": {"content": "<y>"}}})", dir);
+  EXPECT_TRUE(has(err, "added_tokens_decoder gives id 608 twice")) << err;
+  err = load_error(
+      good, R"({"added_tokens_decoder": {"608": {"content": "<x>"}, "608": {"content": "<y>"}}})", dir);
+  EXPECT_TRUE(has(err, "tokenizer_config.json: JSON has a duplicate key '608'")) << err;
+}
+
+// The tokenizer files are opened as regular files only: a FIFO is refused at once (not waited
+// on), /dev/zero is refused instead of read without end.
+TEST(Tokenizer, SpecialFilesAreRefusedWithTheirPath) {
+  TempDir dir("kiln_tok_special_");
+  write_file(dir.path / "tiktoken.model", read_all(kData + "/tokenizer/kimi_micro_hf/tiktoken.model"));
+  ASSERT_EQ(::mkfifo((dir.path / "tokenizer_config.json").c_str(), 0600), 0);
+  auto tok = Tokenizer::from_hf_dir(dir.path.string());
+  ASSERT_FALSE(tok.ok());
+  EXPECT_NE(tok.status().message().find("tokenizer_config.json: is a FIFO, not a regular file"),
+            std::string::npos) << tok.status().message();
+  fs::remove(dir.path / "tiktoken.model");
+  fs::create_symlink("/dev/zero", dir.path / "tiktoken.model");
+  tok = Tokenizer::from_hf_dir(dir.path.string());
+  ASSERT_FALSE(tok.ok());
+  EXPECT_NE(tok.status().message().find("tiktoken.model: is a character device"),
+            std::string::npos) << tok.status().message();
 }
 
 }  // namespace

@@ -191,5 +191,33 @@ TEST_F(StateCacheDeathTest, ChecksPageAndSlotIds) {
   EXPECT_DEATH(fixed->append_pages(0, {0}), "check failed");  // its pages are all assigned
 }
 
+// Sizes that come from keys or files are planned with checked arithmetic and compared with the
+// host's available memory before anything is allocated: errors, not aborts or bad_alloc.
+TEST(StateCache, HugeGeometriesAreErrorsBeforeAllocating) {
+  const ModelConfig c = micro_config();
+  // Page ids are int32.
+  auto too_many = StateCache::create(c, 1, int64_t{INT32_MAX} + 1, 16, {});
+  ASSERT_FALSE(too_many.ok());
+  EXPECT_EQ(too_many.status().code(), StatusCode::kInvalidArgument);
+  // INT32_MAX pages of 4096 tokens: 2^31 x 4096 x 2 layers x 48 floats x 4 B = 3 PiB.
+  auto no_room = StateCache::create(c, 16, INT32_MAX, 4096, {});
+  ASSERT_FALSE(no_room.ok());
+  EXPECT_EQ(no_room.status().code(), StatusCode::kResourceExhausted);
+  EXPECT_NE(no_room.status().message().find(
+                "the state cache (16 sequences, 2147483647 pages of 4096 tokens) needs 3.00 PiB"),
+            std::string::npos) << no_room.status().message();
+  auto planned = StateCache::plan_bytes(c, 16, INT32_MAX, 4096, {});
+  ASSERT_TRUE(planned.ok());
+  EXPECT_EQ(*planned, uint64_t{INT32_MAX} * 4096 * 2 * 48 * 4 + 16 * 6 * (3 * 3 * 128 + 4 * 32 * 32) * 4);
+  // A byte count that wraps 64 bits.
+  auto wraps = StateCache::plan_bytes(c, 16, INT32_MAX, int64_t{1} << 40, {});
+  ASSERT_FALSE(wraps.ok());
+  EXPECT_EQ(wraps.status().code(), StatusCode::kOutOfRange);
+  // Fixed pages: slots x ceil(context / page) past int32, and a context near INT64_MAX.
+  EXPECT_FALSE(StateCache::create_fixed(c, 65536, int64_t{1} << 40, {}, 64, {}).ok());
+  EXPECT_FALSE(StateCache::create_fixed(c, 1, INT64_MAX, {}, 64, {}).ok());
+  EXPECT_FALSE(StateCache::create_fixed(c, 0, 16, {}, 64, {}).ok());
+}
+
 }  // namespace
 }  // namespace kiln
