@@ -1,9 +1,11 @@
 #include "cluster/serve/engine.h"
 
+#include <algorithm>
 #include <random>
 
 #include <spdlog/spdlog.h>
 
+#include "cluster/serve/worker.h"
 #include "kernels/base/check.h"
 
 namespace kiln::serve {
@@ -28,16 +30,6 @@ Status run_plan(KimiLinearModel& model, cpu::ThreadPool& pool, StateCache& state
     inputs.push_back({p.slot, p.tokens, p.all_logits});
   }
   return model.forward(pool, state, inputs, logits);
-}
-
-Status run_worker(KimiLinearModel& model, cpu::ThreadPool& pool, StateCache& state,
-                  Communicator& control) {
-  std::vector<float> logits;
-  for (;;) {
-    StepPlan plan = receive_plan(control);
-    if (plan.kind == StepPlan::Kind::kShutdown) return {};
-    KILN_RETURN_IF_ERROR(run_plan(model, pool, state, plan, logits));
-  }
 }
 
 Engine::Engine(KimiLinearModel& model, cpu::ThreadPool& pool, StateCache& state,
@@ -110,7 +102,7 @@ double Engine::seconds_in_step() const {
 void Engine::drain(Clock::time_point deadline) {
   {
     std::lock_guard lock(mu_);
-    if (!draining_) deadline_ = deadline;
+    deadline_ = draining_ ? std::min(deadline_, deadline) : deadline;  // the earliest holds
     draining_ = true;
   }
   cv_.notify_one();
@@ -141,7 +133,10 @@ bool Engine::step() {
   const auto t0 = Clock::now();
   step_began_ns_.store(now_ns());
   const double comm0 = options_.data_plane != nullptr ? options_.data_plane->busy_seconds() : 0.0;
-  if (control_ != nullptr && control_->size() > 1) send_plan(*control_, plan);
+  if (control_ != nullptr && control_->size() > 1) {
+    send_plan(*control_, plan);
+    last_plan_ns_ = now_ns();
+  }
   Status s = run_plan(model_, pool_, state_, plan, logits_);
   // A plan the model rejects means the scheduler and the state disagree: a bug, and the other
   // ranks are in the same forward, so the whole job must end.
@@ -160,8 +155,24 @@ bool Engine::step() {
   return true;
 }
 
+void Engine::heartbeat_if_due() {
+  if (control_ == nullptr || control_->size() <= 1) return;
+  const int64_t began = now_ns();
+  if (static_cast<double>(began - last_plan_ns_) * 1e-9 < options_.heartbeat_s) return;
+  // A rank that does not answer leaves this wait open: the watchdog times it like a step.
+  step_began_ns_.store(began);
+  send_plan(*control_, StepPlan{StepPlan::Kind::kHeartbeat, {}});
+  const SignalReport report = heartbeat_ack(*control_, SignalReport{});
+  step_began_ns_.store(0);
+  last_plan_ns_ = now_ns();
+  if (report.any() && options_.on_rank_signals) {
+    options_.on_rank_signals(report.drain_requests, report.launcher_terms);
+  }
+}
+
 Status Engine::run() {
   last_step_ns_.store(now_ns());
+  last_plan_ns_ = 0;  // a heartbeat first: the other ranks learn at once that rank 0 serves
   running_.store(true);
   bool drain_logged = false;
   for (;;) {
@@ -207,6 +218,7 @@ Status Engine::run() {
       }
       if (scheduler_.idle()) break;
     }
+    heartbeat_if_due();
     step();
     std::lock_guard lock(mu_);
     stats_ = scheduler_.stats();
