@@ -49,6 +49,15 @@ class Case:
         return self.sig == TERM and self.target in ("rank0", "launch")
 
     @property
+    def log_line(self) -> str | None:
+        """What the job's log must say about this fault."""
+        if self.sig == STOP:
+            return "rank 0 is silent" if self.target == "rank0" else "ending every request"
+        if self.target == "mpirun":
+            return "SIGTERM from mpirun): draining"
+        return None
+
+    @property
     def rank0_gone(self) -> bool:  # rank 0 cannot write to its sockets any more
         return self.target == "rank0" and self.sig in (STOP, KILL)
 
@@ -115,8 +124,8 @@ async def open_streams(port: int, n: int, prompt_words: int, max_tokens: int):
     started, first = asyncio.Event(), set()
 
     def on_event(i):
-        def f(res):
-            if res.content_chunks():
+        def f(res):  # (parses only until the first token: thousands of chunks follow)
+            if i not in first and res.content_chunks():
                 first.add(i)
                 if len(first) == n:
                     started.set()
@@ -154,6 +163,8 @@ def run_case(case: Case, step_timeout: float) -> Outcome:
     finally:
         out.log_tail = server.log_tail(40)
         server.kill()
+    if case.log_line and case.log_line not in server.log():
+        out.problems.append(f"the log does not say '{case.log_line}'")
     return out
 
 

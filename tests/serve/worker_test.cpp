@@ -125,16 +125,16 @@ TEST_F(WorkerTest, ASilentRankZeroIsNoticed) {
   auto group = make_local_group(2);
   Worker w;
   w.options.silence_timeout_s = 0.2;
-  w.options.first_message_timeout_s = 0.4;
+  w.options.first_message_timeout_s = 3;
   w.start(*group[1]);
   send_plan(*group[0], {StepPlan::Kind::kHeartbeat, {}});
   heartbeat_ack(*group[0], {});
   const auto t0 = Clock::now();
-  while (w.silences.load() == 0 && Clock::now() - t0 < 5s) std::this_thread::sleep_for(5ms);
+  while (w.silences.load() == 0 && Clock::now() - t0 < 10s) std::this_thread::sleep_for(5ms);
   const double after = std::chrono::duration<double>(Clock::now() - t0).count();
   EXPECT_EQ(w.silences.load(), 1);
   EXPECT_GE(after, 0.15);  // the limit after the first message, not the first-message one
-  EXPECT_LT(after, 0.4);
+  EXPECT_LT(after, 2.0);
   EXPECT_NE(w.message.find("rank 0 is silent"), std::string::npos) << w.message;
   std::this_thread::sleep_for(300ms);
   EXPECT_EQ(w.silences.load(), 1);  // once
