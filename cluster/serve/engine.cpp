@@ -133,10 +133,7 @@ bool Engine::step() {
   const auto t0 = Clock::now();
   step_began_ns_.store(now_ns());
   const double comm0 = options_.data_plane != nullptr ? options_.data_plane->busy_seconds() : 0.0;
-  if (control_ != nullptr && control_->size() > 1) {
-    send_plan(*control_, plan);
-    last_plan_ns_ = now_ns();
-  }
+  if (control_ != nullptr && control_->size() > 1) send_plan(*control_, plan);
   Status s = run_plan(model_, pool_, state_, plan, logits_);
   // A plan the model rejects means the scheduler and the state disagree: a bug, and the other
   // ranks are in the same forward, so the whole job must end.
@@ -158,13 +155,13 @@ bool Engine::step() {
 void Engine::heartbeat_if_due() {
   if (control_ == nullptr || control_->size() <= 1) return;
   const int64_t began = now_ns();
-  if (static_cast<double>(began - last_plan_ns_) * 1e-9 < options_.heartbeat_s) return;
+  if (static_cast<double>(began - last_heartbeat_ns_) * 1e-9 < options_.heartbeat_s) return;
   // A rank that does not answer leaves this wait open: the watchdog times it like a step.
   step_began_ns_.store(began);
   send_plan(*control_, StepPlan{StepPlan::Kind::kHeartbeat, {}});
   const SignalReport report = heartbeat_ack(*control_, SignalReport{});
   step_began_ns_.store(0);
-  last_plan_ns_ = now_ns();
+  last_heartbeat_ns_ = now_ns();
   if (report.any() && options_.on_rank_signals) {
     options_.on_rank_signals(report.drain_requests, report.launcher_terms);
   }
@@ -172,7 +169,7 @@ void Engine::heartbeat_if_due() {
 
 Status Engine::run() {
   last_step_ns_.store(now_ns());
-  last_plan_ns_ = 0;  // a heartbeat first: the other ranks learn at once that rank 0 serves
+  last_heartbeat_ns_ = 0;  // one at once: the other ranks learn that rank 0 serves
   running_.store(true);
   bool drain_logged = false;
   for (;;) {

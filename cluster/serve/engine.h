@@ -46,7 +46,7 @@ class Engine {
     double step_timeout_s = 30;
     // This rank's TP group, whose busy time per step is exported as allreduce_time_seconds.
     Communicator* data_plane = nullptr;
-    // With other ranks: a heartbeat plan goes out when no plan was sent for this long
+    // With other ranks: a heartbeat plan goes out between steps this often, busy or idle
     // (worker.h); its answer is timed like a step (seconds_in_step).
     double heartbeat_s = 1;
     // Called on the engine thread when a heartbeat's answer reports shutdown signals that other
@@ -83,7 +83,7 @@ class Engine {
 
  private:
   bool step();  // one scheduler step; false when there was nothing to run
-  void heartbeat_if_due();  // with other ranks: a heartbeat plan when none went out for a while
+  void heartbeat_if_due();  // with other ranks: a heartbeat plan every options_.heartbeat_s
 
   KimiLinearModel& model_;
   cpu::ThreadPool& pool_;
@@ -105,7 +105,7 @@ class Engine {
   std::atomic<bool> running_{false};
   std::atomic<int64_t> last_step_ns_{0};
   std::atomic<int64_t> step_began_ns_{0};  // 0 between steps (and heartbeats)
-  int64_t last_plan_ns_ = 0;                 // engine thread: the last plan sent to other ranks
+  int64_t last_heartbeat_ns_ = 0;            // engine thread: when the last heartbeat was answered
   std::vector<std::shared_ptr<RequestStream>> live_;  // submitted, not yet closed (guarded by mu_)
   std::atomic<bool> busy_{false};
 };

@@ -1,8 +1,8 @@
 // The ranks other than 0 in a serving job, and the heartbeat that lets them and rank 0 notice each
 // other's silence (architecture.md "A rank failing").
 //
-// Rank 0 sends a step plan every step; when it has sent none for heartbeat_interval_s it sends a
-// heartbeat plan instead, which every other rank answers (heartbeat_ack, a collective), so:
+// Rank 0 sends a step plan every step, and every heartbeat_interval_s (between steps, busy or idle)
+// a heartbeat plan, which every other rank answers (heartbeat_ack, a collective), so:
 // * rank 0 notices a stopped or dead rank even when idle: its watchdog times the answer like a
 //   step (scheduler.step_timeout_s);
 // * a rank that has heard nothing from rank 0 (no plan, no heartbeat, no step finishing) for
@@ -19,7 +19,7 @@
 
 namespace kiln::serve {
 
-// Rank 0 sends a heartbeat after this long without a plan: min(1 s, step_timeout_s / 4).
+// Rank 0 sends a heartbeat this often: min(1 s, step_timeout_s / 4).
 double heartbeat_interval_s(double step_timeout_s);
 // A rank ends the job after hearing nothing from rank 0 this long: step_timeout_s + 1 s (rank
 // 0's own watchdog fires first when it is alive, and ends the requests properly).

@@ -1,12 +1,14 @@
 """Fault injection under mpirun: a TP-2 `kiln serve` on the micro model, streams open, then one
 fault — SIGSTOP or SIGKILL of rank 0 or rank 1 during prefill, decode or idle; SIGTERM to rank 0,
-to mpirun, or to `kiln launch` during decode. For each case it checks that
+rank 1, mpirun or `kiln launch` during decode. For each case it checks that
 
 * every open stream ends: it finishes, or gets an error event and `data: [DONE]`; only when rank
   0 itself is stopped or killed (it owns the sockets) may a stream end with the connection closed
   instead — never by hanging;
 * the job exits within scheduler.step_timeout_s + 5 s of the fault (a drain: drain_timeout_s +
-  5 s), non-zero after a failure, 0 after a drain asked of rank 0 or of `kiln launch`;
+  5 s), non-zero after a failure, 0 after a drain asked of a rank or of `kiln launch`;
+* after a SIGTERM, /health never answers 200 again once it has answered otherwise, and it has
+  answered otherwise before the first client error;
 
 and measures the time from the fault to the first client error and to the job's exit.
 
@@ -46,7 +48,7 @@ class Case:
 
     @property
     def drain(self) -> bool:  # a request to drain, not a failure
-        return self.sig == TERM and self.target in ("rank0", "launch")
+        return self.sig == TERM and self.target in ("rank0", "rank1", "launch")
 
     @property
     def log_line(self) -> str | None:
@@ -55,6 +57,8 @@ class Case:
             return "rank 0 is silent" if self.target == "rank0" else "ending every request"
         if self.target == "mpirun":
             return "SIGTERM from mpirun): draining"
+        if self.target == "rank1" and self.sig == TERM:
+            return "told in a heartbeat answer): draining"
         return None
 
     @property
@@ -66,6 +70,7 @@ CASES = [Case(f"{s}-r{r}-{p}", f"rank{r}", sig, p)
          for s, sig in (("stop", STOP), ("kill", KILL))
          for r in (0, 1) for p in ("prefill", "decode", "idle")]
 CASES += [Case("term-r0-decode", "rank0", TERM, "decode"),
+          Case("term-r1-decode", "rank1", TERM, "decode"),
           Case("term-mpirun-decode", "mpirun", TERM, "decode"),
           Case("term-launch-decode", "launch", TERM, "decode")]
 CI_CASES = ["stop-r0-decode", "stop-r1-idle", "term-mpirun-decode"]
@@ -76,6 +81,7 @@ class Outcome:
     case: Case
     first_error_s: float | None = None
     exit_s: float | None = None
+    health_down_s: float | None = None  # SIGTERM cases: when /health first answered non-200
     rc: int | None = None
     streams: list[str] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
@@ -186,6 +192,8 @@ async def _drive(server: ks.KilnServer, case: Case, out: Outcome, bound: float) 
         return rc, time.monotonic()
 
     exit_future = loop.run_in_executor(None, wait_exit)
+    health: list[tuple[float, str]] = []
+    poller = asyncio.create_task(_poll_health(server.port, health)) if case.sig == TERM else None
     if case.phase == "idle":
         await asyncio.sleep(0.3)
         streams, _ = await open_streams(server.port, 2, 0, 64)
@@ -209,6 +217,9 @@ async def _drive(server: ks.KilnServer, case: Case, out: Outcome, bound: float) 
         if t is not None:
             t -= t_fault
             out.first_error_s = t if out.first_error_s is None else min(out.first_error_s, t)
+    if poller is not None:
+        poller.cancel()
+        _check_health(health, out, t_fault)
     rc, t_exit = await exit_future
     out.rc = rc
     for pid in pids.values():  # a stopped rank must not outlive the job
@@ -226,6 +237,28 @@ async def _drive(server: ks.KilnServer, case: Case, out: Outcome, bound: float) 
         out.problems.append(f"exit code {rc} after a drain (want 0)")
     if not case.drain and case.target != "mpirun" and rc == 0:
         out.problems.append("exit code 0 after a failure")
+
+
+async def _poll_health(port: int, into: list[tuple[float, str]]) -> None:
+    while True:
+        r = await ks.request(port, "GET", "/health", timeout=2)
+        into.append((time.monotonic(), str(r.status) if r.status else "refused"))
+        await asyncio.sleep(0.05)
+
+
+def _check_health(health: list[tuple[float, str]], out: Outcome, t_fault: float) -> None:
+    """Once /health has stopped answering 200 it must not again, and it must have stopped
+    before the first client error."""
+    first_down = next((t for t, h in health if h != "200"), None)
+    if first_down is None:
+        out.problems.append(f"/health answered 200 until the end ({len(health)} polls)")
+        return
+    if any(h == "200" for t, h in health if t > first_down):
+        out.problems.append("/health answered 200 again after it had answered otherwise")
+    if out.first_error_s is not None and first_down - t_fault > out.first_error_s + 0.1:
+        out.problems.append(f"/health still 200 {first_down - t_fault:.2f} s after the fault, "
+                            f"after the first client error ({out.first_error_s:.2f} s)")
+    out.health_down_s = first_down - t_fault
 
 
 def fmt_s(v: float | None) -> str:
@@ -267,11 +300,13 @@ def main() -> int:
             print(o.log_tail, file=sys.stderr)
     print(f"\nscheduler.step_timeout_s = {args.step_timeout:g}, drain_timeout_s = {DRAIN_S}; "
           "times in seconds from the fault")
-    print(f"| {'fault':<20} | first client error | job exit | exit code | streams | result |")
-    print("|---|---|---|---|---|---|")
+    print(f"| {'fault':<20} | /health not 200 | first client error | job exit | exit code | "
+          "streams | result |")
+    print("|---|---|---|---|---|---|---|")
     for o in outcomes:
-        print(f"| {o.case.name:<20} | {fmt_s(o.first_error_s)} | {fmt_s(o.exit_s)} | {o.rc} | "
-              f"{summarize(o.streams)} | {'ok' if not o.problems else 'FAIL'} |")
+        print(f"| {o.case.name:<20} | {fmt_s(o.health_down_s)} | {fmt_s(o.first_error_s)} | "
+              f"{fmt_s(o.exit_s)} | {o.rc} | {summarize(o.streams)} | "
+              f"{'ok' if not o.problems else 'FAIL'} |")
     return 1 if any(o.problems for o in outcomes) else 0
 
 
