@@ -169,7 +169,10 @@ void Engine::heartbeat_if_due() {
 
 Status Engine::run() {
   last_step_ns_.store(now_ns());
-  last_heartbeat_ns_ = 0;  // one at once: the other ranks learn that rank 0 serves
+  // Ready (health().running) once every rank has answered a first heartbeat: from then on the
+  // others watch rank 0 with the short silence limit (worker.h).
+  last_heartbeat_ns_ = 0;
+  heartbeat_if_due();
   running_.store(true);
   bool drain_logged = false;
   for (;;) {

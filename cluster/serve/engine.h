@@ -32,7 +32,7 @@ Status run_plan(KimiLinearModel& model, cpu::ThreadPool& pool, StateCache& state
                 const StepPlan& plan, std::vector<float>& logits);
 
 struct EngineHealth {
-  bool running = false;    // run() has started (all ranks loaded)
+  bool running = false;    // run() has started and every rank answered its first heartbeat
   bool draining = false;
   bool stalled = false;    // work pending and no step finished within step_timeout
   bool failed = false;     // a step failed: the engine stopped

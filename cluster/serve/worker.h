@@ -39,7 +39,7 @@ SignalReport heartbeat_ack(Communicator& control, const SignalReport& mine);
 struct WorkerOptions {
   // Nothing from rank 0 this long ends the job (rank0_silence_limit_s), counted from its first
   // message; before that, from the start, first_message_timeout_s (rank 0 may still be loading
-  // its tokenizer).
+  // its tokenizer; it reports ready only once every rank has answered its first heartbeat).
   double silence_timeout_s = 31;
   double first_message_timeout_s = 60;
   // Called once, from a watchdog thread, with a message naming rank 0 as silent (run_worker does

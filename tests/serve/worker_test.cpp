@@ -79,7 +79,8 @@ TEST(HeartbeatAckTest, SumsEveryRanksReport) {
 class WorkerTest : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
-    dir_ = std::filesystem::temp_directory_path() / ("kiln_worker_test_" + std::to_string(getpid()));
+    dir_ = std::filesystem::temp_directory_path() /
+           ("kiln_worker_test_" + std::to_string(getpid()));
     auto config = preset_config("micro");
     ASSERT_TRUE(config.ok());
     MakeModelOptions o;
@@ -110,8 +111,9 @@ class WorkerTest : public ::testing::Test {
         message = m;
         silences.fetch_add(1);
       };
-      thread = std::thread(
-          [this, &control] { EXPECT_TRUE(run_worker(*model_, pool, *state, control, options).ok()); });
+      thread = std::thread([this, &control] {
+        EXPECT_TRUE(run_worker(*model_, pool, *state, control, options).ok());
+      });
     }
   };
 
