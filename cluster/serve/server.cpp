@@ -222,7 +222,9 @@ Status serve(const Topology& t, const ServeRuntime& runtime) {
   // open request then gets an error event, the gateway stops accepting, and the process exits
   // non-zero so mpirun ends the job (it kills the other ranks).
   std::atomic<bool> failing{false};
-  auto fail_job = [&](const std::string& why) {
+  auto fail_job = [&](const std::string& why,
+                      const std::string& client_message = "the server failed: a rank stopped "
+                                                          "responding") {
     if (failing.exchange(true)) return;
     spdlog::error("{}: ending every request and the job", why);
     state.failed.store(true);
@@ -230,7 +232,7 @@ Status serve(const Topology& t, const ServeRuntime& runtime) {
       std::lock_guard lock(state.load_mu);
       state.failure = why;
     }
-    engine.fail("the server failed: a rank stopped responding");
+    engine.fail(client_message);
     if (gw) gw->stop_accepting();
     std::this_thread::sleep_for(std::chrono::milliseconds(300));  // sessions write the errors
     std::fflush(nullptr);
@@ -280,10 +282,9 @@ Status serve(const Topology& t, const ServeRuntime& runtime) {
         std::lock_guard lock(cut_mu);
         if (Clock::now() >= cut_at && !cut_done) cut = cut_done = true;
       }
-      if (cut) {
-        spdlog::warn("mpirun's SIGKILL is near: ending every open request now");
-        engine.fail("the server is shutting down");
-      }
+      // The engine has not finished draining (a step outlasts the drain, or waits on a rank
+      // that is gone): end the requests and this rank before mpirun's SIGKILL does.
+      if (cut) fail_job("mpirun's SIGKILL is near", "the server is shutting down");
     }
   });
   spdlog::info("ready: model {} ({} rank(s), tensor {} x pipeline {})", state.model_id, w.size,

@@ -44,8 +44,9 @@ struct ShutdownSignal {
 struct DrainDecision {
   bool rank_failed = false;  // a rank died and mpirun is ending the job: fail every request now
   double drain_s = 0;        // running requests may finish until then; the rest get an error event
-  // When every stream still open gets its error event from outside the engine thread (a step
-  // may outlast drain_s): before the launcher's SIGKILL. Infinity: no such limit.
+  // If the engine is still running then (a step outlasts drain_s, or waits on a rank that is
+  // gone), every stream still open gets its error event from outside the engine thread and the
+  // rank exits 1: before the launcher's SIGKILL. Infinity: no such limit.
   double cut_s = std::numeric_limits<double>::infinity();
 };
 

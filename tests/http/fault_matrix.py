@@ -5,6 +5,8 @@ rank 1, mpirun or `kiln launch` during decode. For each case it checks that
 * every open stream ends: it finishes, or gets an error event and `data: [DONE]`; only when rank
   0 itself is stopped or killed (it owns the sockets) may a stream end with the connection closed
   instead — never by hanging;
+* after SIGSTOP, a client sees the failure within step_timeout_s + 2 s of the fault (the idle
+  cases open their streams only step_timeout_s / 2 after it);
 * the job exits within scheduler.step_timeout_s + 5 s of the fault (a drain: drain_timeout_s +
   5 s), non-zero after a failure, 0 after a drain asked of a rank or of `kiln launch`;
 * after a SIGTERM, /health never answers 200 again once it has answered otherwise, and it has
@@ -37,6 +39,10 @@ STOP, KILL, TERM = signal.SIGSTOP, signal.SIGKILL, signal.SIGTERM
 PROMPT_WORDS = 1500   # prefill cases: a prompt long enough to be mid-prefill at the fault
 PREFILL_CHUNK = 8     # ... cut in small chunks, one per step
 DRAIN_S = 3
+# A stopped rank is noticed by rank 0 within step_timeout_s (+ one heartbeat interval while
+# idle), a stopped rank 0 by the others within step_timeout_s + 1 s: a client must see the
+# failure within step_timeout_s + this.
+DETECT_SLACK_S = 2.0
 
 
 @dataclass
@@ -82,6 +88,7 @@ class Outcome:
     first_error_s: float | None = None
     exit_s: float | None = None
     health_down_s: float | None = None  # SIGTERM cases: when /health first answered non-200
+    step_timeout: float = 5.0
     rc: int | None = None
     streams: list[str] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
@@ -155,7 +162,7 @@ def send_fault(server: ks.KilnServer, case: Case) -> None:
 
 
 def run_case(case: Case, step_timeout: float) -> Outcome:
-    out = Outcome(case)
+    out = Outcome(case, step_timeout=step_timeout)
     sets = {"scheduler.step_timeout_s": step_timeout, "scheduler.drain_timeout_s": DRAIN_S}
     if case.phase == "prefill":
         sets["scheduler.prefill_chunk"] = PREFILL_CHUNK
@@ -195,7 +202,9 @@ async def _drive(server: ks.KilnServer, case: Case, out: Outcome, bound: float) 
     health: list[tuple[float, str]] = []
     poller = asyncio.create_task(_poll_health(server.port, health)) if case.sig == TERM else None
     if case.phase == "idle":
-        await asyncio.sleep(0.3)
+        # Late enough that a step of theirs would be caught after the bound below: only the
+        # heartbeat (or, for rank 0, the other ranks' silence limit) catches the fault in time.
+        await asyncio.sleep(out.step_timeout / 2)
         streams, _ = await open_streams(server.port, 2, 0, 64)
     done, pending = await asyncio.wait(streams, timeout=bound + 10)
     for s in pending:
@@ -220,6 +229,10 @@ async def _drive(server: ks.KilnServer, case: Case, out: Outcome, bound: float) 
     if poller is not None:
         poller.cancel()
         _check_health(health, out, t_fault)
+    if case.sig == STOP and (out.first_error_s is None or
+                             out.first_error_s > out.step_timeout + DETECT_SLACK_S):
+        out.problems.append(f"no client saw the failure within step_timeout_s + "
+                            f"{DETECT_SLACK_S:g} s of the fault")
     rc, t_exit = await exit_future
     out.rc = rc
     for pid in pids.values():  # a stopped rank must not outlive the job
