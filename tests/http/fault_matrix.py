@@ -2,9 +2,10 @@
 fault — SIGSTOP or SIGKILL of rank 0 or rank 1 during prefill, decode or idle; SIGTERM to rank 0,
 rank 1, mpirun or `kiln launch` during decode. For each case it checks that
 
-* every open stream ends: it finishes, or gets an error event and `data: [DONE]`; only when rank
-  0 itself is stopped or killed (it owns the sockets) may a stream end with the connection closed
-  instead — never by hanging;
+* every open stream ends: it finishes, or gets an error event and `data: [DONE]` (a request
+  refused with 503 or a refused connection is an answer too); only when rank 0 itself is stopped
+  or killed (it owns the sockets) may a stream end with the connection closed mid-body instead —
+  never by hanging;
 * after SIGSTOP, a client sees the failure within step_timeout_s + 2 s of the fault (the idle
   cases open their streams only step_timeout_s / 2 after it);
 * the job exits within scheduler.step_timeout_s + 5 s of the fault (a drain: drain_timeout_s +
@@ -202,9 +203,10 @@ async def _drive(server: ks.KilnServer, case: Case, out: Outcome, bound: float) 
     health: list[tuple[float, str]] = []
     poller = asyncio.create_task(_poll_health(server.port, health)) if case.sig == TERM else None
     if case.phase == "idle":
-        # Late enough that a step of theirs would be caught after the bound below: only the
-        # heartbeat (or, for rank 0, the other ranks' silence limit) catches the fault in time.
-        await asyncio.sleep(out.step_timeout / 2)
+        # SIGSTOP: late enough that a step of theirs would be caught after the bound below, so
+        # only the heartbeat (for rank 0, the others' silence limit) catches the fault in time.
+        # SIGKILL: at once (mpirun ends the job within about 2 s).
+        await asyncio.sleep(out.step_timeout / 2 if case.sig == STOP else 0.3)
         streams, _ = await open_streams(server.port, 2, 0, 64)
     done, pending = await asyncio.wait(streams, timeout=bound + 10)
     for s in pending:
@@ -214,7 +216,7 @@ async def _drive(server: ks.KilnServer, case: Case, out: Outcome, bound: float) 
     results = [s.result() for s in done]
     if case.phase == "prefill" and any(r.times and r.times[0] < t_fault for r in results):
         out.problems.append("the fault came after the first token (not during prefill)")
-    allowed = {"finished", "error+DONE", "http 503"}
+    allowed = {"finished", "error+DONE", "http 503", "refused"}  # a refusal is an answer
     if case.rank0_gone:
         allowed |= {"reset", "refused"}
     for r in results:
