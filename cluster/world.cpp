@@ -326,6 +326,11 @@ StatusOr<std::unique_ptr<WorldContext>> init_world(int* argc, char*** argv, int 
   return context;
 }
 
+void abort_world(const std::string& message) {
+  abort_job(message);
+  std::_Exit(1);  // MPI was not (or no longer) up
+}
+
 void agree_or_abort(const WorldContext& context, const Status& local_status) {
   constexpr int kMessageBytes = 512;  // per rank, NUL included
   const World& w = context.world();
@@ -398,6 +403,12 @@ StatusOr<std::unique_ptr<WorldContext>> init_world(int* /*argc*/, char*** /*argv
   context->tp_ = std::move(make_local_group(1)[0]);
   context->pp_ = std::move(make_local_group(1)[0]);
   return context;
+}
+
+void abort_world(const std::string& message) {
+  std::fprintf(stderr, "kiln: aborting: %s\n", message.c_str());
+  std::fflush(stderr);
+  std::_Exit(1);
 }
 
 void agree_or_abort(const WorldContext& context, const Status& local_status) {

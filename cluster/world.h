@@ -122,4 +122,10 @@ StatusOr<std::unique_ptr<WorldContext>> init_world(int* argc, char*** argv, int 
 // returns and never waits for a rank that did not fail.
 void agree_or_abort(const WorldContext& context, const Status& local_status);
 
+// Any thread, at any time (also while another thread of this rank is inside an MPI call): prints
+// "kiln: rank R (host H): aborting the job: <message>" and ends the whole job (MPI_Abort, exit
+// code 1; without MPI, or before MPI is up, std::exit(1)). For a failure seen by one rank that the
+// others cannot see, e.g. rank 0 gone silent.
+[[noreturn]] void abort_world(const std::string& message);
+
 }  // namespace kiln

@@ -53,9 +53,11 @@ void split_rest(const std::vector<std::string>& rest, LaunchOptions& o) {
 }
 
 // Runs mpirun as a child and returns its exit code. mpirun answers SIGTERM/SIGINT by killing
-// the job (SIGTERM, then SIGKILL a few seconds later), but forwards SIGUSR1 to every rank, and
-// `kiln serve` drains on SIGUSR1. So the first SIGTERM/SIGINT sent to `kiln launch` becomes a
-// SIGUSR1 to mpirun (a graceful drain: the job exits 0); a second one is passed on as SIGTERM.
+// the job (SIGCONT, then SIGTERM odls_base_sigkill_timeout seconds later, default 1, then SIGKILL
+// as long again), but forwards SIGUSR1 to every rank, and `kiln serve` drains on SIGUSR1 for
+// scheduler.drain_timeout_s. So the first SIGTERM/SIGINT sent to `kiln launch` becomes a SIGUSR1
+// to mpirun (a graceful drain: the job exits 0); a second one is passed on as SIGTERM (rank 0
+// then ends every request before the SIGKILL, shutdown.h).
 int run_mpirun(const std::vector<std::string>& argv) {
   sigset_t set;
   sigemptyset(&set);

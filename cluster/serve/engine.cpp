@@ -1,9 +1,11 @@
 #include "cluster/serve/engine.h"
 
+#include <algorithm>
 #include <random>
 
 #include <spdlog/spdlog.h>
 
+#include "cluster/serve/worker.h"
 #include "kernels/base/check.h"
 
 namespace kiln::serve {
@@ -28,16 +30,6 @@ Status run_plan(KimiLinearModel& model, cpu::ThreadPool& pool, StateCache& state
     inputs.push_back({p.slot, p.tokens, p.all_logits});
   }
   return model.forward(pool, state, inputs, logits);
-}
-
-Status run_worker(KimiLinearModel& model, cpu::ThreadPool& pool, StateCache& state,
-                  Communicator& control) {
-  std::vector<float> logits;
-  for (;;) {
-    StepPlan plan = receive_plan(control);
-    if (plan.kind == StepPlan::Kind::kShutdown) return {};
-    KILN_RETURN_IF_ERROR(run_plan(model, pool, state, plan, logits));
-  }
 }
 
 Engine::Engine(KimiLinearModel& model, cpu::ThreadPool& pool, StateCache& state,
@@ -110,7 +102,7 @@ double Engine::seconds_in_step() const {
 void Engine::drain(Clock::time_point deadline) {
   {
     std::lock_guard lock(mu_);
-    if (!draining_) deadline_ = deadline;
+    deadline_ = draining_ ? std::min(deadline_, deadline) : deadline;  // the earliest holds
     draining_ = true;
   }
   cv_.notify_one();
@@ -160,8 +152,27 @@ bool Engine::step() {
   return true;
 }
 
+void Engine::heartbeat_if_due() {
+  if (control_ == nullptr || control_->size() <= 1) return;
+  const int64_t began = now_ns();
+  if (static_cast<double>(began - last_heartbeat_ns_) * 1e-9 < options_.heartbeat_s) return;
+  // A rank that does not answer leaves this wait open: the watchdog times it like a step.
+  step_began_ns_.store(began);
+  send_plan(*control_, StepPlan{StepPlan::Kind::kHeartbeat, {}});
+  const SignalReport report = heartbeat_ack(*control_, SignalReport{});
+  step_began_ns_.store(0);
+  last_heartbeat_ns_ = now_ns();
+  if (report.any() && options_.on_rank_signals) {
+    options_.on_rank_signals(report.drain_requests, report.launcher_terms);
+  }
+}
+
 Status Engine::run() {
   last_step_ns_.store(now_ns());
+  // Ready (health().running) once every rank has answered a first heartbeat: from then on the
+  // others watch rank 0 with the short silence limit (worker.h).
+  last_heartbeat_ns_ = 0;
+  heartbeat_if_due();
   running_.store(true);
   bool drain_logged = false;
   for (;;) {
@@ -207,6 +218,7 @@ Status Engine::run() {
       }
       if (scheduler_.idle()) break;
     }
+    heartbeat_if_due();
     step();
     std::lock_guard lock(mu_);
     stats_ = scheduler_.stats();

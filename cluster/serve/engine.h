@@ -12,6 +12,7 @@
 #include <condition_variable>
 #include <cstdint>
 #include <deque>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <vector>
@@ -30,12 +31,8 @@ namespace kiln::serve {
 Status run_plan(KimiLinearModel& model, cpu::ThreadPool& pool, StateCache& state,
                 const StepPlan& plan, std::vector<float>& logits);
 
-// Ranks other than 0: run every plan until the shutdown plan arrives.
-Status run_worker(KimiLinearModel& model, cpu::ThreadPool& pool, StateCache& state,
-                  Communicator& control);
-
 struct EngineHealth {
-  bool running = false;    // run() has started (all ranks loaded)
+  bool running = false;    // run() has started and every rank answered its first heartbeat
   bool draining = false;
   bool stalled = false;    // work pending and no step finished within step_timeout
   bool failed = false;     // a step failed: the engine stopped
@@ -49,6 +46,12 @@ class Engine {
     double step_timeout_s = 30;
     // This rank's TP group, whose busy time per step is exported as allreduce_time_seconds.
     Communicator* data_plane = nullptr;
+    // With other ranks: a heartbeat plan goes out between steps this often, busy or idle
+    // (worker.h); its answer is timed like a step (seconds_in_step).
+    double heartbeat_s = 1;
+    // Called on the engine thread when a heartbeat's answer reports shutdown signals that other
+    // ranks got (drain_requests, launcher_terms summed over the ranks).
+    std::function<void(int drain_requests, int launcher_terms)> on_rank_signals;
   };
   // control: all ranks (rank 0 = this one), or null on a single rank. metrics may be null.
   Engine(KimiLinearModel& model, cpu::ThreadPool& pool, StateCache& state, Communicator* control,
@@ -59,7 +62,8 @@ class Engine {
   // A request without a seed gets one here.
   Status submit(std::shared_ptr<EngineRequest> request);
   // Any thread (also from a signal-watching thread): stop admitting; finish running and queued
-  // work until `deadline`, then end what is left with an error; then run() returns.
+  // work until `deadline`, then end what is left with an error; then run() returns. Called again,
+  // the earlier deadline holds.
   void drain(std::chrono::steady_clock::time_point deadline);
   // Any thread: wakes the loop (e.g. after a cancellation) so it is noticed promptly.
   void wake();
@@ -79,6 +83,7 @@ class Engine {
 
  private:
   bool step();  // one scheduler step; false when there was nothing to run
+  void heartbeat_if_due();  // with other ranks: a heartbeat plan every options_.heartbeat_s
 
   KimiLinearModel& model_;
   cpu::ThreadPool& pool_;
@@ -99,7 +104,8 @@ class Engine {
   std::chrono::steady_clock::time_point deadline_;
   std::atomic<bool> running_{false};
   std::atomic<int64_t> last_step_ns_{0};
-  std::atomic<int64_t> step_began_ns_{0};  // 0 between steps
+  std::atomic<int64_t> step_began_ns_{0};  // 0 between steps (and heartbeats)
+  int64_t last_heartbeat_ns_ = 0;            // engine thread: when the last heartbeat was answered
   std::vector<std::shared_ptr<RequestStream>> live_;  // submitted, not yet closed (guarded by mu_)
   std::atomic<bool> busy_{false};
 };

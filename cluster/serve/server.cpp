@@ -1,11 +1,12 @@
 #include "cluster/serve/server.h"
 
-#include <pthread.h>
 #include <signal.h>
 
+#include <algorithm>
 #include <atomic>
-#include <cstdio>
 #include <chrono>
+#include <cmath>
+#include <cstdio>
 #include <filesystem>
 #include <thread>
 
@@ -17,6 +18,8 @@
 #include "cluster/rank_model.h"
 #include "cluster/serve/engine.h"
 #include "cluster/serve/routes.h"
+#include "cluster/serve/shutdown.h"
+#include "cluster/serve/worker.h"
 #include "cluster/text/chat_template.h"
 #include "kernels/base/check.h"
 
@@ -25,43 +28,6 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 
-// SIGTERM and SIGINT (sent to the serving process) and SIGUSR1 (what mpirun forwards to every
-// rank, and what `kiln launch` turns its SIGTERM into) drain the server. They are blocked in this
-// thread and every thread it starts later; a watcher thread takes them with sigwait on rank 0, so
-// no work happens in a signal handler. Other ranks leave them blocked: rank 0's shutdown plan
-// ends them.
-sigset_t shutdown_signals() {
-  sigset_t set;
-  sigemptyset(&set);
-  sigaddset(&set, SIGTERM);
-  sigaddset(&set, SIGINT);
-  sigaddset(&set, SIGUSR1);
-  return set;
-}
-
-class SignalWatcher {
- public:
-  explicit SignalWatcher(std::function<void(int)> on_signal)
-      : thread_([this, f = std::move(on_signal)] {
-          const sigset_t set = shutdown_signals();
-          for (;;) {
-            int sig = 0;
-            if (sigwait(&set, &sig) != 0) continue;
-            if (stopping_.load()) return;
-            f(sig);
-          }
-        }) {}
-  ~SignalWatcher() {
-    stopping_.store(true);
-    pthread_kill(thread_.native_handle(), SIGTERM);
-    thread_.join();
-  }
-
- private:
-  std::atomic<bool> stopping_{false};
-  std::thread thread_;
-};
-
 std::string format_bytes(double b) {
   const char* units[] = {"B", "KiB", "MiB", "GiB", "TiB"};
   int u = 0;
@@ -69,11 +35,32 @@ std::string format_bytes(double b) {
   return fmt::format("{:.1f} {}", b, units[u]);
 }
 
+// A rank other than 0: runs the plans until the shutdown plan (worker.h). Its SIGTERM or SIGINT
+// is told to rank 0 in the next heartbeat answer; SIGUSR1 is left to rank 0, which mpirun
+// forwards it to as well.
+Status serve_worker(const Topology& t, const Launcher& launcher, RankModel& ranked,
+                    cpu::ThreadPool& pool, StateCache& cache) {
+  const int rank = ranked.world->world().rank;
+  std::atomic<int> drain_requests{0};
+  std::atomic<int> launcher_terms{0};
+  SignalWatcher watcher(launcher, [&](const ShutdownSignal& s) {
+    if (s.sig == SIGUSR1) return;
+    (s.from_launcher ? launcher_terms : drain_requests).fetch_add(1);
+    spdlog::info("rank {}: {}: telling rank 0 in the next heartbeat answer", rank, describe(s));
+  });
+  WorkerOptions o;
+  o.silence_timeout_s = rank0_silence_limit_s(t.scheduler.step_timeout_s);
+  o.report = [&] { return SignalReport{drain_requests.load(), launcher_terms.load()}; };
+  return run_worker(*ranked.model, pool, cache, ranked.world->world_comm(), o);
+}
+
 }  // namespace
 
 Status serve(const Topology& t, const ServeRuntime& runtime) {
+  // Blocked before any thread starts, so only the SignalWatchers take them (shutdown.h).
   const sigset_t signals = shutdown_signals();
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+  const Launcher launcher = detect_launcher();
 
   Metrics metrics;
   define_route_metrics(metrics);
@@ -171,10 +158,7 @@ Status serve(const Topology& t, const ServeRuntime& runtime) {
   cpu::ThreadPool pool(runtime.threads);
   pool.set_exact_activations(runtime.exact_activations);
 
-  if (w.rank != 0) {
-    Communicator& control = ranked->world->world_comm();
-    return run_worker(model, pool, *cache, control);
-  }
+  if (w.rank != 0) return serve_worker(t, launcher, *ranked, pool, *cache);
 
   auto tokenizer = load_tokenizer(model.checkpoint());
   if (!tokenizer.ok()) return tokenizer.status();
@@ -206,6 +190,18 @@ Status serve(const Topology& t, const ServeRuntime& runtime) {
   eo.scheduler.page_tokens = page;
   eo.scheduler.max_context = context;
   eo.step_timeout_s = t.scheduler.step_timeout_s;
+  eo.heartbeat_s = heartbeat_interval_s(t.scheduler.step_timeout_s);
+  // Set below, once the gateway and the engine exist; the engine calls it only from run().
+  std::function<void(const ShutdownSignal&, const std::string&)> begin_shutdown;
+  int reported_signals = 0;  // engine thread
+  eo.on_rank_signals = [&](int drain_requests, int launcher_terms) {
+    if (drain_requests + launcher_terms <= reported_signals) return;
+    reported_signals = drain_requests + launcher_terms;
+    ShutdownSignal s{SIGTERM, /*from_launcher=*/launcher_terms > 0};
+    begin_shutdown(s, fmt::format("another rank got SIGTERM or SIGINT ({} from mpirun, {} from "
+                                  "elsewhere; told in a heartbeat answer)",
+                                  launcher_terms, drain_requests));
+  };
   if (w.tp_size > 1) eo.data_plane = &ranked->world->tp();
   Communicator* control = w.size > 1 ? &ranked->world->world_comm() : nullptr;
   Engine engine(model, pool, *cache, control, *tokenizer, eo, &metrics);
@@ -236,7 +232,9 @@ Status serve(const Topology& t, const ServeRuntime& runtime) {
   // open request then gets an error event, the gateway stops accepting, and the process exits
   // non-zero so mpirun ends the job (it kills the other ranks).
   std::atomic<bool> failing{false};
-  auto fail_job = [&](const std::string& why) {
+  auto fail_job = [&](const std::string& why,
+                      const std::string& client_message = "the server failed: a rank stopped "
+                                                          "responding") {
     if (failing.exchange(true)) return;
     spdlog::error("{}: ending every request and the job", why);
     state.failed.store(true);
@@ -244,33 +242,59 @@ Status serve(const Topology& t, const ServeRuntime& runtime) {
       std::lock_guard lock(state.load_mu);
       state.failure = why;
     }
-    engine.fail("the server failed: a rank stopped responding");
+    engine.fail(client_message);
     if (gw) gw->stop_accepting();
     std::this_thread::sleep_for(std::chrono::milliseconds(300));  // sessions write the errors
     std::fflush(nullptr);
     std::_Exit(1);
   };
-  SignalWatcher watcher([&](int sig) {
-    // mpirun sends SIGTERM to the survivors when a rank dies; a step already stuck that long
-    // means this is such a failure, not a request to drain.
-    if (w.size > 1 && engine.seconds_in_step() > 0.25) {
-      fail_job(fmt::format("signal {} while a step has waited {:.1f} s on the other ranks", sig,
+  // Shutdown (shutdown.h): a drain, bounded by mpirun's SIGKILL when the signal came from it.
+  std::mutex cut_mu;
+  Clock::time_point cut_at = Clock::time_point::max();  // streams still open then are ended
+  begin_shutdown = [&](const ShutdownSignal& sig, const std::string& what) {
+    const DrainDecision d = decide_drain(sig, t.scheduler.drain_timeout_s, launcher.kill_grace_s,
+                                         engine.seconds_in_step(), w.size > 1);
+    if (d.rank_failed) {
+      fail_job(fmt::format("{} while a step has waited {:.1f} s on the other ranks", what,
                            engine.seconds_in_step()));
+      return;
     }
-    spdlog::info("signal {}: draining for up to {} s", sig, t.scheduler.drain_timeout_s);
+    const auto now = Clock::now();
+    if (std::isfinite(d.cut_s)) {
+      spdlog::info("{}: draining for up to {:.2f} s (mpirun sends SIGKILL {:g} s after its "
+                   "SIGTERM; open requests end by {:.2f} s)",
+                   what, d.drain_s, launcher.kill_grace_s, d.cut_s);
+      std::lock_guard lock(cut_mu);
+      cut_at = std::min(cut_at, now + std::chrono::duration_cast<Clock::duration>(
+                                          std::chrono::duration<double>(d.cut_s)));
+    } else {
+      spdlog::info("{}: draining for up to {:g} s", what, d.drain_s);
+    }
     if (gw) gw->stop_accepting();
-    engine.drain(Clock::now() + std::chrono::milliseconds(
-                                    static_cast<int64_t>(t.scheduler.drain_timeout_s * 1000)));
-  });
+    engine.drain(now + std::chrono::duration_cast<Clock::duration>(
+                           std::chrono::duration<double>(d.drain_s)));
+  };
+  SignalWatcher watcher(launcher,
+                        [&](const ShutdownSignal& sig) { begin_shutdown(sig, describe(sig)); });
   std::atomic<bool> done{false};
+  bool cut_done = false;  // guarded by cut_mu
   std::thread watchdog([&] {
     while (!done.load()) {
       std::this_thread::sleep_for(std::chrono::milliseconds(100));
       const double in_step = engine.seconds_in_step();
       if (in_step > t.scheduler.step_timeout_s) {
-        fail_job(fmt::format("a step has run for {:.1f} s (scheduler.step_timeout_s = {})",
+        fail_job(fmt::format("a step or heartbeat has waited {:.1f} s on the other ranks "
+                             "(scheduler.step_timeout_s = {})",
                              in_step, t.scheduler.step_timeout_s));
       }
+      bool cut = false;
+      {
+        std::lock_guard lock(cut_mu);
+        if (Clock::now() >= cut_at && !cut_done) cut = cut_done = true;
+      }
+      // The engine has not finished draining (a step outlasts the drain, or waits on a rank
+      // that is gone): end the requests and this rank before mpirun's SIGKILL does.
+      if (cut) fail_job("mpirun's SIGKILL is near", "the server is shutting down");
     }
   });
   spdlog::info("ready: model {} ({} rank(s), tensor {} x pipeline {})", state.model_id, w.size,
@@ -279,7 +303,11 @@ Status serve(const Topology& t, const ServeRuntime& runtime) {
   done.store(true);
   watchdog.join();
   // Let the sessions write what the engine produced last, then close everything.
-  const auto until = Clock::now() + std::chrono::seconds(2);
+  Clock::time_point until = Clock::now() + std::chrono::seconds(2);
+  {
+    std::lock_guard lock(cut_mu);
+    until = std::min(until, cut_at);  // before mpirun's SIGKILL
+  }
   while (gw && gw->open_connections() > 0 && Clock::now() < until) {
     std::this_thread::sleep_for(std::chrono::milliseconds(10));
   }

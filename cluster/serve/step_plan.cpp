@@ -34,10 +34,14 @@ StatusOr<StepPlan> decode_plan(const std::vector<int32_t>& w) {
   if (!need(2)) return invalid_argument("step plan: truncated header ({} words)", w.size());
   StepPlan plan;
   const int32_t kind = w[at++];
-  if (kind != 1 && kind != 2) return invalid_argument("step plan: unknown kind {}", kind);
+  if (kind < 1 || kind > 3) return invalid_argument("step plan: unknown kind {}", kind);
   plan.kind = static_cast<StepPlan::Kind>(kind);
   const int32_t n = w[at++];
   if (n < 0) return invalid_argument("step plan: negative sequence count {}", n);
+  if (plan.kind != StepPlan::Kind::kRun && n != 0) {
+    return invalid_argument("step plan: a {} plan has {} sequences",
+                            plan.kind == StepPlan::Kind::kShutdown ? "shutdown" : "heartbeat", n);
+  }
   plan.seqs.reserve(static_cast<size_t>(std::min<int32_t>(n, 4096)));
   for (int32_t i = 0; i < n; ++i) {
     if (!need(4)) return invalid_argument("step plan: sequence {} truncated", i);

@@ -22,7 +22,9 @@ struct PlanSeq {
 };
 
 struct StepPlan {
-  enum class Kind : int32_t { kRun = 1, kShutdown = 2 };
+  // kHeartbeat: no sequences; every other rank answers with heartbeat_ack (worker.h). Rank 0
+  // sends one when it has sent nothing for a while, so a silent rank 0 is noticed.
+  enum class Kind : int32_t { kRun = 1, kShutdown = 2, kHeartbeat = 3 };
   Kind kind = Kind::kRun;
   std::vector<PlanSeq> seqs;
   int64_t n_tokens() const;

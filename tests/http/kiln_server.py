@@ -205,6 +205,11 @@ class KilnServer:
         cmd += self.args
         for k, v in self.sets.items():
             cmd += ["--set", f"{k}={v}"]
+        return self._spawn(cmd, ready_timeout)
+
+    def _spawn(self, cmd: list[str], ready_timeout: float) -> "KilnServer":
+        """Runs `cmd` (the job; self.port already chosen) in a new session, logging to a file,
+        and waits until /health/ready is 200."""
         env = dict(os.environ)
         for k, v in MPI_ENV.items():
             env.setdefault(k, v)

@@ -15,6 +15,8 @@ TEST(StepPlanTest, RoundTrips) {
   EXPECT_EQ(plan.n_tokens(), 5);
   StepPlan shutdown{StepPlan::Kind::kShutdown, {}};
   EXPECT_EQ(*decode_plan(encode_plan(shutdown)), shutdown);
+  StepPlan heartbeat{StepPlan::Kind::kHeartbeat, {}};
+  EXPECT_EQ(*decode_plan(encode_plan(heartbeat)), heartbeat);
 }
 
 TEST(StepPlanTest, RejectsMalformedEncodings) {
@@ -31,6 +33,16 @@ TEST(StepPlanTest, RejectsMalformedEncodings) {
   std::vector<int32_t> kind = good;
   kind[0] = 9;
   EXPECT_FALSE(decode_plan(kind).ok());
+  for (int32_t k : {0, 4, -1}) {
+    kind[0] = k;
+    EXPECT_FALSE(decode_plan(kind).ok()) << "kind " << k;
+  }
+  // Only a run plan carries sequences.
+  for (StepPlan::Kind k : {StepPlan::Kind::kShutdown, StepPlan::Kind::kHeartbeat}) {
+    std::vector<int32_t> with_seqs = good;
+    with_seqs[0] = static_cast<int32_t>(k);
+    EXPECT_FALSE(decode_plan(with_seqs).ok()) << "kind " << static_cast<int>(k);
+  }
   std::vector<int32_t> neg = good;
   neg[1] = -1;
   EXPECT_FALSE(decode_plan(neg).ok());
