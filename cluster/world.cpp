@@ -38,9 +38,15 @@ Status check_shape(int tensor, int pipeline, int size) {
   return {};
 }
 
+// One "kiln: error:" line naming the first failing rank and why, then one line per other failure.
 void print_failures(const std::vector<std::string>& lines, int size) {
-  std::fprintf(stderr, "kiln: %zu of %d rank(s) failed; aborting the job\n", lines.size(), size);
-  for (const auto& line : lines) std::fprintf(stderr, "kiln: %s\n", line.c_str());
+  if (lines.empty()) {
+    std::fprintf(stderr, "kiln: error: a rank failed; aborting the job\n");
+  } else {
+    std::fprintf(stderr, "kiln: error: %s (%zu of %d rank(s) failed; aborting the job)\n",
+                 lines[0].c_str(), lines.size(), size);
+  }
+  for (size_t i = 1; i < lines.size(); ++i) std::fprintf(stderr, "kiln: %s\n", lines[i].c_str());
   std::fflush(stderr);
 }
 

@@ -121,11 +121,11 @@ class Builder:
     def gguf(self):
         return Gguf(self.gguf_blob)
 
-    def gguf_case(self, group, cls, name, edit, expect, commands=MODEL):
+    def gguf_case(self, group, cls, name, edit, expect, commands=MODEL, **kw):
         g = self.gguf()
         blob = edit(g)
         self.add(group, cls, name, self.gguf_file(name, blob if blob is not None else g.serialize()),
-                 commands, expect)
+                 commands, expect, **kw)
 
     # -- safetensors / config helpers
     def st(self):
@@ -145,13 +145,13 @@ class Builder:
                  self.hf_variant(name, {"config.json": text if text is not None else json.dumps(c)}),
                  commands, expect)
 
-    def tok_config_case(self, group, cls, name, edit, expect, commands=TOKENIZER):
+    def tok_config_case(self, group, cls, name, edit, expect, commands=TOKENIZER, **kw):
         c = json.loads(json.dumps(self.tok_config))
         text = edit(c)
         self.add(group, cls, name,
                  self.hf_variant(name, {"tokenizer_config.json":
                                         text if text is not None else json.dumps(c)}),
-                 commands, expect)
+                 commands, expect, **kw)
 
 
 def patch_u64(blob, offset, value):

@@ -46,7 +46,7 @@ def command_line(kiln, command, model, extra):
                   "--log-level", "warn"],
     }[command]
     more = list(extra.get(command, extra.get("*", [])))
-    if "--tokens-file" in more:  # instead of --tokens
+    if "--tokens-file" in more or "--tokens" in more:  # instead of --tokens 1,2,3
         base = base[:4] + base[6:]
     return base + more
 
