@@ -11,6 +11,7 @@
 
 #include "cluster/gateway/gateway.h"
 #include "cluster/serve/api.h"
+#include "cluster/serve/auth.h"
 #include "cluster/serve/engine.h"
 #include "cluster/serve/metrics.h"
 #include "cluster/text/chat_template.h"
@@ -52,14 +53,5 @@ void define_route_metrics(Metrics& metrics);
 // (the gateway drops the body). While the engine drains, /health is 503 {"status":"draining"}
 // and every route but /health* and /metrics is 503 with an OpenAI error.
 gateway::Handler make_routes(ServerState& state);
-
-// Constant-time check of an "Authorization" header value against "Bearer KEY" for each key.
-// The scheme is case-insensitive and followed by one or more spaces or tabs (RFC 9110 §11.1);
-// spaces or tabs after the key are ignored.
-bool authorized(const std::string& header, const std::vector<std::string>& keys);
-
-// Reads API keys, one per line (blank lines and lines starting with '#' ignored); an error names
-// the file, and an empty key list is an error too.
-StatusOr<std::vector<std::string>> read_api_keys(const std::string& path);
 
 }  // namespace kiln::serve
