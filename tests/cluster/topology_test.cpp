@@ -79,6 +79,9 @@ const std::map<std::string, std::string>& bad_files() {
       {"non-scalar-key.yaml", "top level: keys must be plain names, got a sequence (line 1)"},
       {"server-host-empty.yaml", "server.host: must not be empty (line 2)"},
       {"several-problems.yaml", "unknown key 'cache.pages' (line 7)"},
+      {"string-invalid-utf8.yaml", "model.path: not valid UTF-8 (byte 8 of the string) (line 2)"},
+      {"string-invalid-utf8-host.yaml", "nodes[0].host: not valid UTF-8 (byte 1 of the string)"},
+      {"string-nul.yaml", "model.name: contains a NUL character (line 3)"},
   };
   return table;
 }
@@ -336,6 +339,8 @@ TEST(TopologyOverride, BadAssignmentsNameTheKeyAndLeaveTheValue) {
       {"parallel.layer_split=[1, 2", "value is not valid YAML"},
       {"backend=tpu", "backend: must be one of cpu, cuda, got 'tpu'"},
       {"nodes=[{host: a, slot: 2}]", "unknown key 'nodes[0].slot'"},
+      {"model.name=k\xb0", "model.name: not valid UTF-8 (byte 1 of the string)"},
+      {"server.cors_allow_origins=[\"a\\0b\"]", "contains a NUL character"},
   };
   for (const auto& [assignment, expected] : cases) {
     Topology t;
