@@ -20,6 +20,7 @@ using topology_detail::Field;
 using topology_detail::ReadCtx;
 
 constexpr size_t kMaxTopologyBytes = 1 << 20;
+constexpr size_t kMaxListedProblems = 20;
 
 std::vector<std::string> known_keys() {
   std::vector<std::string> keys;
@@ -54,11 +55,17 @@ void walk(Topology& t, const ReadCtx& ctx) {
                                 });
 }
 
+// One line per problem, the first kMaxListedProblems of them (a 1 MiB file of bad keys would
+// otherwise give a message of megabytes), then how many more there are.
 Status problems_status(const std::string& prefix, const std::vector<std::string>& problems) {
   std::string text;
-  for (const std::string& p : problems) {
+  const size_t listed = std::min(problems.size(), kMaxListedProblems);
+  for (size_t i = 0; i < listed; ++i) {
     if (!text.empty()) text += '\n';
-    text += prefix + ": " + p;
+    text += prefix + ": " + problems[i];
+  }
+  if (problems.size() > listed) {
+    text += fmt::format("\n{}: ... and {} more problems", prefix, problems.size() - listed);
   }
   return invalid_argument("{}", text);
 }

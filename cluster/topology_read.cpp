@@ -84,6 +84,9 @@ std::string suggestion(const std::string& key, const std::vector<std::string>& c
   std::string best;
   size_t best_distance = 3;  // suggest only near misses: at most two edits
   for (const std::string& c : candidates) {
+    // The distance is at least the length difference: skip the quadratic work for long keys.
+    const size_t length_gap = key.size() > c.size() ? key.size() - c.size() : c.size() - key.size();
+    if (length_gap >= best_distance) continue;
     size_t d = edit_distance(key, c);
     if (d < best_distance) {
       best_distance = d;

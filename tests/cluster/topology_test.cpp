@@ -155,6 +155,22 @@ TEST(TopologyParse, NoExceptionEscapesOnGarbage) {
   }
 }
 
+// A file near the size limit made of misspelt keys: the message lists the first 20 and counts the
+// rest (and finding near misses stays linear in the key length).
+TEST(TopologyParse, ManyProblemsAreCountedNotAllListed) {
+  std::string yaml;
+  for (int i = 0; yaml.size() < (1u << 20) - 400; ++i) {
+    yaml += (i % 2 ? std::string("k") : std::string(300, 'x')) + std::to_string(i) + ": 1\n";
+  }
+  auto t = parse_topology(yaml, "many.yaml");
+  ASSERT_FALSE(t.ok());
+  const std::string msg = t.status().message();
+  EXPECT_EQ(std::count(msg.begin(), msg.end(), '\n'), 20) << msg.substr(0, 2000);
+  EXPECT_NE(msg.find("many.yaml: unknown key 'k1' (line 2)"), std::string::npos) << msg.substr(0, 300);
+  EXPECT_NE(msg.find("more problems"), std::string::npos);
+  EXPECT_LT(msg.size(), 20000u);
+}
+
 TEST(TopologyParse, MinimalFileTakesTheDefaults) {
   auto t = parse_topology("backend: cpu\n", "/etc/kiln/min.yaml");
   ASSERT_TRUE(t.ok()) << t.status().to_string();
