@@ -39,7 +39,7 @@ if (( merge )); then
   "$bin" -merge=1 -use_counters=0 "$tmp" "$seeds" "$found"
   find "$seeds" -maxdepth 1 -type f -delete   # regress/ (inputs of fixed findings) stays as is
   mv "$tmp"/* "$seeds"/ && rmdir "$tmp"
-  echo "fuzz.sh: $seeds now holds $(ls "$seeds" | wc -l) inputs ($(du -sh "$seeds" | cut -f1))"
+  echo "fuzz.sh: $seeds now holds $(ls "$seeds" | wc -l) inputs ($(du -sh --apparent-size "$seeds" | cut -f1))"
   exit 0
 fi
 max_len=4096
