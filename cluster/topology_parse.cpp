@@ -1,9 +1,13 @@
 // Reading a topology: YAML text or file → Topology (every unknown key, duplicate key and bad
 // value reported with its path and line, then structural validation), "dotted.key=value"
 // overrides checked by the same key table, and the effective config written back as YAML.
+#include <algorithm>
 #include <filesystem>
+#include <optional>
+#include <sstream>
 
 #include <fmt/format.h>
+#include <yaml-cpp/eventhandler.h>
 
 #include "cluster/topology.h"
 #include "cluster/topology_schema.h"
@@ -16,6 +20,7 @@ using topology_detail::Field;
 using topology_detail::ReadCtx;
 
 constexpr size_t kMaxTopologyBytes = kMaxTopologyFileBytes;
+constexpr size_t kMaxListedProblems = 20;
 
 std::vector<std::string> known_keys() {
   std::vector<std::string> keys;
@@ -50,11 +55,17 @@ void walk(Topology& t, const ReadCtx& ctx) {
                                 });
 }
 
+// One line per problem, the first kMaxListedProblems of them (a 1 MiB file of bad keys would
+// otherwise give a message of megabytes), then how many more there are.
 Status problems_status(const std::string& prefix, const std::vector<std::string>& problems) {
   std::string text;
-  for (const std::string& p : problems) {
+  const size_t listed = std::min(problems.size(), kMaxListedProblems);
+  for (size_t i = 0; i < listed; ++i) {
     if (!text.empty()) text += '\n';
-    text += prefix + ": " + p;
+    text += prefix + ": " + problems[i];
+  }
+  if (problems.size() > listed) {
+    text += fmt::format("\n{}: ... and {} more problems", prefix, problems.size() - listed);
   }
   return invalid_argument("{}", text);
 }
@@ -63,35 +74,100 @@ std::string node_kind(const YAML::Node& n) {
   return n.IsSequence() ? "a sequence" : fmt::format("the scalar '{}'", n.Scalar());
 }
 
+// Counts the documents of a YAML stream without building them. YAML::LoadAll of yaml-cpp 0.7
+// never returns on some malformed input (",", ", b]\n: ]"): its parser keeps yielding documents
+// that are one null at the same token. Such a repeat is reported as a syntax error there.
+class DocumentCounter : public YAML::EventHandler {
+ public:
+  void OnDocumentStart(const YAML::Mark&) override { events_ = 0; }
+  void OnDocumentEnd() override {}
+  void OnNull(const YAML::Mark& mark, YAML::anchor_t) override {
+    if (++events_ == 1) null_at_ = mark;
+  }
+  void OnAlias(const YAML::Mark&, YAML::anchor_t) override { ++events_; }
+  void OnScalar(const YAML::Mark&, const std::string&, YAML::anchor_t,
+                const std::string&) override {
+    ++events_;
+  }
+  void OnSequenceStart(const YAML::Mark&, const std::string&, YAML::anchor_t,
+                       YAML::EmitterStyle::value) override {
+    ++events_;
+  }
+  void OnSequenceEnd() override {}
+  void OnMapStart(const YAML::Mark&, const std::string&, YAML::anchor_t,
+                  YAML::EmitterStyle::value) override {
+    ++events_;
+  }
+  void OnMapEnd() override {}
+
+  // The document just parsed is a lone null.
+  bool lone_null() const { return events_ == 1 && !null_at_.is_null(); }
+  const YAML::Mark& null_at() const { return null_at_; }
+  void forget_null() { null_at_ = YAML::Mark::null_mark(); }
+
+ private:
+  int events_ = 0;
+  YAML::Mark null_at_ = YAML::Mark::null_mark();
+};
+
+// Number of documents in `text` (at most kMaxCountedDocuments + 1); throws YAML::Exception.
+constexpr int kMaxCountedDocuments = 64;
+int count_documents(const std::string& text) {
+  std::istringstream in(text);
+  YAML::Parser parser(in);
+  DocumentCounter counter;
+  int docs = 0;
+  std::optional<YAML::Mark> previous_null;
+  while (docs <= kMaxCountedDocuments && parser.HandleNextDocument(counter)) {
+    ++docs;
+    if (!counter.lone_null()) {
+      previous_null.reset();
+    } else if (previous_null && previous_null->pos == counter.null_at().pos) {
+      const size_t at = static_cast<size_t>(std::max(0, counter.null_at().pos));
+      throw YAML::ParserException(counter.null_at(),
+                                  fmt::format("unexpected '{}'", text.substr(at, 1)));
+    } else {
+      previous_null = counter.null_at();
+    }
+    counter.forget_null();
+  }
+  return docs;
+}
+
 StatusOr<YAML::Node> load_document(const std::string& text, const std::string& source) {
   if (text.size() > kMaxTopologyBytes) {
     return invalid_argument("{}: file is {} bytes; a topology is at most {} bytes", source,
                             text.size(), kMaxTopologyBytes);
   }
-  std::vector<YAML::Node> docs;
+  YAML::Node doc;
   try {
-    docs = YAML::LoadAll(text);
+    const int docs = count_documents(text);
+    if (docs > kMaxCountedDocuments) {
+      return invalid_argument("{}: more than {} YAML documents ('---'); a topology is one document",
+                              source, kMaxCountedDocuments);
+    }
+    if (docs > 1) {
+      return invalid_argument("{}: {} YAML documents ('---'); a topology is one document", source,
+                              docs);
+    }
+    if (docs == 1) doc = YAML::Load(text);
   } catch (const YAML::Exception& e) {
     return invalid_argument("{}: YAML syntax error at line {}, column {}: {}", source,
                             e.mark.line + 1, e.mark.column + 1, e.msg);
   }
-  if (docs.empty() || (docs.size() == 1 && docs[0].IsNull())) {
+  if (!doc.IsDefined() || doc.IsNull()) {
     return invalid_argument(
         "{}: empty file; expected a mapping of topology keys "
         "(model, backend, parallel, ...)",
         source);
   }
-  if (docs.size() > 1) {
-    return invalid_argument("{}: {} YAML documents ('---'); a topology is one document", source,
-                            docs.size());
-  }
-  if (!docs[0].IsMap()) {
+  if (!doc.IsMap()) {
     return invalid_argument(
         "{}: top level must be a mapping of topology keys (model, backend, "
         "parallel, ...), got {} (line {})",
-        source, node_kind(docs[0]), topology_detail::line_of(docs[0]));
+        source, node_kind(doc), topology_detail::line_of(doc));
   }
-  return docs[0];
+  return doc;
 }
 
 StatusOr<Topology> parse_document(const YAML::Node& doc, const std::string& source) {

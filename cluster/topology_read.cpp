@@ -10,6 +10,7 @@
 #include <fmt/format.h>
 
 #include "cluster/topology_schema.h"
+#include "shard/json_strict.h"
 
 namespace kiln::topology_detail {
 namespace {
@@ -83,6 +84,9 @@ std::string suggestion(const std::string& key, const std::vector<std::string>& c
   std::string best;
   size_t best_distance = 3;  // suggest only near misses: at most two edits
   for (const std::string& c : candidates) {
+    // The distance is at least the length difference: skip the quadratic work for long keys.
+    const size_t length_gap = key.size() > c.size() ? key.size() - c.size() : c.size() - key.size();
+    if (length_gap >= best_distance) continue;
     size_t d = edit_distance(key, c);
     if (d < best_distance) {
       best_distance = d;
@@ -168,7 +172,18 @@ bool read_string(const ReadCtx& ctx, std::string& out) {
     ctx.fail(fmt::format("expected a string, got {}", describe(ctx.node)));
     return false;
   }
-  out = ctx.node.Scalar();
+  const std::string& text = ctx.node.Scalar();
+  // YAML is UTF-8 text; yaml-cpp passes invalid bytes (and escapes of surrogates) through, which
+  // dump_topology could not write back, and a NUL would cut a path or host name short.
+  if (const size_t bad = first_invalid_utf8(text); bad != text.size()) {
+    ctx.fail(fmt::format("not valid UTF-8 (byte {} of the string)", bad));
+    return false;
+  }
+  if (text.find('\0') != std::string::npos) {
+    ctx.fail("contains a NUL character");
+    return false;
+  }
+  out = text;
   return true;
 }
 

@@ -52,6 +52,7 @@ void for_each_key(const ReadCtx& ctx,
 bool read_int(const ReadCtx& ctx, int64_t& out);
 bool read_double(const ReadCtx& ctx, double& out);
 bool read_bool(const ReadCtx& ctx, bool& out);
+// Strings must be valid UTF-8 without NUL.
 bool read_string(const ReadCtx& ctx, std::string& out);
 // An integer, or a string "<integer><unit>" with unit B, KB, MB, GB, TB (powers of 1000) or KiB,
 // MiB, GiB, TiB (powers of 1024).

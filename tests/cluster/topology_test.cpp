@@ -79,6 +79,10 @@ const std::map<std::string, std::string>& bad_files() {
       {"non-scalar-key.yaml", "top level: keys must be plain names, got a sequence (line 1)"},
       {"server-host-empty.yaml", "server.host: must not be empty (line 2)"},
       {"several-problems.yaml", "unknown key 'cache.pages' (line 7)"},
+      {"string-invalid-utf8.yaml", "model.path: not valid UTF-8 (byte 8 of the string) (line 2)"},
+      {"string-invalid-utf8-host.yaml", "nodes[0].host: not valid UTF-8 (byte 1 of the string)"},
+      {"syntax-parser-loop.yaml", "YAML syntax error at line 1, column 1: unexpected ','"},
+      {"string-nul.yaml", "model.name: contains a NUL character (line 3)"},
   };
   return table;
 }
@@ -140,6 +144,7 @@ TEST(TopologyParse, NoExceptionEscapesOnGarbage) {
       std::string("\0\xff\xfe{[", 5), "[[[[[[[[[[[[[[[[[[[[",
       "{a: {b: {c: [1, {d: *x}]}}}",  std::string(2000, '[') + std::string(2000, ']'),
       "model: !!binary AAAA\n",       "parallel: &p {tensor: 2}\nserver: *p\n",
+      ",",                             ", b]\n: ]\n: 1\n",  // yaml-cpp 0.7's LoadAll never returns
       std::string(1 << 21, ' ')};
   for (const std::string& in : inputs) {
     auto t = parse_topology(in, "garbage.yaml");
@@ -148,6 +153,22 @@ TEST(TopologyParse, NoExceptionEscapesOnGarbage) {
       EXPECT_NE(t.status().message().find("garbage.yaml"), std::string::npos);
     }
   }
+}
+
+// A file near the size limit made of misspelt keys: the message lists the first 20 and counts the
+// rest (and finding near misses stays linear in the key length).
+TEST(TopologyParse, ManyProblemsAreCountedNotAllListed) {
+  std::string yaml;
+  for (int i = 0; yaml.size() < (1u << 20) - 400; ++i) {
+    yaml += (i % 2 ? std::string("k") : std::string(300, 'x')) + std::to_string(i) + ": 1\n";
+  }
+  auto t = parse_topology(yaml, "many.yaml");
+  ASSERT_FALSE(t.ok());
+  const std::string msg = t.status().message();
+  EXPECT_EQ(std::count(msg.begin(), msg.end(), '\n'), 20) << msg.substr(0, 2000);
+  EXPECT_NE(msg.find("many.yaml: unknown key 'k1' (line 2)"), std::string::npos) << msg.substr(0, 300);
+  EXPECT_NE(msg.find("more problems"), std::string::npos);
+  EXPECT_LT(msg.size(), 20000u);
 }
 
 TEST(TopologyParse, MinimalFileTakesTheDefaults) {
@@ -336,6 +357,8 @@ TEST(TopologyOverride, BadAssignmentsNameTheKeyAndLeaveTheValue) {
       {"parallel.layer_split=[1, 2", "value is not valid YAML"},
       {"backend=tpu", "backend: must be one of cpu, cuda, got 'tpu'"},
       {"nodes=[{host: a, slot: 2}]", "unknown key 'nodes[0].slot'"},
+      {"model.name=k\xb0", "model.name: not valid UTF-8 (byte 1 of the string)"},
+      {"server.cors_allow_origins=[\"a\\0b\"]", "contains a NUL character"},
   };
   for (const auto& [assignment, expected] : cases) {
     Topology t;

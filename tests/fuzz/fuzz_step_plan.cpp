@@ -1,0 +1,29 @@
+// Fuzz target for the step plan decoder: the input bytes are the little-endian int32 words a
+// worker receives from rank 0 (a trailing partial word is dropped). Decoding must never crash or
+// over-allocate: it returns a plan or InvalidArgument. An accepted plan is well formed (known
+// kind, non-negative slots, tokens in every sequence) and encodes back to the same words.
+#include <cstddef>
+#include <cstdint>
+#include <cstdlib>
+#include <cstring>
+#include <vector>
+
+#include "cluster/serve/step_plan.h"
+
+extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
+  using kiln::serve::StepPlan;
+  std::vector<int32_t> words(size / sizeof(int32_t));
+  if (!words.empty()) std::memcpy(words.data(), data, words.size() * sizeof(int32_t));
+  auto plan = kiln::serve::decode_plan(words);
+  if (!plan.ok()) {
+    if (plan.status().code() != kiln::StatusCode::kInvalidArgument) std::abort();
+    if (plan.status().message().empty()) std::abort();
+    return 0;
+  }
+  if (plan->kind != StepPlan::Kind::kRun && plan->kind != StepPlan::Kind::kShutdown) std::abort();
+  for (const kiln::serve::PlanSeq& s : plan->seqs) {
+    if (s.slot < 0 || s.tokens.empty()) std::abort();
+  }
+  if (kiln::serve::encode_plan(*plan) != words) std::abort();
+  return 0;
+}
