@@ -20,7 +20,16 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     if (plan.status().message().empty()) std::abort();
     return 0;
   }
-  if (plan->kind != StepPlan::Kind::kRun && plan->kind != StepPlan::Kind::kShutdown) std::abort();
+  switch (plan->kind) {
+    case StepPlan::Kind::kRun:
+      break;
+    case StepPlan::Kind::kShutdown:
+    case StepPlan::Kind::kHeartbeat:
+      if (!plan->seqs.empty()) std::abort();
+      break;
+    default:
+      std::abort();
+  }
   for (const kiln::serve::PlanSeq& s : plan->seqs) {
     if (s.slot < 0 || s.tokens.empty()) std::abort();
   }
