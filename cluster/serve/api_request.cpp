@@ -2,6 +2,7 @@
 // field; every error names its parameter.
 #include "cluster/serve/api.h"
 #include "cluster/serve/api_fields.h"
+#include "cluster/text/python_json.h"
 
 #include <algorithm>
 #include <charconv>
@@ -25,16 +26,14 @@ std::variant<json::object, ApiError> parse_object(std::string_view body) {
   if (body.find_first_not_of(" \t\r\n") == std::string_view::npos) {
     return bad_request("The request body is empty; expected a JSON object.");
   }
-  json::stream_parser parser;
   boost::system::error_code ec;
-  const size_t consumed = parser.write(body.data(), body.size(), ec);
-  if (!ec) parser.finish(ec);
+  size_t consumed = 0;
+  json::value v = text::parse_json_exact(body, ec, &consumed);
   if (ec) {
     std::string what = ec.message() + " at byte " + std::to_string(consumed);
     if (auto at = first_invalid_utf8(body)) what = "invalid UTF-8 at byte " + std::to_string(*at);
     return bad_request("The request body is not valid JSON: " + what + ".");
   }
-  json::value v = parser.release();
   if (!v.is_object()) {
     return bad_request("The request body must be a JSON object, got " + kind_text(v) + ".");
   }

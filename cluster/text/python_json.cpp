@@ -5,9 +5,59 @@
 #include <cmath>
 
 #include <boost/json.hpp>
+#include <boost/json/basic_parser_impl.hpp>
 
 namespace kiln::text {
 namespace {
+
+// boost::json's own value-building handler, except that doubles are re-read from their text.
+struct ExactHandler {
+  using string_view = boost::json::string_view;
+  using error_code = boost::system::error_code;
+  static constexpr size_t max_object_size = boost::json::object::max_size();
+  static constexpr size_t max_array_size = boost::json::array::max_size();
+  static constexpr size_t max_key_size = boost::json::string::max_size();
+  static constexpr size_t max_string_size = boost::json::string::max_size();
+
+  boost::json::value_stack st;
+  std::string number;  // the text of a number split across writes
+
+  bool on_document_begin(error_code&) { return true; }
+  bool on_document_end(error_code&) { return true; }
+  bool on_object_begin(error_code&) { return true; }
+  bool on_object_end(size_t n, error_code&) { st.push_object(n); return true; }
+  bool on_array_begin(error_code&) { return true; }
+  bool on_array_end(size_t n, error_code&) { st.push_array(n); return true; }
+  bool on_key_part(string_view s, size_t, error_code&) { st.push_chars(s); return true; }
+  bool on_key(string_view s, size_t, error_code&) { st.push_key(s); return true; }
+  bool on_string_part(string_view s, size_t, error_code&) { st.push_chars(s); return true; }
+  bool on_string(string_view s, size_t, error_code&) { st.push_string(s); return true; }
+  bool on_number_part(string_view s, error_code&) { number.append(s.data(), s.size()); return true; }
+  bool on_int64(int64_t i, string_view, error_code&) {
+    number.clear();
+    st.push_int64(i);
+    return true;
+  }
+  bool on_uint64(uint64_t u, string_view, error_code&) {
+    number.clear();
+    st.push_uint64(u);
+    return true;
+  }
+  bool on_double(double d, string_view s, error_code&) {
+    number.append(s.data(), s.size());
+    double exact = 0;
+    const char* end = number.data() + number.size();
+    const auto r = std::from_chars(number.data(), end, exact);
+    if (r.ec == std::errc() && r.ptr == end) d = exact;  // out of range: keep Boost's value
+    number.clear();
+    st.push_double(d);
+    return true;
+  }
+  bool on_bool(bool b, error_code&) { st.push_bool(b); return true; }
+  bool on_null(error_code&) { st.push_null(); return true; }
+  bool on_comment_part(string_view, error_code&) { return true; }
+  bool on_comment(string_view, error_code&) { return true; }
+};
 
 void append_string(std::string& out, std::string_view s) {
   out += '"';
@@ -108,9 +158,20 @@ std::string python_json_dumps(const boost::json::value& value) {
   return out;
 }
 
+boost::json::value parse_json_exact(std::string_view text, boost::system::error_code& ec,
+                                    size_t* consumed) {
+  boost::json::basic_parser<ExactHandler> parser{boost::json::parse_options{}};
+  parser.handler().st.reset();
+  const size_t n = parser.write_some(false, text.data(), text.size(), ec);
+  if (consumed != nullptr) *consumed = n;
+  if (!ec && n < text.size()) ec = boost::json::error::extra_data;
+  if (ec) return nullptr;
+  return parser.handler().st.release();
+}
+
 StatusOr<std::string> python_json_reformat(std::string_view json_text) {
   boost::system::error_code ec;
-  const boost::json::value v = boost::json::parse(json_text, ec);
+  const boost::json::value v = parse_json_exact(json_text, ec);
   if (ec) return invalid_argument("invalid JSON: {}", ec.message());
   return python_json_dumps(v);
 }

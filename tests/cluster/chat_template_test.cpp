@@ -94,6 +94,12 @@ TEST(PythonJson, MatchesJsonDumps) {
   EXPECT_EQ(*python_json_reformat(R"(["é\u00e9\n\t\u0001\"\\/<>&'", 2.0, 1.5e300, -2.5e-7])"),
             "[\"éé\\n\\t\\u0001\\\"\\\\/<>&'\", 2.0, 1.5e+300, -2.5e-07]");
   EXPECT_FALSE(python_json_reformat("{not json").ok());
+  EXPECT_FALSE(python_json_reformat("[1] [2]").ok());
+  // Doubles are read correctly rounded, as json.loads does (Boost.JSON 1.81 alone gives
+  // 1.1000000000000001e+33 for the first two); expected text from Python 3.11's json.dumps.
+  EXPECT_EQ(*python_json_reformat(
+                "[1.1e+33, 11e+32, 115101910.5e3, 2.2250738585072014e-308, 9007199254740993.0] \n"),
+            "[1.1e+33, 1.1e+33, 115101910500.0, 2.2250738585072014e-308, 9007199254740992.0]");
 }
 
 }  // namespace
