@@ -14,22 +14,12 @@
 #include <boost/json.hpp>
 
 #include "cluster/serve/api.h"
+#include "fuzz_vocab.h"
 #include "cluster/text/python_json.h"
 
 namespace {
 
 constexpr std::string_view kGenerationPrompt = "<|im_assistant|>assistant<|im_middle|>";
-
-const kiln::text::Tokenizer& tokenizer() {
-  static const kiln::text::Tokenizer* t = [] {
-    auto g = kiln::GgufFile::open(KILN_FUZZ_VOCAB);
-    if (!g.ok()) std::abort();
-    auto tok = kiln::text::Tokenizer::from_gguf(*g);
-    if (!tok.ok()) std::abort();
-    return new kiln::text::Tokenizer(std::move(tok).value());
-  }();
-  return *t;
-}
 
 // No special_texts: messages holding special-token text reach the renderer too (the request
 // target covers their rejection).
@@ -37,7 +27,7 @@ const kiln::serve::RequestLimits& limits() {
   static const kiln::serve::RequestLimits* l = [] {
     auto* r = new kiln::serve::RequestLimits;
     r->context = 256;
-    r->vocab_size = tokenizer().vocab_size();
+    r->vocab_size = fuzz_tokenizer().vocab_size();
     return r;
   }();
   return *l;
@@ -74,7 +64,7 @@ void render(const kiln::serve::ParsedRequest& r, const kiln::text::ChatOptions& 
   for (const auto& m : r.messages) {
     if (bare.find(m.content) == std::string::npos) std::abort();
   }
-  if (tokenizer().decode(tokenizer().encode(full, true)) != full) std::abort();
+  if (fuzz_tokenizer().decode(fuzz_tokenizer().encode(full, true)) != full) std::abort();
 }
 
 }  // namespace

@@ -12,25 +12,15 @@
 #include <boost/json.hpp>
 
 #include "cluster/serve/api.h"
+#include "fuzz_vocab.h"
 
 namespace {
-
-const kiln::text::Tokenizer& tokenizer() {
-  static const kiln::text::Tokenizer* t = [] {
-    auto g = kiln::GgufFile::open(KILN_FUZZ_VOCAB);
-    if (!g.ok()) std::abort();
-    auto tok = kiln::text::Tokenizer::from_gguf(*g);
-    if (!tok.ok()) std::abort();
-    return new kiln::text::Tokenizer(std::move(tok).value());
-  }();
-  return *t;
-}
 
 const kiln::serve::RequestLimits& limits() {
   static const kiln::serve::RequestLimits* l = [] {
     auto* r = new kiln::serve::RequestLimits;
     r->context = 256;
-    r->vocab_size = tokenizer().vocab_size();
+    r->vocab_size = fuzz_tokenizer().vocab_size();
     r->model_id = "kiln-fuzz";
     r->special_texts = {"<|im_end|>", "<|im_user|>", "<|im_assistant|>", "<|im_system|>"};
     return r;
@@ -71,8 +61,8 @@ void check_request(const kiln::serve::ParsedRequest& r) {
   c.text = r.prompt_text.value_or(r.messages.empty() ? "" : r.messages[0].content);
   for (int32_t id : r.prompt_ids) c.logprobs.push_back({id, -1.0f, {{id, -1.0f}}});
   const kiln::serve::ResponseMeta meta{"cmpl-f", 0, r.model};
-  check_json(kiln::serve::completion_body(meta, {c}, {}, true, tokenizer()));
-  check_json(kiln::serve::chat_body(meta, {c}, {}, true, tokenizer()));
+  check_json(kiln::serve::completion_body(meta, {c}, {}, true, fuzz_tokenizer()));
+  check_json(kiln::serve::chat_body(meta, {c}, {}, true, fuzz_tokenizer()));
 }
 
 }  // namespace
@@ -94,7 +84,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   if (auto* e = std::get_if<ApiError>(&d)) {
     check_error(*e);
   } else {
-    check_json(detokenize_body(tokenizer().decode(std::get<std::vector<int32_t>>(d))));
+    check_json(detokenize_body(fuzz_tokenizer().decode(std::get<std::vector<int32_t>>(d))));
   }
   return 0;
 }
