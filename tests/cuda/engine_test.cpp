@@ -10,6 +10,7 @@
 
 #include "cluster/generation.h"
 #include "cluster/make_model.h"
+#include "tests/common/micro_model.h"
 #include "cluster/serve/engine.h"
 #include "tests/cuda/cuda_test_util.h"
 
@@ -22,14 +23,7 @@ std::filesystem::path micro_model() {
   static const std::filesystem::path dir = [] {
     auto d = std::filesystem::temp_directory_path() /
              ("kiln_cuda_engine_test_" + std::to_string(getpid()));
-    auto config = preset_config("micro");
-    EXPECT_TRUE(config.ok());
-    MakeModelOptions o;
-    o.seed = 5;
-    o.dtype = DType::kF32;
-    o.out_dir = d.string();
-    o.write_hf = false;
-    EXPECT_TRUE(make_model(*config, o).ok());
+    EXPECT_TRUE(kiln::test_util::write_micro_model(d, /*write_hf=*/false).ok());
     return d;
   }();
   return dir / "model.gguf";

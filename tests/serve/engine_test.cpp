@@ -9,6 +9,7 @@
 
 #include "cluster/generation.h"
 #include "cluster/make_model.h"
+#include "tests/common/micro_model.h"
 #include "cluster/serve/engine.h"
 
 namespace kiln::serve {
@@ -30,14 +31,7 @@ class EngineTest : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
     dir_ = std::filesystem::temp_directory_path() / ("kiln_engine_test_" + std::to_string(getpid()));
-    auto config = preset_config("micro");
-    ASSERT_TRUE(config.ok());
-    MakeModelOptions o;
-    o.seed = 5;
-    o.dtype = DType::kF32;
-    o.out_dir = dir_.string();
-    o.write_hf = false;
-    ASSERT_TRUE(make_model(*config, o).ok());
+    ASSERT_TRUE(kiln::test_util::write_micro_model(dir_, /*write_hf=*/false).ok());
     auto model = KimiLinearModel::load((dir_ / "model.gguf").string());
     ASSERT_TRUE(model.ok()) << model.status().to_string();
     model_ = std::move(model).value().release();

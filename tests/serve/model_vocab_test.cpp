@@ -21,6 +21,7 @@
 
 #include "cluster/generation.h"
 #include "cluster/make_model.h"
+#include "tests/common/micro_model.h"
 #include "cluster/serve/engine.h"
 #include "cluster/serve/routes.h"
 #include "cluster/vocab_fit.h"
@@ -251,13 +252,7 @@ class ModelVocabTest : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
     dir_ = fs::temp_directory_path() / ("kiln_model_vocab_test_" + std::to_string(getpid()));
-    auto config = preset_config("micro");
-    ASSERT_TRUE(config.ok());
-    MakeModelOptions o;
-    o.seed = 5;
-    o.dtype = DType::kF32;
-    o.out_dir = dir_.string();
-    ASSERT_TRUE(make_model(*config, o).ok());
+    ASSERT_TRUE(kiln::test_util::write_micro_model(dir_, /*write_hf=*/true).ok());
     const std::string gguf = (dir_ / "model.gguf").string();
     auto keep = [](const std::string&, std::string&) {};
     copy_gguf(gguf, path("extra.gguf"), {kEvil}, keep);

@@ -12,6 +12,7 @@
 #include "cluster/generation.h"
 #include "cluster/local_communicator.h"
 #include "cluster/make_model.h"
+#include "tests/common/micro_model.h"
 #include "cluster/serve/shutdown.h"
 #include "cluster/serve/worker.h"
 
@@ -81,14 +82,7 @@ class WorkerTest : public ::testing::Test {
   static void SetUpTestSuite() {
     dir_ = std::filesystem::temp_directory_path() /
            ("kiln_worker_test_" + std::to_string(getpid()));
-    auto config = preset_config("micro");
-    ASSERT_TRUE(config.ok());
-    MakeModelOptions o;
-    o.seed = 5;
-    o.dtype = DType::kF32;
-    o.out_dir = dir_.string();
-    o.write_hf = false;
-    ASSERT_TRUE(make_model(*config, o).ok());
+    ASSERT_TRUE(kiln::test_util::write_micro_model(dir_, /*write_hf=*/false).ok());
     auto model = KimiLinearModel::load((dir_ / "model.gguf").string());
     ASSERT_TRUE(model.ok()) << model.status().to_string();
     model_ = std::move(model).value().release();
