@@ -64,7 +64,7 @@ double worst_nmse[std::size(kDtypes)][2] = {};
 
 void record_nmse(DType dt, int64_t n, double nmse) {
   double& w = worst_nmse[static_cast<size_t>(dt)][n > cuda::kGemvMaxRows ? 1 : 0];
-  w = std::max(w, nmse);
+  if (testing::worse(nmse, w)) w = nmse;  // a NaN is kept, not dropped as std::max would
 }
 
 // One matmul case: weight rows padded by `pad` elements (blocks for the quantised dtypes); x and

@@ -231,6 +231,8 @@ TEST(GpuModel, GreedyContinuationMatchesCpu) {
     std::vector<int32_t> out;
     EXPECT_TRUE(m.forward(pool, **state, {{0, random_ids(20, vocab, 5), false}}, logits).ok());
     for (int i = 0; i < 24; ++i) {
+      // An argmax skips a NaN: a non-finite row must fail here, not pick a token.
+      EXPECT_TRUE(testing::all_finite(logits.data(), vocab)) << "greedy step " << i;
       out.push_back(cpu::argmax(logits.data(), vocab));
       EXPECT_TRUE(m.forward(pool, **state, {{0, {out.back()}, false}}, logits).ok());
     }

@@ -17,6 +17,7 @@
 #include "kernels/cpu/gemm.h"
 #include "kernels/ref/quant_k.h"
 #include "kernels/ref/ref.h"
+#include "tests/common/compare.h"
 
 namespace kiln::test {
 
@@ -83,15 +84,16 @@ struct ErrorStats {
   }
 };
 
+// NaN-proof (tests/common/compare.h): a NaN on either side makes max_abs and nmse NaN and worst
+// the first NaN's index; an infinity against a finite value makes them +inf.
 inline ErrorStats compare(const float* got, const float* want, int64_t n) {
   ErrorStats s;
+  const testing::WorstError w = testing::max_abs_diff(got, want, n);
+  s.max_abs = w.value;
+  s.worst = w.index;
   double num = 0.0, den = 0.0;
   for (int64_t i = 0; i < n; ++i) {
-    const double d = double(got[i]) - double(want[i]);
-    if (!(std::fabs(d) <= s.max_abs)) {
-      s.max_abs = std::fabs(d);
-      s.worst = i;
-    }
+    const double d = testing::abs_diff(got[i], want[i]);
     num += d * d;
     den += double(want[i]) * want[i];
   }

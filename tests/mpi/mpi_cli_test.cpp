@@ -16,6 +16,8 @@
 
 #include <gtest/gtest.h>
 
+#include "tests/common/compare.h"
+
 namespace {
 
 struct Result {
@@ -70,11 +72,12 @@ std::vector<float> read_f32(const std::string& path) {
   return v;
 }
 
+// NaN-proof (tests/common/compare.h): NaN when either side holds a NaN, +inf for an infinity
+// against a finite value or for different sizes.
 double max_abs_diff(const std::vector<float>& a, const std::vector<float>& b) {
   EXPECT_EQ(a.size(), b.size());
-  double m = a.size() == b.size() ? 0.0 : INFINITY;
-  for (size_t i = 0; i < std::min(a.size(), b.size()); ++i) m = std::max(m, std::fabs(double(a[i]) - b[i]));
-  return m;
+  if (a.size() != b.size()) return INFINITY;
+  return kiln::testing::max_abs_diff(a.data(), b.data(), static_cast<int64_t>(a.size())).value;
 }
 
 std::filesystem::path scratch() {

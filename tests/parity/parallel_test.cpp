@@ -105,14 +105,14 @@ void compare_steps(const std::vector<std::vector<float>>& got,
                    const std::vector<std::vector<float>>& want, int64_t vocab,
                    const std::string& what) {
   ASSERT_EQ(got.size(), want.size());
-  double worst = 0.0;
+  testing::WorstError worst;
   for (size_t i = 0; i < want.size(); ++i) {
     const testing::Comparison c = testing::compare_logits(got[i], want[i], vocab, 1e-5, 1e-4);
-    worst = std::max(worst, c.max_abs);
+    worst.add(c.max_abs, static_cast<int64_t>(i));
     EXPECT_LE(c.max_abs, 1e-5) << "step " << i << ": " << testing::describe(c, got[i], want[i], vocab);
     EXPECT_EQ(c.argmax_mismatches, 0) << "step " << i;
   }
-  std::printf("[parity] %s vs one rank: max |dlogit| = %.3g\n", what.c_str(), worst);
+  std::printf("[parity] %s vs one rank: max |dlogit| = %.3g\n", what.c_str(), worst.value);
 }
 
 INSTANTIATE_TEST_SUITE_P(

@@ -1,10 +1,12 @@
 // Helpers for the parity tests: reading golden files, comparing logit matrices with a report
-// of the first mismatch and the max/relative error, and making temporary demo models.
+// of the first mismatch and the max/relative error (NaN and inf never pass), and making
+// temporary demo models.
 #pragma once
 
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
@@ -18,7 +20,7 @@
 
 #include <gtest/gtest.h>
 
-#include "kernels/cpu/sampling.h"
+#include "tests/common/compare.h"
 
 namespace kiln::testing {
 
@@ -66,34 +68,48 @@ inline std::vector<int32_t> read_ids_line(const std::string& path, const std::st
 }
 
 struct Comparison {
+  // Largest |got − want|: NaN when any element pair holds a NaN, +inf for an infinity against a
+  // finite value or when the sizes differ; so `max_abs <= tol` fails on every one of those.
   double max_abs = 0.0;
-  double max_rel = 0.0;
-  int64_t first_bad = -1;  // flat index of the first element over tolerance
-  int64_t argmax_mismatches = 0;  // rows whose argmax differs where the reference margin > min_margin
+  double max_rel = 0.0;  // the same, relative to max(1e-6, |want|)
+  int64_t first_bad = -1;  // flat index of the first element not within tolerance (NaN, inf)
+  int64_t non_finite = 0;  // elements with a NaN on either side or an infinity got, want finite
+  // Rows whose argmax differs where the reference's top-1/top-2 margin > min_margin, and every
+  // row with a NaN on either side (it has no argmax to agree on).
+  int64_t argmax_mismatches = 0;
 };
 
-// Compares [rows][vocab] logits; argmax only checked where the reference's top-1/top-2 margin
-// exceeds min_margin.
+// Compares [rows][vocab] logits element by element (NaN-proof, tests/common/compare.h); argmax
+// only checked where the reference's top-1/top-2 margin exceeds min_margin.
 inline Comparison compare_logits(const std::vector<float>& got, const std::vector<float>& want,
                                  int64_t vocab, double tol, double min_margin) {
   Comparison c;
   EXPECT_EQ(got.size(), want.size());
   const size_t n = std::min(got.size(), want.size());
+  WorstError abs_err, rel_err;
   for (size_t i = 0; i < n; ++i) {
-    const double d = std::fabs(static_cast<double>(got[i]) - want[i]);
-    c.max_abs = std::max(c.max_abs, d);
-    c.max_rel = std::max(c.max_rel, d / std::max(1e-6, std::fabs(static_cast<double>(want[i]))));
-    if (d > tol && c.first_bad < 0) c.first_bad = static_cast<int64_t>(i);
+    const double d = abs_diff(got[i], want[i]);
+    abs_err.add(d, static_cast<int64_t>(i));
+    rel_err.add(d / std::max(1e-6, std::fabs(static_cast<double>(want[i]))), static_cast<int64_t>(i));
+    if (!(d <= tol) && c.first_bad < 0) c.first_bad = static_cast<int64_t>(i);
+    if (std::isnan(want[i]) || (std::isfinite(want[i]) && !std::isfinite(got[i]))) ++c.non_finite;
   }
+  c.max_abs = got.size() == want.size() ? abs_err.value : INFINITY;
+  c.max_rel = got.size() == want.size() ? rel_err.value : INFINITY;
   for (size_t r = 0; r < n / static_cast<size_t>(vocab); ++r) {
     const float* w = want.data() + r * vocab;
     const float* g = got.data() + r * vocab;
-    const int32_t top = cpu::argmax(w, vocab);
+    const int64_t top = argmax_or_nan(w, vocab);
+    const int64_t got_top = argmax_or_nan(g, vocab);
+    if (top < 0 || got_top < 0) {
+      ++c.argmax_mismatches;
+      continue;
+    }
     float second = -INFINITY;
     for (int64_t j = 0; j < vocab; ++j) {
-      if (j != top) second = std::max(second, w[j]);
+      if (j != top && w[j] > second) second = w[j];
     }
-    if (w[top] - second > min_margin && cpu::argmax(g, vocab) != top) ++c.argmax_mismatches;
+    if (w[top] - second > min_margin && got_top != top) ++c.argmax_mismatches;
   }
   return c;
 }
@@ -102,7 +118,8 @@ inline std::string describe(const Comparison& c, const std::vector<float>& got,
                             const std::vector<float>& want, int64_t vocab) {
   std::ostringstream s;
   s << "max |d| = " << c.max_abs << ", max rel = " << c.max_rel
-    << ", argmax mismatches = " << c.argmax_mismatches;
+    << ", non-finite = " << c.non_finite << ", argmax mismatches = " << c.argmax_mismatches;
+  if (got.size() != want.size()) s << "; sizes differ: got " << got.size() << " want " << want.size();
   if (c.first_bad >= 0) {
     s << "; first over tolerance at row " << c.first_bad / vocab << " col " << c.first_bad % vocab
       << ": got " << got[c.first_bad] << " want " << want[c.first_bad];

@@ -41,6 +41,7 @@ import hashlib
 import importlib.metadata
 import importlib.util
 import json
+import math
 import os
 import platform
 import sys
@@ -127,6 +128,16 @@ def load_hub_tensors(model_dir):
                 dtypes[name] = str(t.dtype).replace("torch.", "")
                 tensors[name] = t.to(torch.float32)
     return tensors, dtypes
+
+
+def worst_of(a, b):
+    """The larger error of a and b, NaN when either is NaN (max() keeps its first argument against
+    a NaN, so a NaN difference would vanish from a running maximum); None counts as no error."""
+    if a is None:
+        return b
+    if math.isnan(a) or math.isnan(b):
+        return math.nan
+    return max(a, b)
 
 
 def sha256_file(path, bufsize=1 << 24):
@@ -253,7 +264,7 @@ def check_weights(model, hub, cfg):
             raise SystemExit(f"{name} is {got.dtype} after loading, expected float32")
         if tuple(got.shape) != tuple(want.shape):
             raise SystemExit(f"{name}: shape {tuple(got.shape)} after loading, {tuple(want.shape)} expected")
-        worst = max(worst, (got - want).abs().max().item())
+        worst = worst_of(worst, (got - want).abs().max().item())
     if worst != 0.0:
         raise SystemExit(f"loaded weights differ from the checkpoint (max abs {worst})")
     return len(exp)
@@ -378,7 +389,7 @@ def check_kda_against_fla(calls, naive, chunk_size=64):
     """Re-run every recorded KDA core call with fla's naive recurrence (and naive chunk form)."""
     worst = {"o_vs_naive_recurrent": 0.0, "state_vs_naive_recurrent": None,
              "o_vs_naive_chunk": None, "state_vs_naive_chunk": None}
-    upd = lambda key, d: worst.__setitem__(key, max(worst[key] or 0.0, d))
+    upd = lambda key, d: worst.__setitem__(key, worst_of(worst[key], d))
     for c in calls:
         q, k = fla_l2norm(c["q"].float()), fla_l2norm(c["k"].float())
         v, g, beta = c["v"].float(), c["g"].float(), c["beta"].float()
