@@ -69,7 +69,8 @@ TEST_P(PlantedInGot, IsAMismatchEverywhere) {
   EXPECT_EQ(c.first_bad, at) << testing::describe(c, got, want, kVocab);
   EXPECT_EQ(c.non_finite, 1);
   // +inf takes the argmax; -inf does not move it (max_abs catches it); a NaN row has no argmax.
-  EXPECT_EQ(c.argmax_mismatches, p.value == -kInf ? 0 : 1) << testing::describe(c, got, want, kVocab);
+  EXPECT_EQ(c.argmax_mismatches, p.value == -kInf ? 0 : 1)
+      << testing::describe(c, got, want, kVocab);
 }
 
 INSTANTIATE_TEST_SUITE_P(Values, PlantedInGot,

@@ -88,10 +88,11 @@ inline Comparison compare_logits(const std::vector<float>& got, const std::vecto
   const size_t n = std::min(got.size(), want.size());
   WorstError abs_err, rel_err;
   for (size_t i = 0; i < n; ++i) {
+    const auto at = static_cast<int64_t>(i);
     const double d = abs_diff(got[i], want[i]);
-    abs_err.add(d, static_cast<int64_t>(i));
-    rel_err.add(d / std::max(1e-6, std::fabs(static_cast<double>(want[i]))), static_cast<int64_t>(i));
-    if (!(d <= tol) && c.first_bad < 0) c.first_bad = static_cast<int64_t>(i);
+    abs_err.add(d, at);
+    rel_err.add(d / std::max(1e-6, std::fabs(static_cast<double>(want[i]))), at);
+    if (!(d <= tol) && c.first_bad < 0) c.first_bad = at;
     if (std::isnan(want[i]) || (std::isfinite(want[i]) && !std::isfinite(got[i]))) ++c.non_finite;
   }
   c.max_abs = got.size() == want.size() ? abs_err.value : INFINITY;
@@ -119,7 +120,9 @@ inline std::string describe(const Comparison& c, const std::vector<float>& got,
   std::ostringstream s;
   s << "max |d| = " << c.max_abs << ", max rel = " << c.max_rel
     << ", non-finite = " << c.non_finite << ", argmax mismatches = " << c.argmax_mismatches;
-  if (got.size() != want.size()) s << "; sizes differ: got " << got.size() << " want " << want.size();
+  if (got.size() != want.size()) {
+    s << "; sizes differ: got " << got.size() << " want " << want.size();
+  }
   if (c.first_bad >= 0) {
     s << "; first over tolerance at row " << c.first_bad / vocab << " col " << c.first_bad % vocab
       << ": got " << got[c.first_bad] << " want " << want[c.first_bad];
