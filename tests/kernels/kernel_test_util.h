@@ -5,6 +5,7 @@
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
+#include <limits>
 #include <random>
 #include <string>
 #include <vector>
@@ -84,19 +85,22 @@ struct ErrorStats {
   }
 };
 
-// NaN-proof (tests/common/compare.h): a NaN on either side makes max_abs and nmse NaN and worst
-// the first NaN's index; an infinity against a finite value makes them +inf.
+// NaN-proof (tests/common/compare.h): a NaN on either side, or any non-finite reference value
+// (it would make the NMSE and a tolerance scaled by it meaningless), makes max_abs and nmse NaN and
+// worst the first such index; an infinity against a finite reference makes them +inf.
 inline ErrorStats compare(const float* got, const float* want, int64_t n) {
   ErrorStats s;
-  const testing::WorstError w = testing::max_abs_diff(got, want, n);
-  s.max_abs = w.value;
-  s.worst = w.index;
+  testing::WorstError w;
   double num = 0.0, den = 0.0;
   for (int64_t i = 0; i < n; ++i) {
-    const double d = testing::abs_diff(got[i], want[i]);
+    const double d = std::isfinite(want[i]) ? testing::abs_diff(got[i], want[i])
+                                            : std::numeric_limits<double>::quiet_NaN();
+    w.add(d, i);
     num += d * d;
     den += double(want[i]) * want[i];
   }
+  s.max_abs = w.value;
+  s.worst = w.index;
   s.nmse = den > 0 ? num / den : num;
   return s;
 }

@@ -161,6 +161,13 @@ TEST(CompareHelpers, KernelErrorStatsKeepNaN) {
   EXPECT_EQ(t.max_abs, INFINITY);
   EXPECT_EQ(t.worst, 2);
   EXPECT_FALSE(t.nmse <= 1.0);
+  // An infinite reference fails even where got matches it (it would blind the NMSE).
+  std::vector<float> inf_want = want;
+  inf_want[3] = kInf;
+  const test::ErrorStats u = test::compare(inf_want.data(), inf_want.data(), 6);
+  EXPECT_TRUE(std::isnan(u.max_abs));
+  EXPECT_TRUE(std::isnan(u.nmse));
+  EXPECT_EQ(u.worst, 3);
 }
 
 }  // namespace
