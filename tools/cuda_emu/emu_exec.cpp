@@ -462,6 +462,7 @@ void record_usage(const KernelInfo& k, dim3 block, size_t smem) {
   u.max_threads = std::max(u.max_threads, block.x * block.y * block.z);
   u.max_dynamic = std::max(u.max_dynamic, smem);
   u.max_total = std::max(u.max_total, k.static_bytes + smem);
+  u.last_total = k.static_bytes + smem;
 }
 
 // Under KILN_EMU_TRACE, at exit: the largest launch of every kernel that ran.

@@ -93,6 +93,7 @@ struct KernelUsage {
   uint64_t launches = 0;
   unsigned max_threads = 0;
   size_t max_dynamic = 0, max_total = 0;
+  size_t last_total = 0;  // static + dynamic of the latest launch that ran
 };
 // False when no kernel of that name is registered.
 bool kernel_usage(const char* name, KernelUsage* out);
