@@ -82,6 +82,7 @@ inline constexpr int kStaticSharedMax = 48 * 1024;         // static __shared__ 
 inline constexpr unsigned kMaxThreadsPerBlock = 1024;
 inline constexpr unsigned kMaxBlockDim[3] = {1024, 1024, 64};
 inline constexpr unsigned kMaxGridDim[3] = {0x7fffffffu, 65535, 65535};
+// The rest of what the emulated device reports (device.cpp): an H100-like part.
 inline constexpr int kSMs = 132;
 inline constexpr size_t kTotalMem = size_t{80} << 30;  // bytes of device memory
 
