@@ -13,6 +13,9 @@ if(KILN_WITH_MPI)
 endif()
 
 # CUDA: AUTO turns it on when nvcc is found (it may live outside PATH in the toolkit's usual place).
+# The architectures built unless CMAKE_CUDA_ARCHITECTURES says otherwise; the CUDA emulator checks
+# launches against the smallest of them (tools/cuda_emu).
+set(KILN_CUDA_DEFAULT_ARCHITECTURES 80 90)
 set(KILN_CUDA_ENABLED OFF)
 if(NOT KILN_WITH_CUDA STREQUAL "OFF")
   if(NOT CMAKE_CUDA_COMPILER AND NOT DEFINED ENV{CUDACXX})
@@ -25,7 +28,7 @@ if(NOT KILN_WITH_CUDA STREQUAL "OFF")
   check_language(CUDA)
   if(CMAKE_CUDA_COMPILER)
     if(NOT DEFINED CMAKE_CUDA_ARCHITECTURES)
-      set(CMAKE_CUDA_ARCHITECTURES 80 90)
+      set(CMAKE_CUDA_ARCHITECTURES ${KILN_CUDA_DEFAULT_ARCHITECTURES})
     endif()
     if(NOT DEFINED CMAKE_CUDA_STANDARD)
       set(CMAKE_CUDA_STANDARD 17)

@@ -4,7 +4,8 @@
 # kiln_cuda_emu_tests and runs it. Extra arguments go to the test binary, e.g.
 #   scripts/cuda-emu-check.sh --gtest_filter='CudaKda*'
 # Environment: JOBS (build parallelism, default 2), KILN_EMU_WORKERS (OS threads that run blocks,
-# default all hardware threads), KILN_EMU_TRACE=1 (print every kernel launch). About 6 minutes on
+# default all hardware threads), KILN_EMU_TRACE=1 (print every kernel launch, and at exit each
+# kernel's largest block and shared memory against the target's limits). About 6 minutes on
 # 2 cores, most of it in the whole-model tests.
 # Exit status: the test binary's.
 set -euo pipefail

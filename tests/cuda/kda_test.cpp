@@ -1,7 +1,8 @@
 // KDA on the GPU (kernels/cuda/kda.cu) against the CPU twins: the recurrence vs
 // cpu::kda_recurrent, the chunked form vs cpu::kda_chunked and vs the GPU recurrence, for batches
 // of several spans (lengths 1, 15, 16, 17, 100, and empty ones) in non-consecutive slots of a
-// padded state pool from a non-zero state, K = V ∈ {32, 64, 128}, odd shapes, H = 64, chunk
+// padded state pool from a non-zero state, K = V ∈ {32, 64, 128} (128: the model's head dim, with
+// chunk 64 the largest shared-memory layout), odd shapes, H = 64, chunk
 // ∈ {16, 32, 64}; and a chunked prefill followed by token-by-token recurrent decode == one
 // chunked prefill. Inputs as the model makes them: q, k L2-normed, β ∈ (0, 1), log decays ≤ 0
 // with some down to −20 per step.

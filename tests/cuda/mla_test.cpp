@@ -2,7 +2,8 @@
 // order, padded page stride, NaN in every row it must not touch) exactly as the host-side copy
 // does; mla_attention_absorbed matches cpu::mla_attention_absorbed for several spans with
 // pos0 > 0 (their history written through write_latent first), an empty span and a long
-// context, page sizes {1, 7, 16, 64}, (R, P) ∈ {(256, 64), (32, 16)}, H ∈ {1, 16}.
+// context, page sizes {1, 7, 16, 64}, (R, P) ∈ {(512, 64) (the model's kv_lora_rank and rope
+// dims), (256, 64), (32, 16)}, H ∈ {1, 16}.
 // Tolerances: write_latent is a copy (bitwise); attention NMSE ≤ 1e-7 (f32, online softmax vs
 // two-pass) and |err| ≤ 1e-4 on outputs of magnitude O(1).
 #include <algorithm>
@@ -139,7 +140,8 @@ void check_case(int64_t H, int64_t R, int64_t P, int64_t page_tokens) {
 TEST(CudaMla, WriteLatentAndAbsorbedAttentionMatchCpu) {
   KILN_REQUIRE_GPU();
   for (const int64_t H : {1, 16}) {
-    for (const auto& [R, P] : {std::pair<int64_t, int64_t>{256, 64}, std::pair<int64_t, int64_t>{32, 16}}) {
+    for (const auto& [R, P] : {std::pair<int64_t, int64_t>{512, 64}, std::pair<int64_t, int64_t>{256, 64},
+                               std::pair<int64_t, int64_t>{32, 16}}) {
       for (const int64_t page_tokens : {1, 7, 16, 64}) check_case(H, R, P, page_tokens);
     }
   }

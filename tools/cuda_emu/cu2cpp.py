@@ -8,6 +8,12 @@ Rewrites, outside comments and string literals:
       -> T* const name = ::kiln_emu::dynamic_shared<T>();
   __shared__ [__align__(n)] T name[dims]...;
       -> auto& name = ::kiln_emu::block_shared<T[dims]...>([] {});
+and registers every __global__ function with the emulator (::kiln_emu::register_kernel, appended
+to the line of the kernel's closing brace): its __launch_bounds__ maximum and the static
+__shared__ declarations of its call tree (the kernel and every function of the file its body
+names, transitively; a conservative bound: nvcc may drop unused ones), which the emulator counts
+against the target's limits at every launch. Both are evaluated at namespace scope after the
+kernel, so they must not name the kernel's template parameters or its local constants.
 Every rewrite keeps the line count of the text it replaces, and the output starts with a #line
 directive naming the original file, so diagnostics and __FILE__/__LINE__ point into the .cu.
 
@@ -51,14 +57,17 @@ def code_mask(src):
     return mask
 
 
-def match_forward(src, i):
-    """Index just past the bracket that closes the one at src[i] ((), [] and {} nested)."""
+def match_forward(src, i, mask=None):
+    """Index just past the bracket that closes the one at src[i] ((), [] and {} nested; with a
+    code_mask, brackets in comments and literals do not count)."""
     pairs = {"(": ")", "[": "]", "{": "}"}
     stack = []
     j = i
     while j < len(src):
         ch = src[j]
-        if ch in pairs:
+        if mask is not None and not mask[j]:
+            pass
+        elif ch in pairs:
             stack.append(pairs[ch])
         elif ch in ")]}":
             if not stack or stack.pop() != ch:
@@ -193,6 +202,111 @@ def rewrite_shared(src):
     return src
 
 
+FUNC_KEYWORD = re.compile(r"\b(__global__|__device__)\b")
+IDENT = re.compile(r"[A-Za-z_]\w*")
+
+
+def ident_before(src, end):
+    """The identifier that ends at src[end - 1], skipping spaces ("" when none)."""
+    j = end
+    while j > 0 and src[j - 1].isspace():
+        j -= 1
+    k = j
+    while k > 0 and (src[k - 1].isalnum() or src[k - 1] == "_"):
+        k -= 1
+    return src[k:j]
+
+
+def next_code(src, mask, i, chars):
+    """The first index >= i of a code character in chars (len(src) when none)."""
+    while i < len(src) and not (mask[i] and src[i] in chars):
+        i += 1
+    return i
+
+
+def find_functions(src):
+    """The __global__ and __device__ function definitions: dicts of name, kind, bounds (the
+    __launch_bounds__ maximum's text or None) and body [begin, end) (end just past the '}')."""
+    mask = code_mask(src)
+    funcs = []
+    for m in FUNC_KEYWORD.finditer(src):
+        if not mask[m.start()] or any(f["begin"] <= m.start() < f["end"] for f in funcs):
+            continue
+        j, bounds = m.end(), None
+        while True:
+            k = next_code(src, mask, j, "(;{=")
+            if k == len(src) or src[k] != "(":
+                k = -1  # a variable, not a function
+                break
+            name = ident_before(src, k)
+            if name == "__launch_bounds__":
+                bounds = split_top_level(src[k + 1:match_forward(src, k, mask) - 1])[0]
+            elif name not in ("__align__", "alignas", "decltype"):
+                break
+            j = match_forward(src, k, mask)
+        if k < 0:
+            continue
+        b = next_code(src, mask, match_forward(src, k, mask), ";{")
+        if b == len(src) or src[b] == ";":
+            continue  # a declaration
+        funcs.append({"name": name, "kind": m.group(1), "bounds": bounds, "begin": b,
+                      "end": match_forward(src, b, mask)})
+    return funcs
+
+
+def static_shared_decls(src, mask, begin, end):
+    """(type, dims, align) of each static __shared__ declaration in src[begin:end]."""
+    decls = []
+    for m in STATIC_SHARED.finditer(src, begin, end):
+        if not mask[m.start()] or src[:m.start()].rstrip().endswith("extern"):
+            continue
+        align = re.match(r"__shared__\s+__align__\s*\(\s*(\d+)", m.group(0))
+        decls.append((m.group(1).strip(), re.sub(r"\s+", "", m.group(3)),
+                      align.group(1) if align else None))
+    return decls
+
+
+def kernel_registrations(src):
+    """(offset, text) pairs: the registration to append after each kernel's closing brace."""
+    mask = code_mask(src)
+    funcs = find_functions(src)
+    by_name = {}
+    for f in funcs:
+        f["decls"] = static_shared_decls(src, mask, f["begin"], f["end"])
+        by_name.setdefault(f["name"], []).append(f)
+    for f in funcs:
+        names = {m.group(0) for m in IDENT.finditer(src, f["begin"], f["end"]) if mask[m.start()]}
+        f["calls"] = [g for n in names if n in by_name for g in by_name[n] if g is not f]
+    out = []
+    for idx, f in enumerate(x for x in funcs if x["kind"] == "__global__"):
+        seen, todo, decls = set(), [f], []
+        while todo:
+            g = todo.pop()
+            if id(g) in seen:
+                continue
+            seen.add(id(g))
+            decls += g["decls"]
+            todo += g["calls"]
+        parts = []
+        for t, dims, align in decls:
+            al = f"alignof({t}{dims})" if align is None else f"{align}"
+            parts.append(f"::kiln_emu::SharedDecl{{sizeof({t}{dims}), {al}}}")
+        text = (f" [[maybe_unused]] static const bool kiln_emu_kernel_{idx}_{f['name']} = "
+                f"::kiln_emu::register_kernel(__FILE__, \"{f['name']}\", "
+                f"{f['bounds'] or '0'}, {{{', '.join(parts)}}});")
+        out.append((f["end"], text))
+    return out
+
+
+def register_kernels(src):
+    out, pos = [], 0
+    for end, text in kernel_registrations(src):
+        out += [src[pos:end], text]
+        pos = end
+    out.append(src[pos:])
+    return "".join(out)
+
+
 def main():
     if len(sys.argv) != 3:
         sys.exit("usage: cu2cpp.py IN.cu OUT.cpp")
@@ -200,7 +314,7 @@ def main():
     with open(src_path, encoding="utf-8") as f:
         src = f.read()
     try:
-        body = rewrite_shared(rewrite_launches(src))
+        body = rewrite_shared(rewrite_launches(register_kernels(src)))
     except ValueError as e:
         sys.exit(f"{src_path}: {e}")
     with open(out_path, "w", encoding="utf-8") as f:

@@ -18,6 +18,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
+#include <initializer_list>
 #include <tuple>
 #include <type_traits>
 
@@ -56,9 +57,20 @@ namespace kiln_emu {
 
 // ---- execution (emu_exec.cpp) ---------------------------------------------------------------
 
-// Runs body(arg) as every thread of every block of the grid; returns when all are done. A bad
-// configuration (or > 48 KiB of dynamic shared memory without the cudaFuncSetAttribute opt-in for
-// `kernel`) records a launch error for cudaGetLastError and runs nothing.
+// One static __shared__ declaration of a kernel's call tree.
+struct SharedDecl {
+  size_t bytes, align;
+};
+// Records a __global__ function as cu2cpp.py found it in `file`: its __launch_bounds__ maximum
+// (0: none) and its call tree's static shared memory. Called during static initialisation.
+bool register_kernel(const char* file, const char* name, int max_threads,
+                     std::initializer_list<SharedDecl> shared);
+
+// Runs body(arg) as every thread of every block of the grid; returns when all are done. A launch
+// that the smallest target architecture refuses (emu_internal.h: block and grid dimensions,
+// threads beyond __launch_bounds__, static + dynamic shared memory beyond the default or the
+// cudaFuncSetAttribute opt-in for `kernel`) prints why, records the error for cudaGetLastError
+// and runs nothing.
 void run_kernel(const char* name, const char* file, int line, dim3 grid, dim3 block,
                 size_t smem, cudaStream_t stream, const void* kernel, void (*body)(void*),
                 void* arg);

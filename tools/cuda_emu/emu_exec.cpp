@@ -5,8 +5,11 @@
 // (__syncthreads, or a warp barrier for __syncwarp and the warp intrinsics). Threads that returned
 // count as arrived at the block barrier, as on sm_70+. Undefined behaviour that a GPU could hide
 // is fatal here: a full-mask warp operation in a warp with missing or exited lanes, a lane
-// exiting while its warp waits for it, and deadlock (threads waiting at different barriers). x86-64 only: fibers
-// switch with a small assembly routine (swapcontext makes a system call per switch).
+// exiting while its warp waits for it, and deadlock (threads waiting at different barriers). A
+// launch is first checked against the limits of the smallest target architecture
+// (emu_internal.h), with the kernel's __launch_bounds__ and static shared memory as cu2cpp.py
+// registered them (register_kernel); a launch that hardware refuses runs nothing. x86-64 only:
+// fibers switch with a small assembly routine (swapcontext makes a system call per switch).
 #include <signal.h>
 #include <sys/mman.h>
 #include <unistd.h>
@@ -17,9 +20,12 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <deque>
 #include <memory>
 #include <mutex>
+#include <string>
 #include <thread>
+#include <unordered_map>
 #include <utility>
 #include <vector>
 
@@ -57,6 +63,9 @@ kiln_emu_switch:
   .text
 )");
 
+#define KILN_EMU_STRINGIFY_(x) #x
+#define KILN_EMU_STRINGIFY(x) KILN_EMU_STRINGIFY_(x)
+
 namespace kiln_emu {
 namespace {
 
@@ -83,8 +92,24 @@ struct Warp {
   uint64_t slot[2][32] = {};
 };
 
+// A registered kernel and what its launches used (the usage under g_kernels_mu).
+struct KernelInfo {
+  std::string file, name;
+  int bounds = 0;           // __launch_bounds__ maximum, 0 when none
+  size_t static_bytes = 0;  // the declarations laid out in order, each at its alignment
+  size_t static_sum = 0;    // their sizes added up: what a block may take at run time
+  KernelUsage usage;
+};
+
+std::mutex g_kernels_mu;
+std::deque<KernelInfo>& kernels() {
+  static auto* k = new std::deque<KernelInfo>();  // registered during static initialisation
+  return *k;
+}
+
 struct Job {
   const char* name;
+  const KernelInfo* info;
   dim3 grid, block;
   size_t smem;
   void (*body)(void*);
@@ -111,6 +136,7 @@ struct Worker {
   char* dyn_smem = nullptr;
   char* static_arena = nullptr;
   size_t static_used = 0;
+  size_t static_taken = 0;  // bytes of the declarations taken, without alignment gaps
   std::vector<std::pair<const void*, void*>> static_vars;
   std::vector<char> altstack;
 
@@ -237,6 +263,7 @@ void run_block(Worker& w, const Job& job, uint64_t b) {
                    static_cast<unsigned>(b / (uint64_t{job.grid.x} * job.grid.y))};
   poison(w.dyn_smem, static_cast<size_t>(w.smem_end - w.dyn_smem));
   w.static_used = 0;
+  w.static_taken = 0;
   w.static_vars.clear();
   const int bx = static_cast<int>(job.block.x), by = static_cast<int>(job.block.y);
   for (int i = 0; i < w.n; ++i) {
@@ -348,40 +375,173 @@ class Pool {
   uint64_t generation_ = 0;
 };
 
-cudaError_t check_config(dim3 grid, dim3 block, size_t smem, const void* kernel) {
+// The kernel registered as the launch's callee `name` (template arguments and qualifiers
+// dropped) from `file`, cached by its address.
+const KernelInfo& kernel_info(const void* kernel, const char* file, int line, const char* name) {
+  static auto* by_address = new std::unordered_map<const void*, const KernelInfo*>();
+  std::lock_guard<std::mutex> l(g_kernels_mu);
+  if (auto it = by_address->find(kernel); it != by_address->end()) return *it->second;
+  std::string base(name);
+  if (const size_t lt = base.find('<'); lt != std::string::npos) base.resize(lt);
+  while (!base.empty() && base.back() == ' ') base.pop_back();
+  if (const size_t colon = base.rfind("::"); colon != std::string::npos) base.erase(0, colon + 2);
+  const KernelInfo* found = nullptr;
+  int same_name = 0;
+  for (const KernelInfo& k : kernels()) {
+    if (k.name != base) continue;
+    ++same_name;
+    if (k.file == file || found == nullptr) found = &k;
+  }
+  if (found == nullptr || (same_name > 1 && found->file != file)) {
+    fatal("%s:%d: launch of %s: cu2cpp.py registered %s kernel of that name", file, line, name,
+          found == nullptr ? "no" : "more than one");
+  }
+  by_address->emplace(kernel, found);
+  return *found;
+}
+
+// The launch error of the configuration on the target architecture (cudaSuccess when it runs),
+// with the reason in `why`: the limit broken, the size requested and the size allowed.
+cudaError_t check_config(dim3 grid, dim3 block, size_t smem, const void* kernel,
+                         const KernelInfo& k, std::string& why) {
+  const char* sm = "sm_" KILN_EMU_STRINGIFY(KILN_EMU_SM);
+  const unsigned b[3] = {block.x, block.y, block.z}, g[3] = {grid.x, grid.y, grid.z};
+  char buf[320];
+  auto fail = [&](cudaError_t e, const char* fmt, auto... args) {
+    std::snprintf(buf, sizeof buf, fmt, args...);
+    why = buf;
+    return e;
+  };
+  for (int d = 0; d < 3; ++d) {
+    if (b[d] == 0 || b[d] > kMaxBlockDim[d]) {
+      return fail(cudaErrorInvalidConfiguration, "block dimension %c is %u, %s allows 1 to %u",
+                  "xyz"[d], b[d], sm, kMaxBlockDim[d]);
+    }
+    if (g[d] == 0 || g[d] > kMaxGridDim[d]) {
+      return fail(cudaErrorInvalidConfiguration, "grid dimension %c is %u, %s allows 1 to %u",
+                  "xyz"[d], g[d], sm, kMaxGridDim[d]);
+    }
+  }
   const uint64_t threads = uint64_t{block.x} * block.y * block.z;
-  if (threads == 0 || threads > 1024 || block.x > 1024 || block.y > 1024 || block.z > 64) {
-    return cudaErrorInvalidConfiguration;
+  if (threads > kMaxThreadsPerBlock) {
+    return fail(cudaErrorInvalidConfiguration, "%llu threads per block, %s allows %u",
+                static_cast<unsigned long long>(threads), sm, kMaxThreadsPerBlock);
   }
-  if (grid.x == 0 || grid.y == 0 || grid.z == 0 || grid.x > 0x7fffffffu || grid.y > 65535 ||
-      grid.z > 65535) {
-    return cudaErrorInvalidConfiguration;
+  if (k.bounds > 0 && threads > static_cast<uint64_t>(k.bounds)) {
+    return fail(cudaErrorLaunchOutOfResources,
+                "%llu threads per block, its __launch_bounds__ allows %d",
+                static_cast<unsigned long long>(threads), k.bounds);
   }
-  if (smem > static_cast<size_t>(max_dynamic_shared(kernel))) return cudaErrorInvalidValue;
+  const size_t st = k.static_bytes;
+  if (st > static_cast<size_t>(kStaticSharedMax)) {
+    return fail(cudaErrorInvalidValue, "%zu B of static shared memory, %s allows %d (ptxas "
+                "refuses the kernel)", st, sm, kStaticSharedMax);
+  }
+  const int optin = max_dynamic_shared(kernel);
+  if (optin >= 0 && st + static_cast<size_t>(optin) > static_cast<size_t>(kSharedOptin)) {
+    return fail(cudaErrorInvalidValue, "its shared memory opt-in of %d B dynamic + %zu B static "
+                "exceeds the %d B per block of %s (cudaFuncSetAttribute fails on hardware)",
+                optin, st, kSharedOptin, sm);
+  }
+  const size_t allowed = optin >= 0 ? static_cast<size_t>(optin)
+                                    : static_cast<size_t>(kSharedDefault) - st;
+  if (smem > allowed) {
+    return fail(cudaErrorInvalidValue, "%zu B of dynamic shared memory (+ %zu B static), it may "
+                "use %zu B dynamic %s", smem, st, allowed,
+                optin >= 0 ? "as it opted in with cudaFuncSetAttribute"
+                           : "without a cudaFuncSetAttribute opt-in (48 KiB in all)");
+  }
   return cudaSuccess;
+}
+
+// Records a launch that ran in the kernel's usage.
+void record_usage(const KernelInfo& k, dim3 block, size_t smem) {
+  std::lock_guard<std::mutex> l(g_kernels_mu);
+  KernelUsage& u = const_cast<KernelInfo&>(k).usage;
+  ++u.launches;
+  u.max_threads = std::max(u.max_threads, block.x * block.y * block.z);
+  u.max_dynamic = std::max(u.max_dynamic, smem);
+  u.max_total = std::max(u.max_total, k.static_bytes + smem);
+  u.last_total = k.static_bytes + smem;
+}
+
+// Under KILN_EMU_TRACE, at exit: the largest launch of every kernel that ran.
+void print_usage() {
+  std::lock_guard<std::mutex> l(g_kernels_mu);
+  std::fprintf(stderr, "[cuda-emu] largest launch per kernel (sm_%d: %d threads, %d B shared "
+               "memory per block opted in, %d B without):\n", KILN_EMU_SM, kMaxThreadsPerBlock,
+               kSharedOptin, kSharedDefault);
+  for (const KernelInfo& k : kernels()) {
+    const KernelUsage& u = k.usage;
+    if (u.launches == 0) continue;
+    std::fprintf(stderr, "[cuda-emu]   %-30s %7zu B shared (%zu static + %zu dynamic), %4u "
+                 "threads (bounds %d), %llu launches\n", k.name.c_str(), u.max_total,
+                 k.static_bytes, u.max_dynamic, u.max_threads, k.bounds,
+                 static_cast<unsigned long long>(u.launches));
+  }
 }
 
 }  // namespace
 
 const char* current_kernel() { return g_kernel.load(); }
 
+bool register_kernel(const char* file, const char* name, int max_threads,
+                     std::initializer_list<SharedDecl> shared) {
+  KernelInfo k;
+  k.file = file;
+  k.name = name;
+  k.bounds = max_threads;
+  for (const SharedDecl& d : shared) {
+    k.static_bytes = (k.static_bytes + d.align - 1) / d.align * d.align + d.bytes;
+    k.static_sum += d.bytes;
+  }
+  k.usage.static_bytes = k.static_bytes;
+  k.usage.bounds = max_threads;
+  std::lock_guard<std::mutex> l(g_kernels_mu);
+  kernels().push_back(std::move(k));
+  return true;
+}
+
+bool kernel_usage(const char* name, KernelUsage* out) {
+  std::lock_guard<std::mutex> l(g_kernels_mu);
+  for (const KernelInfo& k : kernels()) {
+    if (k.name == name) {
+      *out = k.usage;
+      return true;
+    }
+  }
+  return false;
+}
+
 void run_kernel(const char* name, const char* file, int line, dim3 grid, dim3 block, size_t smem,
                 cudaStream_t stream, const void* kernel, void (*body)(void*), void* arg) {
-  static const bool trace = std::getenv("KILN_EMU_TRACE") != nullptr;
-  cudaError_t e = check_config(grid, block, smem, kernel);
-  if (e == cudaSuccess && !valid_stream(stream)) e = cudaErrorInvalidResourceHandle;
+  static const bool trace = [] {
+    const bool on = std::getenv("KILN_EMU_TRACE") != nullptr;
+    if (on) std::atexit(print_usage);
+    return on;
+  }();
+  const KernelInfo& info = kernel_info(kernel, file, line, name);
+  std::string why;
+  cudaError_t e = check_config(grid, block, smem, kernel, info, why);
+  if (e == cudaSuccess && !valid_stream(stream)) {
+    e = cudaErrorInvalidResourceHandle;
+    why = "not a live stream";
+  }
   if (trace || e != cudaSuccess) {
-    std::fprintf(stderr, "[cuda-emu] %s:%d: %s<<<(%u,%u,%u), (%u,%u,%u), %zu>>>%s%s\n", file,
-                 line, name, grid.x, grid.y, grid.z, block.x, block.y, block.z, smem,
-                 e == cudaSuccess ? "" : ": launch fails with ",
-                 e == cudaSuccess ? "" : cudaGetErrorName(e));
+    std::fprintf(stderr, "[cuda-emu] %s:%d: %s<<<(%u,%u,%u), (%u,%u,%u), %zu>>> (%zu B static "
+                 "shared)%s%s%s%s\n", file, line, name, grid.x, grid.y, grid.z, block.x, block.y,
+                 block.z, smem, info.static_bytes, e == cudaSuccess ? "" : ": launch fails with ",
+                 e == cudaSuccess ? "" : cudaGetErrorName(e), e == cudaSuccess ? "" : ": ",
+                 why.c_str());
   }
   if (e != cudaSuccess) {
     set_last_error(e);
     return;
   }
+  record_usage(info, block, smem);
   Job job;
   job.name = name;
+  job.info = &info;
   job.grid = grid;
   job.block = block;
   job.smem = smem;
@@ -457,6 +617,12 @@ void* static_shared(const void* tag, size_t bytes, size_t align) {
   const size_t off = (w.static_used + align - 1) / align * align;
   if (off + bytes > static_cast<size_t>(kStaticSharedMax)) {
     fatal("%s: more than %d bytes of static shared memory", where(w), kStaticSharedMax);
+  }
+  w.static_taken += bytes;
+  if (w.static_taken > w.job->info->static_sum) {
+    fatal("%s: %zu B of static shared memory taken, cu2cpp.py found %zu B declared in the "
+          "kernel's call tree (a __shared__ declaration outside its .cu file?)",
+          where(w), w.static_taken, w.job->info->static_sum);
   }
   void* p = w.static_arena + off;
   poison(p, bytes);

@@ -319,7 +319,7 @@ void set_last_error(cudaError_t e) { g_last_error.store(e); }
 int max_dynamic_shared(const void* kernel) {
   std::lock_guard<std::mutex> l(g_state_mu);
   auto it = g_func_smem.find(kernel);
-  return it == g_func_smem.end() ? kSharedDefault : it->second;
+  return it == g_func_smem.end() ? -1 : it->second;
 }
 
 bool valid_stream(cudaStream_t s) {
@@ -384,6 +384,7 @@ const char* cudaGetErrorName(cudaError_t e) {
     case cudaErrorInvalidValue: return "cudaErrorInvalidValue";
     case cudaErrorMemoryAllocation: return "cudaErrorMemoryAllocation";
     case cudaErrorInvalidConfiguration: return "cudaErrorInvalidConfiguration";
+    case cudaErrorLaunchOutOfResources: return "cudaErrorLaunchOutOfResources";
     case cudaErrorInvalidPitchValue: return "cudaErrorInvalidPitchValue";
     case cudaErrorInvalidMemcpyDirection: return "cudaErrorInvalidMemcpyDirection";
     case cudaErrorInvalidDevice: return "cudaErrorInvalidDevice";
@@ -402,6 +403,7 @@ const char* cudaGetErrorString(cudaError_t e) {
     case cudaSuccess: return "no error";
     case cudaErrorNoDevice: return "no CUDA-capable device is detected";
     case cudaErrorInvalidConfiguration: return "invalid configuration argument";
+    case cudaErrorLaunchOutOfResources: return "too many resources requested for launch";
     case cudaErrorMemoryAllocation: return "out of memory";
     default: return cudaGetErrorName(e);
   }
