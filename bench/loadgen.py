@@ -71,6 +71,7 @@ class Http:
         self.prefix = re.sub(r"/v1/?$", "", u.path.rstrip("/"))
         self.api_key = api_key
         self.timeout = timeout
+        self.tokenize_statuses: dict[str, int] = {}  # POST /tokenize answers, by status
 
     async def request(self, method: str, path: str, body: dict | None = None, on_data=None):
         """(status, headers, body bytes). on_data(bytes) gets the de-chunked body as it comes
@@ -146,6 +147,7 @@ async def count_tokens(http: Http, text: str, chat: bool) -> int | None:
         status, _, data = await http.request("POST", "/tokenize", body)
     except (OSError, asyncio.TimeoutError, ConnectionError, asyncio.IncompleteReadError):
         return None
+    http.tokenize_statuses[str(status)] = http.tokenize_statuses.get(str(status), 0) + 1
     if status != 200:
         return None
     return int(json.loads(data)["count"])
@@ -350,6 +352,7 @@ async def main_async(args) -> int:
         "prompt_tokens_mix": args.prompt_tokens, "max_tokens_mix": args.max_tokens,
         "exact_prompt_lengths": exact == len(results),
         "prompts_of_exact_length": exact,
+        "tokenize_requests": http.tokenize_statuses,
         "completed": len(completed), "incomplete": len(incomplete), "rejected": rejected,
         "duration_s": round(wall, 4),
         "requests_per_s": round(len(completed) / wall, 3),

@@ -90,6 +90,11 @@ class RequestStream {
       std::lock_guard lock(mu_);
       if (closed_) return;
       closed_ = event.kind != Event::Kind::kDelta;
+      if (event.kind == Event::Kind::kDelta && !event.is_echo) {
+        const auto n = static_cast<int64_t>(event.tokens.size());
+        tokens_ += n;
+        if (cancelled()) tokens_after_cancel_ += n;
+      }
       events_.push_back(std::move(event));
       wake = wake_;
     }
@@ -117,11 +122,22 @@ class RequestStream {
   // Client gone: the engine aborts the request at its next step and frees its state.
   void cancel() { cancelled_.store(true, std::memory_order_relaxed); }
   bool cancelled() const { return cancelled_.load(std::memory_order_relaxed); }
+  // Generated tokens pushed (echo excluded), in all and after cancel(): the step under way when
+  // the client left may still add one token per choice, nothing later (the abort log reports it).
+  int64_t tokens() const {
+    std::lock_guard lock(mu_);
+    return tokens_;
+  }
+  int64_t tokens_after_cancel() const {
+    std::lock_guard lock(mu_);
+    return tokens_after_cancel_;
+  }
 
  private:
   mutable std::mutex mu_;
   std::vector<Event> events_;
   bool closed_ = false;
+  int64_t tokens_ = 0, tokens_after_cancel_ = 0;
   std::function<void()> wake_;
   std::atomic<bool> cancelled_{false};
 };

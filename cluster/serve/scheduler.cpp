@@ -3,6 +3,8 @@
 #include <algorithm>
 #include <cmath>
 
+#include <spdlog/spdlog.h>
+
 #include "kernels/base/check.h"
 
 namespace kiln::serve {
@@ -168,6 +170,7 @@ StepPlan Scheduler::next_step() {
   for (auto it = waiting_.begin(); it != waiting_.end();) {
     if ((*it)->stream->cancelled()) {
       if (metrics_ != nullptr) metrics_->add("requests_aborted_total", 1, R"(reason="client")");
+      log_client_abort(**it);
       it = waiting_.erase(it);
     } else {
       ++it;
@@ -365,6 +368,15 @@ void Scheduler::drop_request(Active& a, const std::string& reason) {
   if (metrics_ != nullptr) {
     metrics_->add("requests_aborted_total", 1, Metrics::label("reason", reason));
   }
+  if (reason == "client") log_client_abort(*a.request);
+}
+
+void Scheduler::log_client_abort(const EngineRequest& r) {
+  // The contract (reliability.md §B): a disconnect aborts the request within one step, so at most
+  // the step under way at cancel() adds a token per choice. tests/http/test_cancel.py reads this.
+  spdlog::info("request {}: client gone, aborted after {} generated token(s), {} after the "
+               "disconnect ({} choice(s))",
+               r.id, r.stream->tokens(), r.stream->tokens_after_cancel(), r.params.n);
 }
 
 void Scheduler::fail_request(Active& a, int status, const std::string& message,

@@ -89,6 +89,7 @@ class Scheduler {
   void finish(Sequence& seq);
   void release(Sequence& seq);
   void drop_request(Active& active, const std::string& reason);
+  void log_client_abort(const EngineRequest& request);
   void emit_token(Sequence& seq, const float* row);
   // Ends a running request with an error event and frees its sequences.
   void fail_request(Active& active, int status, const std::string& message,

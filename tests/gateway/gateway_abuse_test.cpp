@@ -88,7 +88,8 @@ TEST_F(GatewayTest, SlowlorisIsClosedByTheReadDeadlineWhileOthersAreServed) {
     auto r = get(good);
     ASSERT_TRUE(r);
     EXPECT_EQ(r->status, 200);
-    EXPECT_LT(ms_since(t0), 150.0);
+    // Served at once, not after the slow client (cut at 500 ms, over 400 ms from here).
+    EXPECT_LT(ms_since(t0), 300.0);
     std::this_thread::sleep_for(Ms(100));
   }
   slow.join();

@@ -424,6 +424,8 @@ class StreamResult:
     error: str | None = None     # transport problem (connection reset, timeout, ...)
     disconnected: bool = False   # we closed the connection on purpose
     t_start: float = 0.0
+    t_head: float = 0.0          # monotonic time the status line arrived (0: it did not)
+    t_end: float = 0.0           # monotonic time the exchange ended
 
     def json(self) -> Any:
         return json.loads(self.body)
@@ -510,6 +512,7 @@ async def request(port: int, method: str, path: str, body: Any = None,
             res.error = f"bad status line {status_line!r}"
             return res
         res.status = int(m.group(1))
+        res.t_head = time.monotonic()
         while True:
             line = await asyncio.wait_for(reader.readline(), timeout)
             if line in (b"\r\n", b"\n", b""):
@@ -560,6 +563,7 @@ async def request(port: int, method: str, path: str, body: Any = None,
             UnicodeDecodeError) as e:
         res.error = f"{type(e).__name__}: {e}"
     finally:
+        res.t_end = time.monotonic()
         if writer is not None:
             writer.close()
             try:

@@ -1,10 +1,20 @@
 """(d) Cancellation: 20 streaming clients that disconnect after their first token, next to one
 normal request that must complete untouched; afterwards every KDA slot and MLA cache block is
 free and nothing runs (reliability.md §B: a disconnect aborts the sequence within one step).
-Then clients that close right after sending (still queued) leave nothing behind either."""
+Then clients that close right after sending (still queued) leave nothing behind either.
+
+"Within one step" is checked on the server's own count. Rank 0 logs each client abort with the
+tokens the request generated in all and after the gateway cancelled it (the moment the server
+knows the client is gone). A step decodes one token per running choice, so the step under way at
+the cancel may add one token per choice and nothing more: after ≤ n, exactly. The log must account
+for every generated token (its sums equal kiln:generation_tokens_total), so a request that went
+on generating cannot hide outside it. How fast the gateway notices a closed socket is the
+gateway's contract, bounded in tests/gateway (gateway_async_test: cancel() after a disconnect)."""
 
 import asyncio
 import json
+import re
+import time
 
 import kiln_server as ks
 
@@ -13,7 +23,30 @@ LONG = 2000       # tokens the leavers ask for: far more than they could get bef
 NORMAL = 32
 
 
+ABORT = re.compile(r"request (\S+): client gone, aborted after (\d+) generated token\(s\), "
+                   r"(\d+) after the disconnect \((\d+) choice\(s\)\)")
+
+
 class CancelTest(ks.ServerTestCase):
+    def client_aborts(self, want: int, skip: int = 0) -> list[tuple[str, int, int, int]]:
+        """The server log's client-abort lines after the first `skip`: (id, tokens, tokens after
+        the cancel, choices); waits until there are `want` of them."""
+        deadline = time.monotonic() + 10
+        while True:
+            found = [(m.group(1), int(m.group(2)), int(m.group(3)), int(m.group(4)))
+                     for m in ABORT.finditer(self.server.log())][skip:]
+            if len(found) >= want or time.monotonic() > deadline:
+                self.assertEqual(len(found), want, "client-abort lines in the server log:\n"
+                                 + self.server.log_tail())
+                return found
+
+    def assert_within_one_step(self, aborts):
+        for rid, tokens, after, n in aborts:
+            # one step = one decode token per running choice
+            self.assertLessEqual(after, n, f"{rid}: {tokens} tokens, {after} generated after the "
+                                           f"cancel: the abort took more than one step")
+            self.assertLessEqual(after, tokens, rid)
+
     def test_disconnect_after_first_token(self):
         async def run():
             leavers = [ks.request(self.port, "POST", "/v1/completions",
@@ -44,12 +77,18 @@ class CancelTest(ks.ServerTestCase):
         self.assertEqual(self.server.metric("requests_total", 'status="499"', m), LEAVERS)
         self.assertEqual(self.server.metric("requests_total", 'status="200"', m), 1)
         generated = self.server.metric("generation_tokens_total", m=m)
+        aborts = self.client_aborts(LEAVERS)
         print(f"{LEAVERS} leavers of {LONG} tokens + {NORMAL}: {generated:g} tokens generated; "
-              f"aborted by reason: " + ", ".join(
-                  f"{labels} {v:g}" for (n, labels), v in m.items()
-                  if n == "kiln:requests_aborted_total"))
-        self.assertLess(generated, NORMAL + LEAVERS * LONG / 4,
-                        "the leavers' sequences kept running after they left")
+              f"per leaver (in all/after the cancel): "
+              + " ".join(f"{t}/{a}" for _, t, a, _ in aborts))
+        self.assert_within_one_step(aborts)
+        by_id = {rid: tokens for rid, tokens, _, _ in aborts}
+        for i, r in enumerate(leavers):
+            rid = r.content_chunks()[0]["id"]
+            self.assertIn(rid, by_id, f"leaver {i} ({rid}) was never aborted")
+            self.assertGreaterEqual(by_id[rid], 1, f"leaver {i} got a token the log does not count")
+        self.assertEqual(sum(by_id.values()) + NORMAL, generated,
+                         "tokens generated outside the normal request and the logged aborts")
 
         # clients that leave before their first token (while prefilling or queued)
         async def hit_and_run():
@@ -73,8 +112,10 @@ class CancelTest(ks.ServerTestCase):
                                   "num_requests_running": 0, "num_requests_waiting": 0},
                                  timeout=10)
         generated2 = self.server.metric("generation_tokens_total")
-        self.assertLess(generated2 - generated, 8 + 24 * LONG / 4,
-                        "sequences of clients that left early kept running")
+        early = self.client_aborts(24, skip=LEAVERS)
+        self.assert_within_one_step(early)
+        self.assertEqual(sum(t for _, t, _, _ in early) + 8, generated2 - generated,
+                         "sequences of clients that left early kept running")
 
 
 if __name__ == "__main__":

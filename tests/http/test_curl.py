@@ -147,9 +147,8 @@ class CurlTest(ks.ServerTestCase):
                 path = "/v1/chat/completions" if "messages" in body else "/v1/completions"
                 status, _, text = self.curl(path, body)
                 err = self.assert_envelope(status, text, 400, type_="invalid_request_error")
-                self.assertTrue(err["param"] == param or (err["param"] or "").startswith(param),
-                                text)
-                self.assertIn(param, err["message"])
+                self.assertEqual(err["param"], param, text)
+                self.assertIn(f"'{param}'", err["message"])
         for raw in ("{", "[1,2]", '{"prompt": "hi", "model": "' + MODEL_NAME + '",}'):
             with self.subTest(raw=raw):
                 status, _, text = self.curl("/v1/completions", raw)

@@ -347,25 +347,30 @@ TEST_F(ModelVocabTest, SamplerIsSizedByTheModel) {
 }
 
 TEST_F(ModelVocabTest, RequestsNamingIdsAboveTheVocabAreRefused) {
-  const std::pair<std::string, std::string> cases[] = {
-      {"/v1/completions", R"({"prompt": "<|evil|>", "max_tokens": 2})"},
-      {"/v1/completions", R"({"prompt": "Hello <|evil|> there", "max_tokens": 2, "stream": true})"},
-      {"/v1/completions", R"({"prompt": [1, 640], "max_tokens": 2})"},
-      {"/v1/completions", R"({"prompt": "Hi", "logit_bias": {"640": 1}})"},
-      {"/v1/completions", R"({"prompt": "Hi", "stop_token_ids": [640]})"},
-      {"/v1/chat/completions", R"({"messages": [{"role": "user", "content": "<|evil|>"}]})"},
-      {"/tokenize", R"({"prompt": "a<|evil|>"})"},
-      {"/detokenize", R"({"tokens": [640]})"},
+  // route, body, what the message must name: the special token when the text holds it, the id
+  // when the request gives the id itself
+  const std::string kId = "640";
+  const std::tuple<std::string, std::string, std::string> cases[] = {
+      {"/v1/completions", R"({"prompt": "<|evil|>", "max_tokens": 2})", kEvil},
+      {"/v1/completions", R"({"prompt": "Hello <|evil|> there", "max_tokens": 2, "stream": true})",
+       kEvil},
+      {"/v1/completions", R"({"prompt": [1, 640], "max_tokens": 2})", kId},
+      {"/v1/completions", R"({"prompt": "Hi", "logit_bias": {"640": 1}})", kId},
+      {"/v1/completions", R"({"prompt": "Hi", "stop_token_ids": [640]})", kId},
+      {"/v1/chat/completions", R"({"messages": [{"role": "user", "content": "<|evil|>"}]})",
+       kEvil},
+      {"/tokenize", R"({"prompt": "a<|evil|>"})", kEvil},
+      {"/detokenize", R"({"tokens": [640]})", kId},
   };
+
   for (const std::string& p : {path("hf_extra"), path("extra.gguf")}) {
     Loaded l = load(p);
     ASSERT_TRUE(l.tokenizer);
     Server s(l);
-    for (const auto& [route, body] : cases) {
+    for (const auto& [route, body, named] : cases) {
       const auto [status, text] = s.post(route, body);
       EXPECT_EQ(status, 400) << p << " " << body << " -> " << text;
-      EXPECT_TRUE(text.find("640") != std::string::npos || text.find(kEvil) != std::string::npos)
-          << body << " -> " << text;
+      EXPECT_NE(text.find(named), std::string::npos) << body << " -> " << text;
     }
     const auto [status, text] =
         s.post("/v1/completions", R"({"prompt": "Hello", "max_tokens": 4, "ignore_eos": true})");
