@@ -60,7 +60,7 @@ inline int& no_device_skips() {
 
 // The message of a no-device skip.
 inline std::string no_device_message() {
-  return "no CUDA device is visible, GPU test not run (" + gpu_setup().error.message() + ")";
+  return "GPU test not run: " + gpu_setup().error.message();
 }
 
 // Skips the test when no CUDA device exists; fails it when one exists but the context could not
