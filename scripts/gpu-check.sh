@@ -176,17 +176,27 @@ else
                      [racecheck]="$shared"
                      [synccheck]="$kernels:$shared")
   declare -A limit=([memcheck]=150 [racecheck]=180 [synccheck]=120)
-  declare -A pid=()
+  declare -A pid=() status=()
+  # One process per tool, side by side, unless the GPU takes one process at a time.
+  together=yes
+  nvidia-smi --query-gpu=compute_mode --format=csv,noheader | grep -qi exclusive && together=no
   s0=$(date +%s)
   for tool in memcheck racecheck synccheck; do
     timeout --kill-after=10 "${limit[$tool]}" "$sanitizer" --tool "$tool" --error-exitcode 86 \
       --print-limit 50 "$bin/kiln_cuda_tests" "--gtest_filter=${filter[$tool]}" --gtest_brief=1 \
       >"$work/$tool.out" 2>&1 &
     pid[$tool]=$!
+    if [[ $together == no ]]; then
+      wait "${pid[$tool]}"
+      status[$tool]=$?
+    fi
   done
   for tool in memcheck racecheck synccheck; do
-    wait "${pid[$tool]}"
-    rc=$?
+    if [[ -z "${status[$tool]:-}" ]]; then
+      wait "${pid[$tool]}"
+      status[$tool]=$?
+    fi
+    rc=${status[$tool]}
     { echo "=== compute-sanitizer --tool $tool: ${filter[$tool]}"; cat "$work/$tool.out"
       echo "=== $tool: exit $rc"; } >>"$log"
     tests=$(sed -n 's/^\[==========\] \([0-9]*\) tests\{0,1\} from .* ran\..*/\1/p' "$work/$tool.out")
