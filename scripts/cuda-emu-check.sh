@@ -20,7 +20,8 @@ t0=$(date +%s)
 status=0
 "$build/tools/cuda_emu/kiln_cuda_emu_tests" "$@" || status=$?
 # expect NAME STATUS TEXT [ENV=VALUE...] -- GTEST_FILTER: the test binary run with ENV on the
-# filtered tests exits with STATUS and prints TEXT.
+# filtered tests exits with STATUS (\"fail\": any status but 0 and 77, e.g. a failed test or a
+# check's abort) and prints TEXT.
 expect() {
   local name=$1 want=$2 text=$3
   shift 3
@@ -29,7 +30,13 @@ expect() {
   local out rc=0
   out=$(env "${envs[@]}" "$build/tools/cuda_emu/kiln_cuda_emu_tests" --gtest_filter="$2" 2>&1) \
     || rc=$?
-  if [ "$rc" -ne "$want" ] || ! grep -qF -- "$text" <<<"$out"; then
+  local ok=yes
+  if [ "$want" = fail ]; then
+    { [ "$rc" -ne 0 ] && [ "$rc" -ne 77 ]; } || ok=no
+  else
+    [ "$rc" -eq "$want" ] || ok=no
+  fi
+  if [ "$ok" = no ] || ! grep -qF -- "$text" <<<"$out"; then
     printf '%s\n' "$out" | tail -n 30
     echo "cuda-emu-check: $name: exit $rc (want $want) or no \"$text\" in the output"
     status=1
@@ -49,6 +56,8 @@ if [ $# -eq 0 ]; then
   done
   expect "device with failing cublas, CudaBuild" 1 "cuBLAS could not start" \
     KILN_EMU_FAIL=cublas -- 'CudaBuild.*'
+  expect "device with failing allocations" fail "out of device memory" \
+    KILN_EMU_FAIL=malloc -- 'CudaElementwise.*'
 fi
 echo "cuda-emu-check: kiln_cuda_emu_tests exit status $status after $(( $(date +%s) - t0 )) s"
 exit "$status"
