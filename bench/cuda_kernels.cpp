@@ -46,11 +46,19 @@ double time_ms(cuda::Context& ctx, const std::function<void()>& fn) {
   return ms[ms.size() / 2];
 }
 
-cuda::DeviceBuffer device_floats(const std::vector<float>& h) {
-  auto b = cuda::DeviceBuffer::allocate(static_cast<int64_t>(h.size() * 4), "bench data");
+void check_ok(const Status& s) { KILN_CHECK_MSG(s.ok(), s.to_string()); }
+
+// A device copy of `bytes` of host data, in the order of ctx's stream.
+cuda::DeviceBuffer device_copy(const cuda::Context& ctx, const void* h, size_t bytes,
+                               const char* what) {
+  auto b = cuda::DeviceBuffer::allocate(static_cast<int64_t>(bytes), what);
   KILN_CHECK_MSG(b.ok(), b.status().message());
-  KILN_CUDA_CHECK(cudaMemcpy(b->data(), h.data(), h.size() * 4, cudaMemcpyHostToDevice));
+  check_ok(cuda::copy_to_device(ctx.stream(), b->data(), h, bytes));
   return std::move(b).value();
+}
+
+cuda::DeviceBuffer device_floats(const cuda::Context& ctx, const std::vector<float>& h) {
+  return device_copy(ctx, h.data(), h.size() * 4, "bench data");
 }
 
 std::vector<float> uniform(int64_t n, float lo, float hi, uint32_t seed) {
@@ -84,20 +92,19 @@ void bench_kda(cuda::Context& ctx, double peak, int64_t H, int64_t K) {
   // Chunked prefill of one 8192-token sequence, state starting at zero.
   {
     const int64_t T = 8192;
-    auto q = device_floats(unit_rows(T * H, K, 1.0f / std::sqrt(static_cast<float>(K)), 1));
-    auto k = device_floats(unit_rows(T * H, K, 1.0f, 2));
-    auto v = device_floats(uniform(T * H * V, -1, 1, 3));
-    auto g = device_floats(uniform(T * H * K, -0.5f, -0.001f, 4));
-    auto beta = device_floats(uniform(T * H, 0.05f, 0.95f, 5));
-    auto o = device_floats(std::vector<float>(static_cast<size_t>(T * H * V)));
-    auto state = device_floats(std::vector<float>(static_cast<size_t>(H * K * V)));
+    auto q = device_floats(ctx, unit_rows(T * H, K, 1.0f / std::sqrt(static_cast<float>(K)), 1));
+    auto k = device_floats(ctx, unit_rows(T * H, K, 1.0f, 2));
+    auto v = device_floats(ctx, uniform(T * H * V, -1, 1, 3));
+    auto g = device_floats(ctx, uniform(T * H * K, -0.5f, -0.001f, 4));
+    auto beta = device_floats(ctx, uniform(T * H, 0.05f, 0.95f, 5));
+    auto o = device_floats(ctx, std::vector<float>(static_cast<size_t>(T * H * V)));
+    auto state = device_floats(ctx, std::vector<float>(static_cast<size_t>(H * K * V)));
     const cuda::Span span{0, 0, 0, static_cast<int32_t>(T)};
-    auto spans = cuda::DeviceBuffer::allocate(sizeof(span), "span");
-    KILN_CUDA_CHECK(cudaMemcpy(spans->data(), &span, sizeof(span), cudaMemcpyHostToDevice));
+    auto spans = device_copy(ctx, &span, sizeof(span), "span");
     for (int64_t chunk : {16, 64}) {
       const double ms = time_ms(ctx, [&] {
         cuda::kda_chunked(ctx, q.as<float>(), k.as<float>(), v.as<float>(), g.as<float>(),
-                          beta.as<float>(), spans->as<cuda::Span>(), 1, T, H, K, V, chunk,
+                          beta.as<float>(), spans.as<cuda::Span>(), 1, T, H, K, V, chunk,
                           state.as<float>(), H * K * V, o.as<float>());
       });
       // Inputs read once and outputs written once: q, k, g, v, o and beta.
@@ -112,24 +119,21 @@ void bench_kda(cuda::Context& ctx, double peak, int64_t H, int64_t K) {
   }
   // Recurrent decode step: B sequences of one token each, each in its own slot.
   for (int64_t B : {1, 2, 4, 8, 16, 32, 64}) {
-    auto q = device_floats(unit_rows(B * H, K, 1.0f / std::sqrt(static_cast<float>(K)), 6));
-    auto k = device_floats(unit_rows(B * H, K, 1.0f, 7));
-    auto v = device_floats(uniform(B * H * V, -1, 1, 8));
-    auto g = device_floats(uniform(B * H * K, -0.5f, -0.001f, 9));
-    auto beta = device_floats(uniform(B * H, 0.05f, 0.95f, 10));
-    auto o = device_floats(std::vector<float>(static_cast<size_t>(B * H * V)));
-    auto state = device_floats(uniform(B * H * K * V, -0.1f, 0.1f, 11));
+    auto q = device_floats(ctx, unit_rows(B * H, K, 1.0f / std::sqrt(static_cast<float>(K)), 6));
+    auto k = device_floats(ctx, unit_rows(B * H, K, 1.0f, 7));
+    auto v = device_floats(ctx, uniform(B * H * V, -1, 1, 8));
+    auto g = device_floats(ctx, uniform(B * H * K, -0.5f, -0.001f, 9));
+    auto beta = device_floats(ctx, uniform(B * H, 0.05f, 0.95f, 10));
+    auto o = device_floats(ctx, std::vector<float>(static_cast<size_t>(B * H * V)));
+    auto state = device_floats(ctx, uniform(B * H * K * V, -0.1f, 0.1f, 11));
     std::vector<cuda::Span> hs;
     for (int64_t s = 0; s < B; ++s) {
       hs.push_back({static_cast<int32_t>(s), 100, static_cast<int32_t>(s), 1});
     }
-    auto spans = cuda::DeviceBuffer::allocate(static_cast<int64_t>(hs.size() * sizeof(cuda::Span)),
-                                              "spans");
-    KILN_CUDA_CHECK(cudaMemcpy(spans->data(), hs.data(), hs.size() * sizeof(cuda::Span),
-                               cudaMemcpyHostToDevice));
+    auto spans = device_copy(ctx, hs.data(), hs.size() * sizeof(cuda::Span), "spans");
     const double ms = time_ms(ctx, [&] {
       cuda::kda_recurrent(ctx, q.as<float>(), k.as<float>(), v.as<float>(), g.as<float>(),
-                          beta.as<float>(), spans->as<cuda::Span>(), B, H, K, V,
+                          beta.as<float>(), spans.as<cuda::Span>(), B, H, K, V,
                           state.as<float>(), H * K * V, o.as<float>());
     });
     const double bytes = 2.0 * 4.0 * B * H * K * V;  // the state read and written once
@@ -149,11 +153,11 @@ void bench_gemv(cuda::Context& ctx, double peak) {
     const int64_t row_bytes = dtype_row_bytes(t, cols);
     auto w = cuda::DeviceBuffer::allocate(rows * row_bytes, "gemv weight");
     KILN_CHECK_MSG(w.ok(), w.status().message());
-    KILN_CUDA_CHECK(cudaMemset(w->data(), 0, static_cast<size_t>(rows * row_bytes)));
+    check_ok(cuda::zero_device(ctx.stream(), w->data(), static_cast<size_t>(rows * row_bytes)));
     const cuda::DeviceMatrix m{t, w->data(), rows, cols, row_bytes};
     for (int64_t n : {1, 8}) {
-      auto x = device_floats(uniform(n * cols, -1, 1, 12));
-      auto y = device_floats(std::vector<float>(static_cast<size_t>(n * rows)));
+      auto x = device_floats(ctx, uniform(n * cols, -1, 1, 12));
+      auto y = device_floats(ctx, std::vector<float>(static_cast<size_t>(n * rows)));
       const double ms = time_ms(ctx, [&] {
         cuda::matmul(ctx, m, x.as<float>(), cols, n, y.as<float>(), rows);
       });
@@ -171,28 +175,24 @@ void bench_mla(cuda::Context& ctx, double peak) {
   const int64_t H = 16, R = 256, P = 64, L = R + P, page_tokens = 64;
   for (int64_t ctx_len : {512, 8192}) {
     const int64_t n_pages = (ctx_len + page_tokens - 1) / page_tokens;
-    auto latent = device_floats(uniform(n_pages * page_tokens * L, -1, 1, 13));
-    auto q = device_floats(uniform(H * L, -0.2f, 0.2f, 14));
-    auto out = device_floats(std::vector<float>(static_cast<size_t>(H * R)));
+    auto latent = device_floats(ctx, uniform(n_pages * page_tokens * L, -1, 1, 13));
+    auto q = device_floats(ctx, uniform(H * L, -0.2f, 0.2f, 14));
+    auto out = device_floats(ctx, std::vector<float>(static_cast<size_t>(H * R)));
     std::vector<int32_t> table(static_cast<size_t>(n_pages));
     for (int64_t i = 0; i < n_pages; ++i) table[i] = static_cast<int32_t>(i);
     const int32_t zero = 0;
     const cuda::Span span{0, static_cast<int32_t>(ctx_len - 1), 0, 1};
-    auto dev_table = cuda::DeviceBuffer::allocate(n_pages * 4, "table");
-    auto dev_off = cuda::DeviceBuffer::allocate(4, "table offsets");
-    auto dev_span = cuda::DeviceBuffer::allocate(sizeof(span), "span");
-    KILN_CUDA_CHECK(cudaMemcpy(dev_table->data(), table.data(), table.size() * 4,
-                               cudaMemcpyHostToDevice));
-    KILN_CUDA_CHECK(cudaMemcpy(dev_off->data(), &zero, 4, cudaMemcpyHostToDevice));
-    KILN_CUDA_CHECK(cudaMemcpy(dev_span->data(), &span, sizeof(span), cudaMemcpyHostToDevice));
+    auto dev_table = device_copy(ctx, table.data(), table.size() * 4, "table");
+    auto dev_off = device_copy(ctx, &zero, 4, "table offsets");
+    auto dev_span = device_copy(ctx, &span, sizeof(span), "span");
     cuda::LatentPages pages;
     pages.base = latent.as<float>();
     pages.page_stride = page_tokens * L;
     pages.page_tokens = page_tokens;
-    pages.tables = dev_table->as<int32_t>();
-    pages.table_offsets = dev_off->as<int32_t>();
+    pages.tables = dev_table.as<int32_t>();
+    pages.table_offsets = dev_off.as<int32_t>();
     const double ms = time_ms(ctx, [&] {
-      cuda::mla_attention_absorbed(ctx, q.as<float>(), dev_span->as<cuda::Span>(), 1, 1, H, R, P,
+      cuda::mla_attention_absorbed(ctx, q.as<float>(), dev_span.as<cuda::Span>(), 1, 1, H, R, P,
                                    pages, 0.1f, out.as<float>());
     });
     char name[96], rate[64];

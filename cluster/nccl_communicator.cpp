@@ -64,10 +64,8 @@ StatusOr<std::unique_ptr<NcclCommunicator>> NcclCommunicator::create(
     auto token = cuda::DeviceBuffer::allocate(sizeof(float), "NCCL barrier token");
     if (token.ok()) {
       c->barrier_token_ = std::move(token).value();
-      if (const cudaError_t e = cudaMemset(c->barrier_token_.data(), 0, sizeof(float));
-          e != cudaSuccess) {
-        local = unavailable(fmt::format("{}: cudaMemset: {}", where, cudaGetErrorString(e)));
-      }
+      local = cuda::zero_device(c->stream_, c->barrier_token_.data(), sizeof(float))
+                  .with_context(where);
     } else {
       local = token.status().with_context(where);
     }

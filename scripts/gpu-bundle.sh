@@ -2,10 +2,15 @@
 # Builds kiln with CUDA on this (build) machine, which needs no GPU, and packs into .gpu-bundle/
 # what a GPU machine without kiln's build dependencies needs to run scripts/gpu-check.sh: the
 # binaries (kiln, kiln_cuda_tests, kiln_cuda_bench, kiln_mpi_gpu_tests when built), the shared
-# libraries they load that are neither glibc nor part of the NVIDIA driver or CUDA toolkit, and
-# Open MPI's runtime (mpirun, orted, components, help files) for the multi-rank check.
+# libraries they load that are neither glibc nor part of the NVIDIA driver or CUDA toolkit,
+# Open MPI's runtime (mpirun, orted, components, help files) for the multi-rank check, and NVIDIA
+# compute-sanitizer (the nvidia-cuda-sanitizer-api wheel from PyPI, unpacked into
+# .gpu-bundle/sanitizer; about 40 MB) for the sanitizer step, since the GPU machine may have
+# neither the CUDA toolkit's copy nor a network.
 # Copy or carry .gpu-bundle/ to the GPU machine with the source tree (it is git-ignored).
 #   KILN_CUDA_ARCHS   CUDA architectures to build (default "80;90": Ampere and Hopper)
+#   KILN_SANITIZER    pip requirement for compute-sanitizer (default
+#                     "nvidia-cuda-sanitizer-api==13.*", matching the CUDA 13 toolkit)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 archs=${KILN_CUDA_ARCHS:-80;90}
@@ -47,4 +52,13 @@ done
   esac
   cp -L "$lib" "$b/lib/"
 done
+
+# compute-sanitizer: the wheel's files as pip lays them out (nvidia/cu13/bin/compute-sanitizer is
+# a wrapper that runs nvidia/cu13/compute-sanitizer/compute-sanitizer), less its docs and headers.
+python3 -m pip install --quiet --no-deps --no-compile --target "$b/sanitizer" \
+  "${KILN_SANITIZER:-nvidia-cuda-sanitizer-api==13.*}"
+find "$b/sanitizer" -type d \( -name docs -o -name include -o -name '*.dist-info' \) -prune \
+  -exec rm -rf {} +
+KILN_COMPUTE_SANITIZER=$(ls "$b"/sanitizer/nvidia/cu*/bin/compute-sanitizer | head -n 1) \
+  scripts/find-compute-sanitizer.sh >/dev/null  # it runs here (--version needs no GPU)
 du -sh "$b"

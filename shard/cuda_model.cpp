@@ -83,7 +83,7 @@ StatusOr<std::unique_ptr<CudaModel>> CudaModel::create(const ModelConfig& config
     m->ctx_ = m->owned_ctx_.get();
   }
   m->ctx_->bind();
-  KILN_ASSIGN_OR_RETURN(m->w_, CudaWeights::upload(shard_config, weights));
+  KILN_ASSIGN_OR_RETURN(m->w_, CudaWeights::upload(*m->ctx_, shard_config, weights));
   m->work_ = std::make_unique<CudaWork>();
   for (cudaEvent_t& e : m->work_->inputs_copied) {
     KILN_CUDA_CHECK(cudaEventCreateWithFlags(&e, cudaEventDisableTiming));
@@ -480,18 +480,16 @@ void CudaModel::dump(int64_t layer, const char* name, const float* dev, int64_t 
                      int64_t cols) {
   if (hook_ == nullptr) return;
   std::vector<float> host(static_cast<size_t>(rows * cols));
-  KILN_CUDA_CHECK(cudaMemcpyAsync(host.data(), dev, host.size() * 4, cudaMemcpyDeviceToHost,
-                                  ctx_->stream()));
-  ctx_->synchronize();
+  const Status copied = cuda::copy_to_host(ctx_->stream(), host.data(), dev, host.size() * 4);
+  KILN_CHECK_MSG(copied.ok(), copied.to_string());
   (*hook_)(layer, name, host.data(), rows, cols);
 }
 
 float* CudaModel::to_host(const float* dev, int64_t n) {
   float* host = work_->host.as<float>();
   KILN_CHECK(n * 4 <= work_->host.bytes());
-  KILN_CUDA_CHECK(cudaMemcpyAsync(host, dev, static_cast<size_t>(n) * 4, cudaMemcpyDeviceToHost,
-                                  ctx_->stream()));
-  ctx_->synchronize();
+  const Status copied = cuda::copy_to_host(ctx_->stream(), host, dev, static_cast<size_t>(n) * 4);
+  KILN_CHECK_MSG(copied.ok(), copied.to_string());
   return host;
 }
 

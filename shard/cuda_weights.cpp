@@ -1,6 +1,7 @@
 // Uploading one rank's weights to its GPU: every tensor is first given an offset in one
 // allocation (so the total is known and allocated once), then filled row by row into a host
-// staging buffer and copied.
+// staging buffer and copied on the rank's stream (cuda::copy_to_device), so the kernels queued
+// there afterwards see the weights.
 #include "shard/cuda_weights.h"
 
 #include <algorithm>
@@ -68,16 +69,17 @@ class Uploader {
         [&dst](const std::byte* p) { dst = reinterpret_cast<const float*>(p); });
   }
 
-  // Allocates and uploads everything (synchronously: this is load time).
-  Status commit(cuda::DeviceBuffer& storage) {
+  // Allocates and uploads everything on `stream` (synchronously: this is load time).
+  Status commit(cudaStream_t stream, cuda::DeviceBuffer& storage) {
     KILN_ASSIGN_OR_RETURN(storage, cuda::DeviceBuffer::allocate(total_, "the model weights"));
     auto* base = storage.as<std::byte>();
     std::vector<std::byte> staging;
     for (Item& it : items_) {
       staging.resize(static_cast<size_t>(it.bytes));
       it.fill(staging.data());
-      KILN_CUDA_CHECK(cudaMemcpy(base + it.offset, staging.data(), static_cast<size_t>(it.bytes),
-                                 cudaMemcpyHostToDevice));
+      KILN_RETURN_IF_ERROR(cuda::copy_to_device(stream, base + it.offset, staging.data(),
+                                                static_cast<size_t>(it.bytes))
+                               .with_context("uploading the model weights"));
       it.place(base + it.offset);
     }
     return {};
@@ -108,7 +110,8 @@ void add_mlp(Uploader& up, const MlpWeights& w, CudaMlp& d) {
 
 }  // namespace
 
-StatusOr<std::unique_ptr<CudaWeights>> CudaWeights::upload(const ModelConfig& c,
+StatusOr<std::unique_ptr<CudaWeights>> CudaWeights::upload(const cuda::Context& ctx,
+                                                           const ModelConfig& c,
                                                            const ModelWeights& w) {
   auto d = std::make_unique<CudaWeights>();
   Uploader up;
@@ -170,7 +173,7 @@ StatusOr<std::unique_ptr<CudaWeights>> CudaWeights::upload(const ModelConfig& c,
       add_mlp(up, l.dense, dl.dense);
     }
   }
-  KILN_RETURN_IF_ERROR(up.commit(d->storage));
+  KILN_RETURN_IF_ERROR(up.commit(ctx.stream(), d->storage));
 
   // The matrices cuda::matmul reads (routed experts go through grouped_matmul, no scratch).
   auto keep = [&](const cuda::DeviceMatrix& m) {

@@ -51,9 +51,11 @@ struct CudaWeights {
   const float* final_norm = nullptr;
   std::vector<CudaLayer> layers;     // [num_layers]; filled for the rank's layers
 
-  // Uploads the rank's share (the layers in weights.layers_loaded). Errors: ResourceExhausted
-  // when the device cannot hold it; Unimplemented for experts of mixed dtypes or shapes.
-  static StatusOr<std::unique_ptr<CudaWeights>> upload(const ModelConfig& shard_config,
+  // Uploads the rank's share (the layers in weights.layers_loaded) in the order of ctx's stream.
+  // Errors: ResourceExhausted when the device cannot hold it; Unimplemented for experts of mixed
+  // dtypes or shapes; Unavailable when a copy fails.
+  static StatusOr<std::unique_ptr<CudaWeights>> upload(const cuda::Context& ctx,
+                                                       const ModelConfig& shard_config,
                                                        const ModelWeights& weights);
   // The largest matmul scratch any of these weights needs for n tokens (cuda::matmul).
   int64_t max_matmul_scratch(int64_t n) const;

@@ -60,6 +60,37 @@ double device_peak_bandwidth_gbs(int device) {
 
 namespace {
 
+// Waits for `stream` after queuing an operation whose launch returned `queued`.
+Status wait_queued(cudaError_t queued, cudaStream_t stream, const char* what, size_t bytes) {
+  cudaError_t e = queued;
+  if (e == cudaSuccess) e = cudaStreamSynchronize(stream);
+  if (e == cudaSuccess) return {};
+  cudaGetLastError();  // the error is reported here; do not leave it for the next launch check
+  return Status(StatusCode::kUnavailable, fmt::format("{} of {} bytes: {} ({})", what, bytes,
+                                                      cudaGetErrorName(e), cudaGetErrorString(e)));
+}
+
+}  // namespace
+
+Status copy_to_device(cudaStream_t stream, void* dst, const void* src, size_t bytes) {
+  if (bytes == 0) return {};
+  return wait_queued(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyHostToDevice, stream), stream,
+                     "host-to-device copy", bytes);
+}
+
+Status copy_to_host(cudaStream_t stream, void* dst, const void* src, size_t bytes) {
+  if (bytes == 0) return wait_queued(cudaSuccess, stream, "device-to-host copy", bytes);
+  return wait_queued(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToHost, stream), stream,
+                     "device-to-host copy", bytes);
+}
+
+Status zero_device(cudaStream_t stream, void* dst, size_t bytes) {
+  if (bytes == 0) return {};
+  return wait_queued(cudaMemsetAsync(dst, 0, bytes, stream), stream, "zero fill", bytes);
+}
+
+namespace {
+
 Status out_of_memory(int64_t bytes, std::string_view what, cudaError_t e) {
   size_t free_b = 0, total_b = 0;
   cudaGetLastError();  // clear the sticky-free allocation error before querying

@@ -59,6 +59,18 @@ std::string device_description(int device);
 // Theoretical peak DRAM bandwidth of the device in GB/s (memory clock × bus width × 2), or 0.
 double device_peak_bandwidth_gbs(int device);
 
+// Stream-ordered copies between host and device memory, the one way kiln moves data to or from
+// the GPU outside the per-token path: the copy (or zero fill) is queued on `stream` after the work
+// already queued there and waited for, so on return the data is in place for every kernel queued
+// on `stream` afterwards and the host buffer may be reused (pageable memory is fine). cudaMemcpy
+// and cudaMemset run on the legacy default stream instead, which is not ordered with a Context's
+// non-blocking stream: a pageable host-to-device cudaMemcpy returns once its source is staged,
+// and a kernel on the non-blocking stream may read the destination before the transfer lands.
+// Errors name the call and the bytes (a lost device; callers in set-up paths return them).
+Status copy_to_device(cudaStream_t stream, void* dst, const void* src, size_t bytes);
+Status copy_to_host(cudaStream_t stream, void* dst, const void* src, size_t bytes);
+Status zero_device(cudaStream_t stream, void* dst, size_t bytes);
+
 enum class MemoryKind {
   kDevice,      // cudaMalloc (never managed memory)
   kPinnedHost,  // cudaMallocHost: page-locked host memory for asynchronous copies

@@ -24,28 +24,23 @@ namespace {
 
 using test::ensure_mpi;
 
-// Copies on the communicator's stream, so they are ordered with its NCCL calls (the context's
-// stream does not synchronise with the legacy default stream that cudaMemcpy uses).
+// Copies on the communicator's stream (cuda::copy_to_device / copy_to_host), so they are ordered
+// with its NCCL calls.
 cuda::DeviceBuffer upload(const std::vector<float>& host, cudaStream_t stream) {
   auto buffer = cuda::DeviceBuffer::allocate(
       static_cast<int64_t>(std::max<size_t>(host.size(), 1) * sizeof(float)), "test data");
   EXPECT_TRUE(buffer.ok()) << buffer.status().message();
   if (!buffer.ok()) return {};
-  if (!host.empty()) {
-    KILN_CUDA_CHECK(cudaMemcpyAsync(buffer->data(), host.data(), host.size() * sizeof(float),
-                                    cudaMemcpyHostToDevice, stream));
-    KILN_CUDA_CHECK(cudaStreamSynchronize(stream));  // `host` may go away after the call
-  }
+  const Status s =
+      cuda::copy_to_device(stream, buffer->data(), host.data(), host.size() * sizeof(float));
+  EXPECT_TRUE(s.ok()) << s.to_string();
   return std::move(buffer).value();
 }
 
 std::vector<float> download(const cuda::DeviceBuffer& buffer, size_t n, cudaStream_t stream) {
   std::vector<float> host(n);
-  if (n > 0) {
-    KILN_CUDA_CHECK(cudaMemcpyAsync(host.data(), buffer.data(), n * sizeof(float),
-                                    cudaMemcpyDeviceToHost, stream));
-  }
-  KILN_CUDA_CHECK(cudaStreamSynchronize(stream));
+  const Status s = cuda::copy_to_host(stream, host.data(), buffer.data(), n * sizeof(float));
+  EXPECT_TRUE(s.ok()) << s.to_string();
   return host;
 }
 

@@ -52,11 +52,8 @@ class CommBuffer {
     EXPECT_TRUE(made.ok()) << made.status().to_string();
     if (!made.ok()) return;
     buffer_ = std::move(made).value();
-    if (n_ > 0) {
-      KILN_CUDA_CHECK(cudaMemcpyAsync(buffer_.data(), init.data(), n_ * sizeof(float),
-                                      cudaMemcpyHostToDevice, stream_));
-      KILN_CUDA_CHECK(cudaStreamSynchronize(stream_));
-    }
+    const Status s = cuda::copy_to_device(stream_, buffer_.data(), init.data(), n_ * sizeof(float));
+    EXPECT_TRUE(s.ok()) << s.to_string();
   }
 
   float* get() { return device_ ? buffer_.as<float>() : host_.data(); }
@@ -65,11 +62,8 @@ class CommBuffer {
   std::vector<float> read() const {
     if (!device_) return host_;
     std::vector<float> out(n_);
-    if (n_ > 0) {
-      KILN_CUDA_CHECK(cudaMemcpyAsync(out.data(), buffer_.data(), n_ * sizeof(float),
-                                      cudaMemcpyDeviceToHost, stream_));
-    }
-    KILN_CUDA_CHECK(cudaStreamSynchronize(stream_));
+    const Status s = cuda::copy_to_host(stream_, out.data(), buffer_.data(), n_ * sizeof(float));
+    EXPECT_TRUE(s.ok()) << s.to_string();
     return out;
   }
 

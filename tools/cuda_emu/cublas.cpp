@@ -130,7 +130,7 @@ cublasStatus_t gemm(cublasHandle_t handle, cublasOperation_t ta, cublasOperation
 }  // namespace
 
 cublasStatus_t cublasCreate(cublasHandle_t* h) {
-  if (device_count() == 0) return CUBLAS_STATUS_NOT_INITIALIZED;
+  if (device_count() == 0 || injected_failure("cublas")) return CUBLAS_STATUS_NOT_INITIALIZED;
   auto* b = new BlasHandle();
   std::lock_guard<std::mutex> l(g_blas_mu);
   g_handles.insert(b);

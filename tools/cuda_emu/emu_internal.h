@@ -35,6 +35,10 @@ Side classify(const void* p, size_t bytes, const char* op, const char* role);
 // one.
 int device_count();
 extern thread_local int t_device;
+// True when KILN_EMU_FAIL (a comma-separated list) names `what`: the emulated call of that name
+// fails as it would on a broken device although a device exists. Names: "cublas" (cublasCreate),
+// "stream" (cudaStreamCreate*), "malloc" (cudaMalloc).
+bool injected_failure(const char* what);
 // Sets the sticky error to e and returns it.
 cudaError_t fail(cudaError_t e);
 

@@ -1,5 +1,6 @@
 // The CUDA runtime and cuBLAS entry points kiln calls, emulated on the host: one H100-like device
-// (KILN_EMU_DEVICES changes the count), synchronous streams and copies. cuBLAS is in cublas.cpp.
+// (KILN_EMU_DEVICES changes the count; KILN_EMU_FAIL makes chosen set-up calls fail, see
+// emu_internal.h), synchronous streams and copies. cuBLAS is in cublas.cpp.
 //
 // Device memory comes from one reserved address range. Each cudaMalloc gets its own pages:
 // [256-byte red zone][data, NaN-poisoned][red zone to the page end]. Device memory is PROT_NONE
@@ -8,6 +9,8 @@
 // zones are checked (a write past an allocation is reported with the operation's name); freed
 // pages are never reused and stay PROT_NONE (use after free faults). Copies, memsets and cuBLAS
 // operands must lie inside one live allocation (or, for the host side, outside device memory).
+// A copy or memset of device memory on a default stream while a non-blocking stream exists is
+// reported (check_stream_order): on a GPU it is not ordered with that stream's kernels.
 #include <cublas_v2.h>
 #include <cuda_runtime_api.h>
 #include <execinfo.h>
@@ -197,6 +200,7 @@ std::atomic<int> g_last_error{cudaSuccess};
 std::mutex g_state_mu;
 std::unordered_map<const void*, int> g_func_smem;
 std::set<cudaStream_t> g_streams;
+int g_nonblocking_streams = 0;  // live streams made with cudaStreamNonBlocking
 struct Event {
   bool timing;
   bool recorded = false;
@@ -214,6 +218,14 @@ int device_count() {
     return e ? std::atoi(e) : 1;
   }();
   return n;
+}
+
+bool injected_failure(const char* what) {
+  static const std::string list = [] {
+    const char* e = std::getenv("KILN_EMU_FAIL");
+    return e ? "," + std::string(e) + "," : std::string();
+  }();
+  return list.find("," + std::string(what) + ",") != std::string::npos;
 }
 
 cudaError_t fail(cudaError_t e) {
@@ -245,6 +257,29 @@ Side classify(const void* p, size_t bytes, const char* op, const char* role) {
 
 namespace {
 
+bool is_default_stream(cudaStream_t s) {
+  return s == nullptr || s == cudaStreamLegacy || s == cudaStreamPerThread;
+}
+
+// A copy or memset that touches device memory on a default stream (cudaMemcpy, cudaMemset, or
+// an ...Async call on stream 0) while a non-blocking stream exists is not ordered with the kernels
+// on that stream: on a GPU the transfer can still be in flight (a pageable host-to-device copy
+// returns once its source is staged) when a kernel on the non-blocking stream reads the data.
+void check_stream_order(cudaStream_t stream, Side dst, Side src, const char* op) {
+  if (!is_default_stream(stream) || (dst != Side::kDevice && src != Side::kDevice)) return;
+  int nonblocking = 0;
+  {
+    std::lock_guard<std::mutex> l(g_state_mu);
+    nonblocking = g_nonblocking_streams;
+  }
+  if (nonblocking > 0) {
+    fatal("%s on the default stream while %d non-blocking stream(s) exist: not ordered with "
+          "their kernels; queue it on the stream that uses the data (cudaMemcpyAsync / "
+          "cudaMemsetAsync, then synchronise that stream)",
+          op, nonblocking);
+  }
+}
+
 cudaError_t check_kind(cudaMemcpyKind kind, Side dst, Side src, const char* op) {
   if (dst == Side::kBad || src == Side::kBad) return fail(cudaErrorInvalidValue);
   bool ok = true;
@@ -270,9 +305,11 @@ cudaError_t copy_2d(void* dst, size_t dpitch, const void* src, size_t spitch, si
   if (height > 0 && (width > dpitch || width > spitch)) return fail(cudaErrorInvalidPitchValue);
   const size_t dbytes = height == 0 ? 0 : dpitch * (height - 1) + width;
   const size_t sbytes = height == 0 ? 0 : spitch * (height - 1) + width;
-  const cudaError_t e = check_kind(kind, classify(dst, dbytes, op, "destination"),
-                                   classify(src, sbytes, op, "source"), op);
+  const Side dside = classify(dst, dbytes, op, "destination");
+  const Side sside = classify(src, sbytes, op, "source");
+  const cudaError_t e = check_kind(kind, dside, sside, op);
   if (e != cudaSuccess) return e;
+  check_stream_order(stream, dside, sside, op);
   if (width == 0 || height == 0) return cudaSuccess;
   device_access_begin();
   for (size_t r = 0; r < height; ++r) {
@@ -287,6 +324,7 @@ cudaError_t set_bytes(void* p, int value, size_t count, cudaStream_t stream, con
   if (!valid_stream(stream)) return fail(cudaErrorInvalidResourceHandle);
   if (count == 0) return cudaSuccess;
   if (classify(p, count, op, "destination") != Side::kDevice) return fail(cudaErrorInvalidValue);
+  check_stream_order(stream, Side::kDevice, Side::kHost, op);
   device_access_begin();
   std::memset(p, value, count);
   device_access_end(op);
@@ -414,6 +452,7 @@ const char* cudaGetErrorString(cudaError_t e) {
 cudaError_t cudaMalloc(void** p, size_t bytes) {
   *p = nullptr;
   if (bytes == 0) return cudaSuccess;
+  if (injected_failure("malloc")) return fail(cudaErrorMemoryAllocation);
   Memory& m = mem();
   std::lock_guard<std::mutex> l(m.mu);
   if (bytes > kTotalMem - std::min(kTotalMem, m.live_bytes)) return fail(cudaErrorMemoryAllocation);
@@ -499,16 +538,19 @@ cudaError_t cudaMemsetAsync(void* p, int value, size_t count, cudaStream_t strea
 
 cudaError_t cudaStreamCreate(cudaStream_t* s) { return cudaStreamCreateWithFlags(s, 0); }
 
-cudaError_t cudaStreamCreateWithFlags(cudaStream_t* s, unsigned int) {
-  *s = reinterpret_cast<cudaStream_t>(new char(0));
+cudaError_t cudaStreamCreateWithFlags(cudaStream_t* s, unsigned int flags) {
+  if (injected_failure("stream")) return fail(cudaErrorUnknown);
+  *s = reinterpret_cast<cudaStream_t>(new char((flags & cudaStreamNonBlocking) != 0 ? 1 : 0));
   std::lock_guard<std::mutex> l(g_state_mu);
   g_streams.insert(*s);
+  if (flags & cudaStreamNonBlocking) ++g_nonblocking_streams;
   return cudaSuccess;
 }
 
 cudaError_t cudaStreamDestroy(cudaStream_t s) {
   std::lock_guard<std::mutex> l(g_state_mu);
   if (g_streams.erase(s) == 0) return fail(cudaErrorInvalidResourceHandle);
+  if (*reinterpret_cast<char*>(s) != 0) --g_nonblocking_streams;
   delete reinterpret_cast<char*>(s);
   return cudaSuccess;
 }
