@@ -39,6 +39,7 @@ machine_facts() {
 # On every exit from here on (pass or fail): the skips of the stages that ran, checked against
 # tests/expected-skips; an unexplained skip turns a passing run into a failing one.
 summary_args=()
+rm -f build/ctest-junit.xml build/cuda-emu-check.log build-asan/ctest-junit.xml  # a past run's
 skip_summary() {
   local status=$? facts=()
   trap - EXIT
