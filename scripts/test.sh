@@ -2,8 +2,8 @@
 # Fresh machine → every test passing: installs dependencies, builds with warnings as errors,
 # runs the whole ctest suite (labels: unit, parity, mpi, http, hostile; gpu tests report "skipped" without
 # a GPU), then the CUDA backend's gpu tests on the CPU through the emulator (tools/cuda_emu) where
-# the CUDA toolkit's headers are installed, then the unit (with the fuzz corpus replays) and parity
-# labels again under ASan + UBSan (scripts/sanitize-check.sh, build-asan).
+# the CUDA toolkit's headers are installed, then the unit (with the fuzz corpus replays), parity
+# and hostile labels again under ASan + UBSan (scripts/sanitize-check.sh, build-asan).
 # It ends with every skip and its reason (scripts/skip-summary.py) and fails on a skip that the
 # machine does not explain (tests/expected-skips: e.g. a gpu test only where no GPU is visible).
 set -euo pipefail
