@@ -11,8 +11,11 @@ target_compile_options(kiln_options INTERFACE $<$<COMPILE_LANGUAGE:CXX>:-mavx2 -
 if(KILN_NATIVE)
   target_compile_options(kiln_options INTERFACE $<$<COMPILE_LANGUAGE:CXX>:-march=native>)
 endif()
+# Sanitised builds stop at the first report (UBSan would otherwise print and carry on, so a test
+# would pass over undefined behaviour).
 if(KILN_SANITIZE)
-  target_compile_options(kiln_options INTERFACE -fsanitize=${KILN_SANITIZE} -fno-omit-frame-pointer)
+  target_compile_options(kiln_options INTERFACE -fsanitize=${KILN_SANITIZE} -fno-sanitize-recover=all
+    -fno-omit-frame-pointer)
   target_link_options(kiln_options INTERFACE -fsanitize=${KILN_SANITIZE})
 endif()
 

@@ -9,13 +9,8 @@
 #include <gtest/gtest.h>
 
 #include "kernels/cuda/runtime.h"
+#include "tests/common/skip_exit.h"
 #include "tests/cuda/cuda_test_util.h"
-
-namespace {
-
-constexpr int kSkipExitCode = 77;
-
-}  // namespace
 
 int main(int argc, char** argv) {
   ::testing::InitGoogleTest(&argc, argv);
@@ -38,5 +33,5 @@ int main(int argc, char** argv) {
     return 1;
   }
   std::printf("kiln GPU tests: %d test(s) skipped: no CUDA device is visible\n", skipped);
-  return kSkipExitCode;
+  return kiln::test::kSkipExitCode;
 }
