@@ -44,7 +44,7 @@ void softmax(float* x, int64_t n) {
 int32_t argmax(const float* x, int64_t n) {
   int64_t best = 0;
   for (int64_t i = 1; i < n; ++i)
-    if (x[i] > x[best]) best = i;
+    if (x[i] > x[best] || (std::isnan(x[best]) && !std::isnan(x[i]))) best = i;
   return static_cast<int32_t>(best);
 }
 

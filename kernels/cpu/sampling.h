@@ -9,7 +9,8 @@ namespace kiln::cpu {
 
 // In place, numerically stable softmax over n values.
 void softmax(float* x, int64_t n);
-// Index of the largest value (lowest index on ties).
+// Index of the largest value (lowest index on ties); a NaN ranks below every number, as on the
+// GPU (cuda::argmax_rows), so a row with one NaN keeps its true maximum; all NaN gives 0.
 int32_t argmax(const float* x, int64_t n);
 
 struct SamplingParams {

@@ -40,7 +40,7 @@ void softmax(float* x, int64_t n) {
 int32_t argmax(const float* x, int64_t n) {
   int32_t best = 0;
   for (int64_t i = 0; i < n; ++i)
-    if (x[i] > x[best]) best = int32_t(i);
+    if (x[i] > x[best] || (std::isnan(x[best]) && !std::isnan(x[i]))) best = int32_t(i);
   return best;
 }
 

@@ -59,6 +59,22 @@ TEST(Sampling, SoftmaxAndArgmax) {
   EXPECT_EQ(cpu::argmax(tie.data(), 4), 1);
 }
 
+// A NaN ranks below every number wherever it stands (the GPU's argmax_rows order): the first
+// element is not a winner by default.
+TEST(Argmax, NaNRanksBelowEveryNumber) {
+  const float nan = std::nanf("");
+  const std::vector<std::vector<float>> rows = {
+      {nan, 1, 2}, {2, nan, 1}, {1, 2, nan}, {nan, -INFINITY, nan}, {nan, nan, -3, -3}};
+  const std::vector<int32_t> want = {2, 0, 1, 1, 2};
+  for (size_t r = 0; r < rows.size(); ++r) {
+    const auto n = static_cast<int64_t>(rows[r].size());
+    EXPECT_EQ(cpu::argmax(rows[r].data(), n), want[r]) << "row " << r;
+    EXPECT_EQ(ref::argmax(rows[r].data(), n), want[r]) << "row " << r;
+  }
+  const std::vector<float> all_nan = {nan, nan};
+  EXPECT_EQ(cpu::argmax(all_nan.data(), 2), 0);
+}
+
 // Frequencies of each token over u = (i + 0.5) / n_u.
 std::map<int32_t, double> sweep(const std::vector<float>& lg, const cpu::SamplingParams& p) {
   std::vector<std::pair<float, int32_t>> scratch;
