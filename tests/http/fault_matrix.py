@@ -135,24 +135,16 @@ def error_time(r: ks.StreamResult) -> float | None:
 async def open_streams(port: int, n: int, prompt_words: int, max_tokens: int):
     """n streaming completions; returns (tasks, an Event set once each has had a token)."""
     prompt = " ".join(["word"] * prompt_words) if prompt_words else "Story"
-    started, first = asyncio.Event(), set()
-
-    def on_event(i):
-        def f(res):  # (parses only until the first token: thousands of chunks follow)
-            if i not in first and res.content_chunks():
-                first.add(i)
-                if len(first) == n:
-                    started.set()
-        return f
+    started = ks.StreamsStarted(n)
 
     async def one(i):
         r = await ks.request(port, "POST", "/v1/completions",
                              ks.completion_body(f"{prompt} {i}", max_tokens),
-                             on_event=on_event(i), timeout=60)
+                             on_event=started.on_event(i), timeout=60)
         r.t_end = time.monotonic()
         return r
 
-    return [asyncio.create_task(one(i)) for i in range(n)], started
+    return [asyncio.create_task(one(i)) for i in range(n)], started.event
 
 
 def send_fault(server: ks.KilnServer, case: Case) -> None:

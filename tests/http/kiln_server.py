@@ -438,6 +438,30 @@ class StreamResult:
         return [c for c in self.chunks() if c.get("choices")]
 
 
+
+class StreamsStarted:
+    """Waits for n streams to get going: `on_event(i)` is stream i's on_event callback, and
+    `event` is set once n distinct streams have had a chunk with choices (a token), or any event
+    at all with `any_event`. A stream is looked at only until it counts: its events are not
+    parsed again as thousands more arrive."""
+
+    def __init__(self, n: int, any_event: bool = False):
+        self.n = n
+        self.any_event = any_event
+        self.seen: set[int] = set()
+        self.event = asyncio.Event()
+
+    def on_event(self, i: int):
+        def f(res: StreamResult) -> None:
+            if i in self.seen:
+                return
+            if res.events if self.any_event else res.content_chunks():
+                self.seen.add(i)
+                if len(self.seen) == self.n:
+                    self.event.set()
+        return f
+
+
 class _SSE:
     def __init__(self, res: StreamResult):
         self.res = res

@@ -32,25 +32,15 @@ class OverloadTest(ks.ServerTestCase):
             return ks.completion_body(f"Burst {i}", MAX_TOKENS, stream=i % 2 == 0)
 
         async def run():
-            running = asyncio.Event()
-            first = set()
-
-            def on_event(i):
-                def f(res):
-                    if res.events:
-                        first.add(i)
-                        if len(first) == slots:
-                            running.set()
-                return f
-
+            running = ks.StreamsStarted(slots, any_event=True)
             holders = [asyncio.create_task(ks.request(
                 self.port, "POST", "/v1/completions",
-                ks.completion_body(f"Holder {i}", MAX_TOKENS), on_event=on_event(i)))
+                ks.completion_body(f"Holder {i}", MAX_TOKENS), on_event=running.on_event(i)))
                 for i in range(slots)]
-            waiter = asyncio.ensure_future(running.wait())
+            waiter = asyncio.ensure_future(running.event.wait())
             await asyncio.wait([waiter, *holders], timeout=30,
                                return_when=asyncio.FIRST_COMPLETED)
-            if not running.is_set():
+            if not running.event.is_set():
                 waiter.cancel()
                 self.fail("slot holders did not start: " + "; ".join(
                     f"{t.result().status} {t.result().body[:200]!r}" for t in holders if t.done()))

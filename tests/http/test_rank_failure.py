@@ -43,22 +43,12 @@ class RankFailureTest(unittest.TestCase):
         t_sig = [0.0, None]
 
         async def run():
-            started = asyncio.Event()
-            first = set()
-
-            def on_event(i):
-                def f(res):
-                    if res.content_chunks():
-                        first.add(i)
-                        if len(first) == 3:
-                            started.set()
-                return f
-
+            started = ks.StreamsStarted(3)
             streams = [asyncio.create_task(ks.request(
                 port, "POST", "/v1/chat/completions" if i == 1 else "/v1/completions",
                 ks.completion_body(f"Story {i}", LONG, chat=i == 1),
-                on_event=on_event(i), timeout=60)) for i in range(3)]
-            await asyncio.wait_for(started.wait(), 30)
+                on_event=started.on_event(i), timeout=60)) for i in range(3)]
+            await asyncio.wait_for(started.event.wait(), 30)
             t_sig[0] = time.monotonic()
             t_sig[1] = datetime.datetime.now()
             os.kill(server.rank_pid(1), sig)

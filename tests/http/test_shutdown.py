@@ -51,39 +51,19 @@ class ShutdownTest(unittest.TestCase):
         t_term = [0.0]
 
         async def run():
-            started = asyncio.Event()
-            got_first = set()
-
-            def on_event(i):
-                def f(res):
-                    if res.events:  # (not parsed again per event: thousands arrive)
-                        got_first.add(i)
-                        if len(got_first) == 4:
-                            started.set()
-                return f
-
+            started = ks.StreamsStarted(4, any_event=True)
             longs = [asyncio.create_task(ks.request(
                 port, "POST", "/v1/chat/completions" if i % 2 else "/v1/completions",
                 ks.completion_body(f"Long story {i}", LONG, chat=bool(i % 2)),
-                on_event=on_event(i), timeout=60)) for i in range(4)]
-            await started_or_failed(started, longs)
+                on_event=started.on_event(i), timeout=60)) for i in range(4)]
+            await started_or_failed(started.event, longs)
             # two short streams, admitted (first token seen) before the signal: they have
             # ample time to finish inside the drain deadline
-            short_started = asyncio.Event()
-            short_first = set()
-
-            def on_short(i):
-                def f(res):
-                    if res.events:
-                        short_first.add(i)
-                        if len(short_first) == 2:
-                            short_started.set()
-                return f
-
+            short_started = ks.StreamsStarted(2, any_event=True)
             shorts = [asyncio.create_task(ks.request(
                 port, "POST", "/v1/completions", ks.completion_body(f"Short {i}", SHORT),
-                on_event=on_short(i), timeout=60)) for i in range(2)]
-            await started_or_failed(short_started, shorts)
+                on_event=short_started.on_event(i), timeout=60)) for i in range(2)]
+            await started_or_failed(short_started.event, shorts)
             server.sigterm_rank0()
             t_term[0] = time.monotonic()
             await asyncio.sleep(0.3)  # let the signal land before asserting on /health
