@@ -1,4 +1,6 @@
-// make_model: presets, deterministic random weights, and the two writers (HF + GGUF).
+// make_model: presets, deterministic random weights, and the two writers (HF + GGUF). The weights
+// are the same bits at every optimisation level: the file is built with -ffp-contract=off and its
+// fused multiply-adds are explicit std::fma.
 #include "cluster/make_model.h"
 
 #include <cmath>
@@ -97,7 +99,7 @@ std::vector<float> normal_values(uint64_t seed, const std::string& name, int64_t
                                  float stddev) {
   Rng rng(seed, name);
   std::vector<float> v(static_cast<size_t>(n));
-  for (float& x : v) x = mean + stddev * rng.normal();
+  for (float& x : v) x = std::fma(stddev, rng.normal(), mean);
   return v;
 }
 
@@ -299,7 +301,7 @@ void emit_kda(Emitter& em, const ModelConfig& c, int64_t i) {
     Rng rng(o.seed, hf);
     std::vector<float> dt(static_cast<size_t>(C));
     for (float& x : dt) {
-      const double d = std::exp(std::log(1e-3) + rng.uniform() * (std::log(1e-1) - std::log(1e-3)));
+      const double d = std::exp(std::fma(rng.uniform(), std::log(1e-1) - std::log(1e-3), std::log(1e-3)));
       x = static_cast<float>(std::log(std::expm1(d)));
     }
     emit_f32(em, hf, {C}, gg_layer(i, "ssm_dt.bias"), {C}, dt);
@@ -307,7 +309,7 @@ void emit_kda(Emitter& em, const ModelConfig& c, int64_t i) {
     Rng ra(o.seed, a_name);
     std::vector<float> a_log(static_cast<size_t>(H)), a_neg(static_cast<size_t>(H));
     for (int64_t h = 0; h < H; ++h) {
-      a_log[h] = static_cast<float>(std::log(1.0 + 15.0 * ra.uniform()));
+      a_log[h] = static_cast<float>(std::log(std::fma(15.0, ra.uniform(), 1.0)));
       a_neg[h] = -std::exp(a_log[h]);
     }
     emit_f32(em, a_name, {1, 1, H, 1}, gg_layer(i, "ssm_a"), {1, H, 1, 1}, a_log, &a_neg);
