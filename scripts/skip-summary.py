@@ -16,6 +16,7 @@ import os
 import re
 import subprocess
 import sys
+import textwrap
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 
@@ -161,9 +162,17 @@ def main():
             refused.append(skip)
 
     print(f"== skipped: {len(skips)} (machine: {', '.join(sorted(args.fact)) or 'no facts'}) ==")
+    # Allowed skips grouped by where, reason and the row that allows them; refused ones one by one.
+    groups = {}
     for skip in skips:
-        verdict = f"allowed: {skip.allowed_by}" if skip.allowed_by else "NOT EXPECTED HERE"
-        print(f"  {skip.name}  [{skip.where}]\n      reason: {skip.reason}\n      {verdict}")
+        if skip.allowed_by:
+            groups.setdefault((skip.where, skip.reason, skip.allowed_by), []).append(skip.name)
+    for (where, reason, allowed_by), names in groups.items():
+        print(f"  {len(names)} in [{where}], allowed: {allowed_by}\n      reason: {reason}")
+        print(textwrap.fill(" ".join(names), width=100, initial_indent="      ",
+                            subsequent_indent="      ", break_on_hyphens=False))
+    for skip in refused:
+        print(f"  {skip.name}  [{skip.where}]\n      reason: {skip.reason}\n      NOT EXPECTED HERE")
     if refused:
         print(f"skip-summary: FAIL: {len(refused)} skip(s) this machine does not explain: "
               f"{', '.join(s.name for s in refused)}. A test may skip only for a reason listed in "
