@@ -2,7 +2,6 @@
 // logits (≤ 1e-5) and greedy tokens as one rank and still match the llama.cpp golden file; a
 // load failure ends the whole job non-zero, naming the rank. This program runs outside mpirun
 // and starts the jobs itself.
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include <chrono>
@@ -17,28 +16,15 @@
 #include <gtest/gtest.h>
 
 #include "tests/common/compare.h"
+#include "tests/common/run_command.h"
 
 namespace {
 
-struct Result {
-  int code;
-  std::string output;
-  double seconds;
-};
+using Result = kiln::test_util::CommandResult;
 
 // Runs `cmd` through the shell; output is stdout plus stderr, or stdout only.
 Result run(const std::string& cmd, bool with_stderr = true) {
-  const auto t0 = std::chrono::steady_clock::now();
-  FILE* p = ::popen((cmd + (with_stderr ? " 2>&1" : " 2>/dev/null")).c_str(), "r");
-  Result r{-1, {}, 0.0};
-  if (p == nullptr) return r;
-  char buf[4096];
-  size_t n;
-  while ((n = std::fread(buf, 1, sizeof(buf), p)) > 0) r.output.append(buf, n);
-  const int status = ::pclose(p);
-  r.code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-  r.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-  return r;
+  return kiln::test_util::run_command(cmd + (with_stderr ? " 2>&1" : " 2>/dev/null"));
 }
 
 // The environment of every job started here: root allowed (CI runs as root), shared memory and

@@ -11,22 +11,9 @@
 #include <gtest/gtest.h>
 
 #include "parity_util.h"
+#include "tests/common/run_command.h"
 
 namespace kiln::testing {
-
-// `s` quoted for the shell.
-inline std::string shell_quote(const std::string& s) {
-  std::string q(1, '\'');
-  for (char ch : s) {
-    if (ch == '\'') {
-      q.append("'\\''");
-    } else {
-      q.push_back(ch);
-    }
-  }
-  q.push_back('\'');
-  return q;
-}
 
 inline bool is_sha256_hex(const std::string& s) {
   return s.size() == 64 && s.find_first_not_of("0123456789abcdef") == std::string::npos;
@@ -38,17 +25,14 @@ inline bool is_sha256_hex(const std::string& s) {
 inline std::map<std::string, std::string> sha256_files(const std::vector<std::string>& paths) {
   std::map<std::string, std::string> out;
   if (paths.empty()) return out;
-  std::string cmd = shell_quote(KILN_CMAKE_COMMAND) + " -E sha256sum";
-  for (const auto& p : paths) cmd.append(" ").append(shell_quote(p));
-  FILE* pipe = ::popen((cmd + " 2>/dev/null").c_str(), "r");
-  if (pipe == nullptr) {
+  std::string cmd = test_util::shell_quote(KILN_CMAKE_COMMAND) + " -E sha256sum";
+  for (const auto& p : paths) cmd.append(" ").append(test_util::shell_quote(p));
+  const test_util::CommandResult r = test_util::run_command(cmd + " 2>/dev/null");
+  if (r.code == -1) {
     ADD_FAILURE() << "cannot run " << cmd;
     return out;
   }
-  std::string text;
-  char buf[4096];
-  for (size_t n; (n = std::fread(buf, 1, sizeof(buf), pipe)) > 0;) text.append(buf, n);
-  ::pclose(pipe);
+  const std::string& text = r.output;
   std::istringstream lines(text);
   for (std::string line; std::getline(lines, line);) {
     const size_t sep = line.find("  ");

@@ -3,7 +3,6 @@
 // temporary demo models.
 #pragma once
 
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -21,6 +20,7 @@
 #include <gtest/gtest.h>
 
 #include "tests/common/compare.h"
+#include "tests/common/run_command.h"
 
 namespace kiln::testing {
 
@@ -145,23 +145,12 @@ inline std::filesystem::path temp_dir(const std::string& name) {
   return p;
 }
 
-struct CommandResult {
-  int code;
-  std::string output;  // stdout + stderr
-};
+using test_util::CommandResult;
 
-// Runs the kiln binary with `args` through the shell (`env` is prefixed, e.g. "A=1 B=2").
+// Runs the kiln binary with `args` through the shell (`env` is prefixed, e.g. "A=1 B=2"); the
+// output is stdout + stderr.
 inline CommandResult run_kiln(const std::string& args, const std::string& env = "") {
-  const std::string cmd = env + " " + std::string(KILN_BINARY) + " " + args + " 2>&1";
-  FILE* p = ::popen(cmd.c_str(), "r");
-  CommandResult r{-1, {}};
-  if (p == nullptr) return r;
-  char buf[4096];
-  size_t n;
-  while ((n = std::fread(buf, 1, sizeof(buf), p)) > 0) r.output.append(buf, n);
-  const int status = ::pclose(p);
-  r.code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-  return r;
+  return test_util::run_command(env + " " + std::string(KILN_BINARY) + " " + args + " 2>&1");
 }
 
 }  // namespace kiln::testing

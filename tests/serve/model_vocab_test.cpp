@@ -3,7 +3,6 @@
 // refused with a 400; a text-format token above the vocabulary is a load error. A request whose
 // logits are not finite ends with an error while the others go on. Both checkpoint layouts,
 // through the engine, the routes and the CLI (generate, eval, inspect).
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include <chrono>
@@ -22,6 +21,7 @@
 #include "cluster/generation.h"
 #include "cluster/make_model.h"
 #include "tests/common/micro_model.h"
+#include "tests/common/run_command.h"
 #include "cluster/serve/engine.h"
 #include "cluster/serve/routes.h"
 #include "cluster/vocab_fit.h"
@@ -231,21 +231,10 @@ std::vector<Outcome> run_all(Server& server, const std::vector<std::shared_ptr<E
   return out;
 }
 
-struct CommandResult {
-  int code = -1;
-  std::string output;
-};
+using test_util::CommandResult;
 
 CommandResult run_kiln(const std::string& args) {
-  const std::string cmd = std::string(KILN_BINARY) + " " + args + " 2>&1";
-  CommandResult r;
-  FILE* p = ::popen(cmd.c_str(), "r");
-  if (p == nullptr) return r;
-  char buf[4096];
-  for (size_t n; (n = std::fread(buf, 1, sizeof(buf), p)) > 0;) r.output.append(buf, n);
-  const int status = ::pclose(p);
-  r.code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-  return r;
+  return test_util::run_command(std::string(KILN_BINARY) + " " + args + " 2>&1");
 }
 
 class ModelVocabTest : public ::testing::Test {
