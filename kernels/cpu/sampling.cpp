@@ -42,9 +42,13 @@ void softmax(float* x, int64_t n) {
 }
 
 int32_t argmax(const float* x, int64_t n) {
+  // Start from the first number (0 when there is none); after it a NaN never compares greater,
+  // so the scan is the plain one.
   int64_t best = 0;
-  for (int64_t i = 1; i < n; ++i)
-    if (x[i] > x[best] || (std::isnan(x[best]) && !std::isnan(x[i]))) best = i;
+  while (best < n && std::isnan(x[best])) ++best;
+  if (best == n) return 0;
+  for (int64_t i = best + 1; i < n; ++i)
+    if (x[i] > x[best]) best = i;
   return static_cast<int32_t>(best);
 }
 
