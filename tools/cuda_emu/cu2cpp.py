@@ -115,12 +115,10 @@ def callee_start(src, end):
             j = k
             while j > 0 and src[j - 1].isspace():
                 j -= 1
-        k = j
-        while k > 0 and (src[k - 1].isalnum() or src[k - 1] == "_"):
-            k -= 1
-        if k == j:
+        name = ident_before(src, j)
+        if not name:
             raise ValueError(f"no kernel name before <<< at offset {end}")
-        j = k
+        j -= len(name)
         if j >= 2 and src[j - 2:j] == "::":
             j -= 2
             continue
