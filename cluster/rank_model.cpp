@@ -6,7 +6,7 @@
 #include <thread>
 
 #ifdef KILN_HAVE_MPI
-#include "cluster/mpi_communicator.h"
+#include "cluster/comm/mpi_communicator.h"
 #endif
 
 namespace kiln {

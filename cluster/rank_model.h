@@ -9,7 +9,7 @@
 #include <string>
 #include <vector>
 
-#include "cluster/world.h"
+#include "cluster/comm/world.h"
 #include "shard/model.h"
 
 namespace kiln {

@@ -1,7 +1,7 @@
 // LocalCommunicator: every collective with 1-4 threads as ranks, compared with what it must
 // produce (all_reduce_sum bit-identical to the rank-order sum on every rank), long loops without
 // deadlock, several groups at once, and the in-process tensor × pipeline world.
-#include "cluster/local_communicator.h"
+#include "cluster/comm/local_communicator.h"
 
 #include <atomic>
 #include <cstring>

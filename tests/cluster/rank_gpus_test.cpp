@@ -6,7 +6,7 @@
 
 #include <gtest/gtest.h>
 
-#include "cluster/world.h"
+#include "cluster/comm/world.h"
 
 #ifdef KILN_HAVE_MPI
 #include <mpi.h>

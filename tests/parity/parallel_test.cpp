@@ -9,7 +9,7 @@
 
 #include <gtest/gtest.h>
 
-#include "cluster/local_communicator.h"
+#include "cluster/comm/local_communicator.h"
 #include "cluster/make_model.h"
 #include "shard/model.h"
 #include "parity_util.h"

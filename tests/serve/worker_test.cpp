@@ -10,7 +10,7 @@
 #include <gtest/gtest.h>
 
 #include "cluster/generation.h"
-#include "cluster/local_communicator.h"
+#include "cluster/comm/local_communicator.h"
 #include "cluster/make_model.h"
 #include "tests/common/micro_model.h"
 #include "cluster/serve/shutdown.h"

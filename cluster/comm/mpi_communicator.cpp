@@ -3,7 +3,7 @@
 // Byte transfers over 1 GiB go in pieces because MPI counts are int.
 #ifdef KILN_HAVE_MPI
 
-#include "cluster/mpi_communicator.h"
+#include "cluster/comm/mpi_communicator.h"
 
 #include <algorithm>
 #include <chrono>

@@ -1,7 +1,7 @@
 // LocalCommunicator: collectives between threads. Each collective publishes this rank's pointer,
 // meets the others at the group barrier, reads the peers' buffers directly, and meets them again
 // before any buffer may change. Point to point goes through one FIFO per (sender, receiver) pair.
-#include "cluster/local_communicator.h"
+#include "cluster/comm/local_communicator.h"
 
 #include <algorithm>
 #include <condition_variable>

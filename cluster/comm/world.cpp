@@ -2,7 +2,7 @@
 // construction by MPI_Comm_split (NCCL for groups of distinct GPUs), the job-wide abort handler,
 // and agree_or_abort for failures every rank must hear about. Without MPI it builds the one-rank
 // world from LocalCommunicators.
-#include "cluster/world.h"
+#include "cluster/comm/world.h"
 
 #include <unistd.h>
 
@@ -17,12 +17,12 @@
 
 #include <fmt/format.h>
 
-#include "cluster/local_communicator.h"
-#include "cluster/mpi_communicator.h"
+#include "cluster/comm/local_communicator.h"
+#include "cluster/comm/mpi_communicator.h"
 #include "kernels/base/check.h"
 
 #ifdef KILN_HAVE_CUDA
-#include "cluster/nccl_communicator.h"
+#include "cluster/comm/nccl_communicator.h"
 #include "kernels/cuda/runtime.h"
 #endif
 

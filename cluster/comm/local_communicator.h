@@ -6,7 +6,7 @@
 #include <memory>
 #include <vector>
 
-#include "cluster/world.h"
+#include "cluster/comm/world.h"
 #include "shard/communicator.h"
 
 namespace kiln {

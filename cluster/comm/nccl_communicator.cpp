@@ -3,7 +3,7 @@
 // that watches NCCL's asynchronous error while it waits.
 #if defined(KILN_HAVE_CUDA) && defined(KILN_HAVE_MPI)
 
-#include "cluster/nccl_communicator.h"
+#include "cluster/comm/nccl_communicator.h"
 
 #include <chrono>
 #include <cstdio>
@@ -12,7 +12,7 @@
 
 #include <fmt/format.h>
 
-#include "cluster/mpi_communicator.h"
+#include "cluster/comm/mpi_communicator.h"
 #include "kernels/base/check.h"
 
 namespace kiln {
