@@ -2,7 +2,7 @@
 #include <cstdio>
 
 #include "cluster/generation.h"
-#include "cluster/rank_model.h"
+#include "cluster/topology/rank_model.h"
 #include "cluster/text/chat_template.h"
 #include "launcher/commands.h"
 

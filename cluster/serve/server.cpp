@@ -14,8 +14,8 @@
 
 #include "cluster/gateway/gateway.h"
 #include "cluster/generation.h"
-#include "cluster/launch_plan.h"
-#include "cluster/rank_model.h"
+#include "cluster/topology/launch_plan.h"
+#include "cluster/topology/rank_model.h"
 #include "cluster/serve/engine.h"
 #include "cluster/serve/routes.h"
 #include "cluster/serve/shutdown.h"

@@ -1,6 +1,6 @@
 // Launch plan: hostfile, mpirun argv and placement for the example configs, and every problem of
 // a topology checked against a model reported together.
-#include "cluster/launch_plan.h"
+#include "cluster/topology/launch_plan.h"
 
 #include <gtest/gtest.h>
 

@@ -1,7 +1,7 @@
 // Topology YAML: every file in tests/data/topology is a defect rejected with its expected message;
 // the example configs parse, validate, place their ranks and read back their own dump; overrides
 // are checked like file keys.
-#include "cluster/topology.h"
+#include "cluster/topology/topology.h"
 
 #include <algorithm>
 #include <filesystem>
@@ -12,7 +12,7 @@
 
 #include <gtest/gtest.h>
 
-#include "cluster/topology_schema.h"
+#include "cluster/topology/topology_schema.h"
 
 namespace kiln {
 namespace {

@@ -9,7 +9,7 @@
 #include <string>
 #include <vector>
 
-#include "cluster/topology.h"
+#include "cluster/topology/topology.h"
 #include "kernels/base/dtype.h"
 #include "shard/config.h"
 #include "shard/partition.h"

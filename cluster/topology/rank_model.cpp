@@ -1,4 +1,4 @@
-#include "cluster/rank_model.h"
+#include "cluster/topology/rank_model.h"
 
 #include <atomic>
 #include <chrono>

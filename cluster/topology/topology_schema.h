@@ -10,7 +10,7 @@
 
 #include <yaml-cpp/yaml.h>
 
-#include "cluster/topology.h"
+#include "cluster/topology/topology.h"
 
 namespace kiln::topology_detail {
 

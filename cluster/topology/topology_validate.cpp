@@ -6,8 +6,8 @@
 
 #include <fmt/format.h>
 
-#include "cluster/topology.h"
-#include "cluster/topology_schema.h"
+#include "cluster/topology/topology.h"
+#include "cluster/topology/topology_schema.h"
 
 namespace kiln {
 namespace {

@@ -9,7 +9,7 @@
 
 #include <fmt/format.h>
 
-#include "cluster/topology_schema.h"
+#include "cluster/topology/topology_schema.h"
 #include "shard/json_strict.h"
 
 namespace kiln::topology_detail {

@@ -1,6 +1,6 @@
 // The launch plan: topology + model config -> every problem, the placement table, and the
 // mpirun command line (see launch_plan.h).
-#include "cluster/launch_plan.h"
+#include "cluster/topology/launch_plan.h"
 
 #include <algorithm>
 #include <cctype>

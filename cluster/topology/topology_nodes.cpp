@@ -6,7 +6,7 @@
 
 #include <fmt/format.h>
 
-#include "cluster/topology_schema.h"
+#include "cluster/topology/topology_schema.h"
 
 namespace kiln::topology_detail {
 namespace {

@@ -9,8 +9,8 @@
 #include <fmt/format.h>
 #include <yaml-cpp/eventhandler.h>
 
-#include "cluster/topology.h"
-#include "cluster/topology_schema.h"
+#include "cluster/topology/topology.h"
+#include "cluster/topology/topology_schema.h"
 #include "shard/input_file.h"
 
 namespace kiln {
