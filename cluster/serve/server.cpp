@@ -17,7 +17,7 @@
 #include "cluster/topology/launch_plan.h"
 #include "cluster/topology/rank_model.h"
 #include "cluster/serve/engine.h"
-#include "cluster/serve/routes.h"
+#include "cluster/api/routes.h"
 #include "cluster/serve/shutdown.h"
 #include "cluster/serve/worker.h"
 #include "cluster/text/chat_template.h"

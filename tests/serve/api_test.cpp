@@ -1,7 +1,7 @@
 // The OpenAI wire format (cluster/serve/api.h): a table of bad requests for both endpoints (status,
 // type, param, code), good requests parsed into their fields, resolve_max_tokens at the context
 // edge, and every response / chunk / error body parsed back with Boost.JSON.
-#include "cluster/serve/api.h"
+#include "cluster/api/api.h"
 
 #include <cmath>
 #include <limits>

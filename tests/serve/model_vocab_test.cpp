@@ -23,7 +23,7 @@
 #include "tests/common/micro_model.h"
 #include "tests/common/run_command.h"
 #include "cluster/serve/engine.h"
-#include "cluster/serve/routes.h"
+#include "cluster/api/routes.h"
 #include "cluster/vocab_fit.h"
 #include "shard/gguf.h"
 

@@ -5,7 +5,7 @@
 
 #include <gtest/gtest.h>
 
-#include "cluster/serve/routes.h"
+#include "cluster/api/routes.h"
 
 namespace kiln::serve {
 namespace {

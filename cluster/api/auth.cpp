@@ -1,5 +1,5 @@
 // API keys: the key file and the constant-time check of an Authorization header.
-#include "cluster/serve/auth.h"
+#include "cluster/api/auth.h"
 
 #include <algorithm>
 #include <cctype>

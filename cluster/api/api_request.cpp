@@ -1,7 +1,7 @@
 // The OpenAI wire format (api.h), requests: bodies parsed with Boost.JSON and validated field by
 // field; every error names its parameter.
-#include "cluster/serve/api.h"
-#include "cluster/serve/api_fields.h"
+#include "cluster/api/api.h"
+#include "cluster/api/api_fields.h"
 #include "cluster/text/python_json.h"
 
 #include <algorithm>

@@ -1,4 +1,4 @@
-#include "cluster/serve/routes.h"
+#include "cluster/api/routes.h"
 
 #include <chrono>
 #include <cctype>

@@ -10,8 +10,8 @@
 #include <vector>
 
 #include "cluster/gateway/gateway.h"
-#include "cluster/serve/api.h"
-#include "cluster/serve/auth.h"
+#include "cluster/api/api.h"
+#include "cluster/api/auth.h"
 #include "cluster/serve/engine.h"
 #include "cluster/serve/metrics.h"
 #include "cluster/text/chat_template.h"

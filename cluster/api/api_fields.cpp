@@ -1,6 +1,6 @@
 // Field readers of the OpenAI request parser (api_fields.h) and the UTF-8 repair every body
 // writer uses (api.h: to_valid_utf8).
-#include "cluster/serve/api_fields.h"
+#include "cluster/api/api_fields.h"
 
 #include <charconv>
 #include <cmath>

@@ -1,7 +1,7 @@
 // The OpenAI wire format (api.h), responses: completion, chat, chunk, error, models and
 // tokenize bodies built as json::value and serialised. Strings are made valid UTF-8 first (U+FFFD
 // per maximal invalid subpart), so every body is valid JSON whatever bytes the tokenizer produced.
-#include "cluster/serve/api.h"
+#include "cluster/api/api.h"
 
 #include <charconv>
 #include <cmath>
