@@ -3,7 +3,7 @@
 
 #include "cluster/generation.h"
 #include "cluster/topology/rank_model.h"
-#include "cluster/text/chat_template.h"
+#include "text/chat_template.h"
 #include "launcher/commands.h"
 
 namespace kiln::launcher {

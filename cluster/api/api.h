@@ -11,8 +11,8 @@
 #include <vector>
 
 #include "cluster/serve/request.h"
-#include "cluster/text/chat_template.h"
-#include "cluster/text/tokenizer.h"
+#include "text/chat_template.h"
+#include "text/tokenizer.h"
 
 namespace kiln::serve {
 

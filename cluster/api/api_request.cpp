@@ -2,7 +2,7 @@
 // field; every error names its parameter.
 #include "cluster/api/api.h"
 #include "cluster/api/api_fields.h"
-#include "cluster/text/python_json.h"
+#include "text/python_json.h"
 
 #include <algorithm>
 #include <charconv>

@@ -12,7 +12,7 @@
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
 
-#include "cluster/vocab_fit.h"
+#include "text/vocab_fit.h"
 #include "shard/input_file.h"
 
 namespace kiln::serve {

@@ -14,8 +14,8 @@
 #include "cluster/api/auth.h"
 #include "cluster/serve/engine.h"
 #include "cluster/serve/metrics.h"
-#include "cluster/text/chat_template.h"
-#include "cluster/text/tokenizer.h"
+#include "text/chat_template.h"
+#include "text/tokenizer.h"
 
 namespace kiln::serve {
 

@@ -20,7 +20,7 @@
 #include "cluster/api/routes.h"
 #include "cluster/serve/shutdown.h"
 #include "cluster/serve/worker.h"
-#include "cluster/text/chat_template.h"
+#include "text/chat_template.h"
 #include "kernels/base/check.h"
 
 namespace kiln::serve {

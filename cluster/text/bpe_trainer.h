@@ -9,7 +9,7 @@
 #include <utility>
 #include <vector>
 
-#include "cluster/text/pretokenizer.h"
+#include "text/pretokenizer.h"
 
 namespace kiln::text {
 

@@ -7,7 +7,7 @@
 
 #include <boost/json.hpp>
 
-#include "cluster/text/byte_codec.h"
+#include "text/byte_codec.h"
 
 namespace kiln::text {
 namespace {

@@ -6,7 +6,7 @@
 #include <gtest/gtest.h>
 
 #include "cluster/text/bpe_trainer.h"
-#include "cluster/text/tokenizer.h"
+#include "text/tokenizer.h"
 #include "cluster/text/vocab_writer.h"
 #include "shard/mapped_file.h"
 

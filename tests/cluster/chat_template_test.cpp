@@ -7,8 +7,8 @@
 #include <boost/json.hpp>
 #include <gtest/gtest.h>
 
-#include "cluster/text/chat_template.h"
-#include "cluster/text/python_json.h"
+#include "text/chat_template.h"
+#include "text/python_json.h"
 
 namespace kiln::text {
 namespace {

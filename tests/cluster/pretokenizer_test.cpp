@@ -2,7 +2,7 @@
 // Rust-syntax pattern (tiktoken / Python `regex` V1 with class intersection).
 #include <gtest/gtest.h>
 
-#include "cluster/text/pretokenizer.h"
+#include "text/pretokenizer.h"
 
 namespace kiln::text {
 namespace {

@@ -11,8 +11,8 @@
 #include <fmt/format.h>
 #include <gtest/gtest.h>
 
-#include "cluster/text/byte_codec.h"
-#include "cluster/text/tokenizer.h"
+#include "text/byte_codec.h"
+#include "text/tokenizer.h"
 
 namespace kiln::text {
 namespace {

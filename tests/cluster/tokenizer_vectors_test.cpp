@@ -6,7 +6,7 @@
 #include <boost/json.hpp>
 #include <gtest/gtest.h>
 
-#include "cluster/text/tokenizer.h"
+#include "text/tokenizer.h"
 
 namespace kiln::text {
 namespace {

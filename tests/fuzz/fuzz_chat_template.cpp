@@ -15,7 +15,7 @@
 
 #include "cluster/api/api.h"
 #include "fuzz_vocab.h"
-#include "cluster/text/python_json.h"
+#include "text/python_json.h"
 
 namespace {
 

@@ -24,7 +24,7 @@
 #include "tests/common/run_command.h"
 #include "cluster/serve/engine.h"
 #include "cluster/api/routes.h"
-#include "cluster/vocab_fit.h"
+#include "text/vocab_fit.h"
 #include "shard/gguf.h"
 
 namespace kiln::serve {

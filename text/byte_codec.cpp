@@ -1,5 +1,5 @@
 // Strict UTF-8 scanning, the GPT-2 byte<->unicode table and base64 (see byte_codec.h).
-#include "cluster/text/byte_codec.h"
+#include "text/byte_codec.h"
 
 #include <array>
 

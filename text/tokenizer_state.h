@@ -7,8 +7,8 @@
 #include <string>
 #include <vector>
 
-#include "cluster/text/bpe.h"
-#include "cluster/text/pretokenizer.h"
+#include "text/bpe.h"
+#include "text/pretokenizer.h"
 
 namespace kiln::text {
 

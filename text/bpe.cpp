@@ -1,7 +1,7 @@
 // Byte-level BPE merge loop (see bpe.h). Symbols form a linked list over the piece; candidate
 // pairs sit in a min-heap keyed by (rank, position) and are re-validated when popped, since a
 // merge invalidates its neighbours' pairs.
-#include "cluster/text/bpe.h"
+#include "text/bpe.h"
 
 #include <queue>
 

@@ -6,9 +6,9 @@
 
 #include <boost/json.hpp>
 
-#include "cluster/text/byte_codec.h"
-#include "cluster/text/tokenizer.h"
-#include "cluster/text/tokenizer_state.h"
+#include "text/byte_codec.h"
+#include "text/tokenizer.h"
+#include "text/tokenizer_state.h"
 #include "shard/input_file.h"
 #include "shard/json_strict.h"
 

@@ -1,11 +1,11 @@
 // Tokenizer encode/decode and the streaming decoder. Loading lives in tokenizer_hf.cpp and
 // tokenizer_gguf.cpp.
-#include "cluster/text/tokenizer.h"
+#include "text/tokenizer.h"
 
 #include <algorithm>
 
-#include "cluster/text/byte_codec.h"
-#include "cluster/text/tokenizer_state.h"
+#include "text/byte_codec.h"
+#include "text/tokenizer_state.h"
 
 namespace kiln::text {
 namespace {

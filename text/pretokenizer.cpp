@@ -3,12 +3,12 @@
 // `(?:(?!\p{sc:Han})[X])`. Rust's bare `\p{Han}` is the Script property while PCRE2's is Script
 // Extensions (which adds CJK punctuation such as U+3001), hence `sc:`. `\s` is spelled out as the
 // Unicode White_Space set that Rust matches (PCRE2's UCP `\s` leaves out U+0085).
-#include "cluster/text/pretokenizer.h"
+#include "text/pretokenizer.h"
 
 #define PCRE2_CODE_UNIT_WIDTH 8
 #include <pcre2.h>
 
-#include "cluster/text/byte_codec.h"
+#include "text/byte_codec.h"
 
 namespace kiln::text {
 namespace {

@@ -1,5 +1,5 @@
 // Python-compatible JSON serialisation (see python_json.h).
-#include "cluster/text/python_json.h"
+#include "text/python_json.h"
 
 #include <charconv>
 #include <cmath>

@@ -9,7 +9,7 @@
 #include <span>
 #include <string>
 
-#include "cluster/text/tokenizer.h"
+#include "text/tokenizer.h"
 #include "kernels/base/status.h"
 
 namespace kiln {

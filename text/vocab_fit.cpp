@@ -1,5 +1,5 @@
 // check_vocab_fit and first_id_outside (contracts in vocab_fit.h).
-#include "cluster/vocab_fit.h"
+#include "text/vocab_fit.h"
 
 #include <algorithm>
 #include <optional>
@@ -7,7 +7,7 @@
 
 #include <fmt/format.h>
 
-#include "cluster/text/chat_template.h"
+#include "text/chat_template.h"
 
 namespace kiln {
 namespace {

@@ -1,11 +1,11 @@
 // Kimi K2 chat rendering (see chat_template.h). Mirrors Kimi-K2-Instruct.jinja statement by
 // statement; the '\n' after the injected default system turn is what the template's
 // `{% endif %}` line leaves behind under trim_blocks/lstrip_blocks.
-#include "cluster/text/chat_template.h"
+#include "text/chat_template.h"
 
 #include <deque>
 
-#include "cluster/text/python_json.h"
+#include "text/python_json.h"
 
 namespace kiln::text {
 namespace {

@@ -12,7 +12,7 @@
 #include <string_view>
 #include <vector>
 
-#include "cluster/text/pretokenizer.h"
+#include "text/pretokenizer.h"
 #include "kernels/base/status.h"
 #include "shard/gguf.h"
 

@@ -3,9 +3,9 @@
 // and user-defined tokens as their text. Pairs are ranked by merge-list order, as llama.cpp does.
 #include <charconv>
 
-#include "cluster/text/byte_codec.h"
-#include "cluster/text/tokenizer.h"
-#include "cluster/text/tokenizer_state.h"
+#include "text/byte_codec.h"
+#include "text/tokenizer.h"
+#include "text/tokenizer_state.h"
 
 namespace kiln::text {
 namespace {
