@@ -5,9 +5,9 @@
 
 #include <gtest/gtest.h>
 
-#include "cluster/text/bpe_trainer.h"
+#include "tools/make_model/bpe_trainer.h"
 #include "text/tokenizer.h"
-#include "cluster/text/vocab_writer.h"
+#include "tools/make_model/vocab_writer.h"
 #include "shard/mapped_file.h"
 
 namespace kiln::text {

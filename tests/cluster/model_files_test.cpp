@@ -4,7 +4,7 @@
 
 #include <gtest/gtest.h>
 
-#include "cluster/make_model.h"
+#include "tools/make_model/make_model.h"
 #include "shard/gguf.h"
 #include "shard/model.h"
 #include "shard/safetensors.h"

@@ -10,7 +10,7 @@
 #include <gtest/gtest.h>
 
 #include "cluster/comm/local_communicator.h"
-#include "cluster/make_model.h"
+#include "tools/make_model/make_model.h"
 #include "shard/model.h"
 #include "parity_util.h"
 

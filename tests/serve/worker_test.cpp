@@ -11,7 +11,7 @@
 
 #include "cluster/generation.h"
 #include "cluster/comm/local_communicator.h"
-#include "cluster/make_model.h"
+#include "tools/make_model/make_model.h"
 #include "tests/common/micro_model.h"
 #include "cluster/serve/shutdown.h"
 #include "cluster/serve/worker.h"

@@ -8,7 +8,7 @@
 #include <string>
 #include <vector>
 
-#include "cluster/text/bpe_trainer.h"
+#include "tools/make_model/bpe_trainer.h"
 #include "kernels/base/status.h"
 #include "shard/gguf.h"
 

@@ -1,6 +1,6 @@
 // The built-in training text for demo vocabularies: original plain prose, mostly English with
 // short passages in other languages and scripts, a little code and some numbers.
-#include "cluster/text/bpe_trainer.h"
+#include "tools/make_model/bpe_trainer.h"
 
 namespace kiln::text {
 namespace {

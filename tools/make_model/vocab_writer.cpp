@@ -1,6 +1,6 @@
 // Vocabulary writers (see vocab_writer.h). The layouts mirror kimi-micro-f32.gguf and Kimi's
 // tokenizer_config.json.
-#include "cluster/text/vocab_writer.h"
+#include "tools/make_model/vocab_writer.h"
 
 #include <array>
 #include <utility>

@@ -1,7 +1,7 @@
 // make_model: presets, deterministic random weights, and the two writers (HF + GGUF). The weights
 // are the same bits at every optimisation level: the file is built with -ffp-contract=off and its
 // fused multiply-adds are explicit std::fma.
-#include "cluster/make_model.h"
+#include "tools/make_model/make_model.h"
 
 #include <cmath>
 #include <cstring>
@@ -11,7 +11,7 @@
 #include <boost/json.hpp>
 #include <fmt/format.h>
 
-#include "cluster/make_model_vocab.h"
+#include "tools/make_model/make_model_vocab.h"
 #include "kernels/ref/quant_k.h"
 #include "shard/gguf.h"
 #include "shard/mapped_file.h"

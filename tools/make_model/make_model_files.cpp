@@ -5,8 +5,8 @@
 #include <boost/json.hpp>
 #include <fmt/format.h>
 
-#include "cluster/make_model.h"
-#include "cluster/make_model_vocab.h"
+#include "tools/make_model/make_model.h"
+#include "tools/make_model/make_model_vocab.h"
 #include "shard/safetensors.h"
 
 namespace kiln {

@@ -1,12 +1,12 @@
 // The demo vocabulary: BPE learned on the built-in text; when the text runs out of pairs before
 // the requested size (large presets), further ranks are concatenations of two learned tokens,
 // which keeps every rank a valid merge of two lower ranks in both the tiktoken and GGUF forms.
-#include "cluster/make_model_vocab.h"
+#include "tools/make_model/make_model_vocab.h"
 
 #include <unordered_set>
 
-#include "cluster/text/bpe_trainer.h"
-#include "cluster/text/vocab_writer.h"
+#include "tools/make_model/bpe_trainer.h"
+#include "tools/make_model/vocab_writer.h"
 
 namespace kiln {
 

@@ -1,6 +1,6 @@
 // BPE trainer (see bpe_trainer.h): unique pre-tokenized pieces with their counts, pair counts
 // recomputed per merge, merges applied left to right within each piece.
-#include "cluster/text/bpe_trainer.h"
+#include "tools/make_model/bpe_trainer.h"
 
 #include <map>
 #include <set>
