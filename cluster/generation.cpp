@@ -6,7 +6,7 @@
 #include <new>
 
 #include "cluster/sampler.h"
-#include "cluster/text/chat_template.h"
+#include "text/chat_template.h"
 #include "shard/input_file.h"
 
 #include <filesystem>

@@ -7,9 +7,9 @@
 #include <string_view>
 #include <vector>
 
-#include "cluster/text/chat_template.h"
-#include "cluster/text/tokenizer.h"
-#include "cluster/vocab_fit.h"
+#include "text/chat_template.h"
+#include "text/tokenizer.h"
+#include "text/vocab_fit.h"
 #include "kernels/cpu/sampling.h"
 #include "kernels/cpu/thread_pool.h"
 #include "shard/model.h"

@@ -8,7 +8,7 @@
 #include <cstdio>
 #include <string>
 
-#include "cluster/rank_model.h"
+#include "cluster/topology/rank_model.h"
 #include "kernels/cpu/probe.h"
 #include "kernels/cpu/sampling.h"
 #include "launcher/bench_meter.h"

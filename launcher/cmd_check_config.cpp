@@ -12,7 +12,7 @@
 
 #include <yaml-cpp/yaml.h>
 
-#include "cluster/launch_plan.h"
+#include "cluster/topology/launch_plan.h"
 #include "launcher/commands.h"
 #include "shard/checkpoint.h"
 #include "shard/input_file.h"

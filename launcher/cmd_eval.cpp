@@ -6,7 +6,7 @@
 
 #include "kernels/cpu/sampling.h"
 #include "launcher/commands.h"
-#include "cluster/rank_model.h"
+#include "cluster/topology/rank_model.h"
 #include "shard/input_file.h"
 #include "shard/memory_budget.h"
 #include "kernels/base/checked_math.h"

@@ -2,8 +2,8 @@
 #include <cstdio>
 
 #include "cluster/generation.h"
-#include "cluster/rank_model.h"
-#include "cluster/text/chat_template.h"
+#include "cluster/topology/rank_model.h"
+#include "text/chat_template.h"
 #include "launcher/commands.h"
 
 namespace kiln::launcher {

@@ -11,7 +11,7 @@
 #include <filesystem>
 #include <fstream>
 
-#include "cluster/launch_plan.h"
+#include "cluster/topology/launch_plan.h"
 #include "launcher/commands.h"
 
 namespace kiln::launcher {

@@ -2,7 +2,7 @@
 #include <cstdio>
 #include <map>
 
-#include "cluster/make_model.h"
+#include "tools/make_model/make_model.h"
 #include "launcher/commands.h"
 
 namespace kiln::launcher {

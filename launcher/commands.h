@@ -8,7 +8,7 @@
 
 #include <CLI/CLI.hpp>
 
-#include "cluster/topology.h"
+#include "cluster/topology/topology.h"
 #include "kernels/base/device.h"
 #include "kernels/base/status.h"
 

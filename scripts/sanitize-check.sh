@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The crash tests under AddressSanitizer + UndefinedBehaviorSanitizer: configures build-asan (gcc,
 # -DKILN_SANITIZE=address,undefined, CUDA off), builds only what the selected labels run and runs
-# them: by default unit (the three unit suites and the fuzz corpus replays), parity and hostile
+# them: by default unit (the unit suites and the fuzz corpus replays), parity and hostile
 # (the defective-file runs of the kiln binary). A sanitizer report aborts its process, so the test
 # fails (UBSan does not recover; see kiln_sanitizer_env in tests/CMakeLists.txt). Leaks fail a
 # test except where it joins MPI (Open MPI leaks its own start-up allocations).
@@ -22,12 +22,11 @@ cmake -S . -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release \
   "-DCMAKE_CXX_FLAGS_RELEASE=${KILN_ASAN_OPT:--O1} -g1" \
   -DKILN_SANITIZE=address,undefined -DKILN_WITH_CUDA=OFF -DKILN_WERROR=ON -DKILN_BUILD_TESTS=ON \
   >/dev/null
-# What the labels run: the three unit suites and the fuzz replay drivers (unit), the parity suite
-# (parity) and the kiln binary (parity and hostile start it). -g1: line numbers in reports.
+# What the labels run: every unit suite and fuzz replay driver (unit; kiln_unit_tests in
+# tests/CMakeLists.txt), the parity suite (parity) and the kiln binary (parity, hostile and some
+# unit tests start it). -g1: line numbers in reports.
 targets=(kiln)
-[[ unit =~ ^($labels)$ ]] && targets+=(kiln_kernels_tests kiln_shard_tests kiln_cluster_tests
-  kiln_fuzz_gguf kiln_fuzz_safetensors kiln_fuzz_tokenizer kiln_fuzz_request kiln_fuzz_topology
-  kiln_fuzz_chat_template kiln_fuzz_step_plan)
+[[ unit =~ ^($labels)$ ]] && targets+=(kiln_unit_tests)
 [[ parity =~ ^($labels)$ ]] && targets+=(kiln_parity_tests)
 cmake --build "$build" -j "$jobs" --target "${targets[@]}"
 t0=$(date +%s)

@@ -20,7 +20,7 @@
 #include "cluster/serve/request.h"
 #include "cluster/serve/sampling.h"
 #include "cluster/serve/step_plan.h"
-#include "cluster/text/tokenizer.h"
+#include "text/tokenizer.h"
 #include "kernels/base/status.h"
 
 namespace kiln::serve {

@@ -4,7 +4,7 @@
 // finish within scheduler.drain_timeout_s (the rest get an error event), every rank exits.
 #pragma once
 
-#include "cluster/topology.h"
+#include "cluster/topology/topology.h"
 #include "kernels/base/status.h"
 
 namespace kiln::serve {

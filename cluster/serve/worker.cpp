@@ -7,7 +7,7 @@
 
 #include <fmt/format.h>
 
-#include "cluster/world.h"
+#include "cluster/comm/world.h"
 
 namespace kiln::serve {
 namespace {

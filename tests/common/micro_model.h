@@ -4,7 +4,7 @@
 
 #include <filesystem>
 
-#include "cluster/make_model.h"
+#include "tools/make_model/make_model.h"
 
 namespace kiln::test_util {
 

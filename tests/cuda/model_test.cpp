@@ -13,7 +13,7 @@
 
 #include <gtest/gtest.h>
 
-#include "cluster/make_model.h"
+#include "tools/make_model/make_model.h"
 #include "kernels/cpu/sampling.h"
 #include "shard/model.h"
 #include "tests/cuda/cuda_test_util.h"

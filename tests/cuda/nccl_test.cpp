@@ -3,7 +3,7 @@
 // Skipped when no GPU is visible. Multi-rank NCCL runs under mpirun in tests/mpi.
 #if defined(KILN_HAVE_MPI)
 
-#include "cluster/nccl_communicator.h"
+#include "cluster/comm/nccl_communicator.h"
 
 #include <mpi.h>
 
@@ -15,7 +15,7 @@
 
 #include <gtest/gtest.h>
 
-#include "cluster/world.h"
+#include "cluster/comm/world.h"
 #include "tests/common/mpi_session.h"
 #include "tests/cuda/cuda_test_util.h"
 

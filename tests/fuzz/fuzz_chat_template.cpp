@@ -13,9 +13,9 @@
 
 #include <boost/json.hpp>
 
-#include "cluster/serve/api.h"
+#include "cluster/api/api.h"
 #include "fuzz_vocab.h"
-#include "cluster/text/python_json.h"
+#include "text/python_json.h"
 
 namespace {
 

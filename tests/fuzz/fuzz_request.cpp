@@ -11,7 +11,7 @@
 
 #include <boost/json.hpp>
 
-#include "cluster/serve/api.h"
+#include "cluster/api/api.h"
 #include "fuzz_vocab.h"
 
 namespace {

@@ -5,7 +5,7 @@
 #include <cstdlib>
 #include <string>
 
-#include "cluster/text/tokenizer.h"
+#include "text/tokenizer.h"
 #include "fuzz_vocab.h"
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {

@@ -11,7 +11,7 @@
 #include <string_view>
 #include <vector>
 
-#include "cluster/topology.h"
+#include "cluster/topology/topology.h"
 
 namespace {
 

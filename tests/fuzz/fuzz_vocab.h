@@ -5,7 +5,7 @@
 #include <cstdlib>
 #include <utility>
 
-#include "cluster/text/tokenizer.h"
+#include "text/tokenizer.h"
 #include "shard/gguf.h"
 
 inline const kiln::text::Tokenizer& fuzz_tokenizer() {

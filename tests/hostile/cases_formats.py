@@ -143,7 +143,7 @@ def gguf_value_cases(b):
             count = len(tokens)
             kv[2] = struct.pack("<IQ", I32, count) + struct.pack(f"<{count}i", *([1] * (count - 1) + [3]))
     # A tokenizer longer than the model loads (with a warning; requests naming the extra id get a
-    # 400, tests/serve/model_vocab_test.cpp); the id itself cannot be embedded.
+    # 400, tests/api/model_vocab_test.cpp); the id itself cannot be embedded.
     b.gguf_case(M, "gguf.vocab", "gguf_tokens_beyond_vocab", one_token_more,
                 r"token id 640 is outside \[0, 640\)", ("eval",), extra={"eval": ["--tokens", "1,640"]})
 

@@ -4,7 +4,7 @@
 // --kiln-fail-rank=R (--kiln-check-rank=R) the program instead makes rank R report a load failure
 // (fail a KILN_CHECK while the others wait in a barrier), for the tests that check the job ends
 // non-zero and names rank R.
-#include "cluster/mpi_communicator.h"
+#include "cluster/comm/mpi_communicator.h"
 
 #include <mpi.h>
 #include <sys/resource.h>
@@ -23,7 +23,7 @@
 #include "tests/common/rank_failure_printer.h"
 #include "tests/common/skip_exit.h"
 
-#include "cluster/world.h"
+#include "cluster/comm/world.h"
 #include "kernels/base/check.h"
 
 namespace kiln {

@@ -14,8 +14,8 @@
 
 #include "tests/common/rank_failure_printer.h"
 
-#include "cluster/nccl_communicator.h"
-#include "cluster/world.h"
+#include "cluster/comm/nccl_communicator.h"
+#include "cluster/comm/world.h"
 #include "kernels/cuda/runtime.h"
 
 namespace kiln {

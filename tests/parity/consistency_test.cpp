@@ -7,7 +7,7 @@
 
 #include <gtest/gtest.h>
 
-#include "cluster/make_model.h"
+#include "tools/make_model/make_model.h"
 #include "parity_util.h"
 #include "shard/model.h"
 

@@ -9,8 +9,8 @@
 
 #include <gtest/gtest.h>
 
-#include "cluster/local_communicator.h"
-#include "cluster/make_model.h"
+#include "cluster/comm/local_communicator.h"
+#include "tools/make_model/make_model.h"
 #include "shard/model.h"
 #include "parity_util.h"
 

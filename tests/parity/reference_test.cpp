@@ -11,7 +11,7 @@
 #include <gtest/gtest.h>
 
 #include "checksums.h"
-#include "cluster/make_model.h"
+#include "tools/make_model/make_model.h"
 #include "shard/model.h"
 #include "parity_util.h"
 

@@ -8,7 +8,7 @@
 #include <gtest/gtest.h>
 
 #include "cluster/generation.h"
-#include "cluster/make_model.h"
+#include "tools/make_model/make_model.h"
 #include "tests/common/micro_model.h"
 #include "cluster/serve/engine.h"
 

@@ -10,8 +10,8 @@
 #include <gtest/gtest.h>
 
 #include "cluster/generation.h"
-#include "cluster/local_communicator.h"
-#include "cluster/make_model.h"
+#include "cluster/comm/local_communicator.h"
+#include "tools/make_model/make_model.h"
 #include "tests/common/micro_model.h"
 #include "cluster/serve/shutdown.h"
 #include "cluster/serve/worker.h"
