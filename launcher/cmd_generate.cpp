@@ -1,7 +1,7 @@
 // kiln generate: tokenizes a prompt (optionally in the chat format), generates, streams text.
 #include <cstdio>
 
-#include "cluster/generation.h"
+#include "cluster/engine/generation.h"
 #include "cluster/rank_model.h"
 #include "cluster/text/chat_template.h"
 #include "launcher/commands.h"

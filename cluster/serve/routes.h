@@ -12,7 +12,7 @@
 #include "cluster/gateway/gateway.h"
 #include "cluster/serve/api.h"
 #include "cluster/serve/auth.h"
-#include "cluster/serve/engine.h"
+#include "cluster/engine/engine.h"
 #include "cluster/serve/metrics.h"
 #include "cluster/text/chat_template.h"
 #include "cluster/text/tokenizer.h"

@@ -13,13 +13,13 @@
 #include <spdlog/spdlog.h>
 
 #include "cluster/gateway/gateway.h"
-#include "cluster/generation.h"
+#include "cluster/engine/generation.h"
 #include "cluster/launch_plan.h"
 #include "cluster/rank_model.h"
-#include "cluster/serve/engine.h"
+#include "cluster/engine/engine.h"
 #include "cluster/serve/routes.h"
 #include "cluster/serve/shutdown.h"
-#include "cluster/serve/worker.h"
+#include "cluster/engine/worker.h"
 #include "cluster/text/chat_template.h"
 #include "kernels/base/check.h"
 

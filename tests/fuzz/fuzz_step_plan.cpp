@@ -8,7 +8,7 @@
 #include <cstring>
 #include <vector>
 
-#include "cluster/serve/step_plan.h"
+#include "cluster/engine/step_plan.h"
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   using kiln::serve::StepPlan;

@@ -1,4 +1,4 @@
-#include "cluster/serve/worker.h"
+#include "cluster/engine/worker.h"
 
 #include <algorithm>
 #include <atomic>

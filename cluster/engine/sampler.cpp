@@ -1,4 +1,4 @@
-#include "cluster/sampler.h"
+#include "cluster/engine/sampler.h"
 
 namespace kiln {
 

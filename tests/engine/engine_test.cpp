@@ -7,10 +7,10 @@
 
 #include <gtest/gtest.h>
 
-#include "cluster/generation.h"
+#include "cluster/engine/generation.h"
 #include "cluster/make_model.h"
 #include "tests/common/micro_model.h"
-#include "cluster/serve/engine.h"
+#include "cluster/engine/engine.h"
 
 namespace kiln::serve {
 namespace {

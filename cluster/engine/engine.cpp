@@ -1,11 +1,11 @@
-#include "cluster/serve/engine.h"
+#include "cluster/engine/engine.h"
 
 #include <algorithm>
 #include <random>
 
 #include <spdlog/spdlog.h>
 
-#include "cluster/serve/worker.h"
+#include "cluster/engine/worker.h"
 #include "kernels/base/check.h"
 
 namespace kiln::serve {

@@ -18,9 +18,9 @@
 #include <vector>
 
 #include "cluster/serve/metrics.h"
-#include "cluster/serve/request.h"
-#include "cluster/serve/scheduler.h"
-#include "cluster/serve/step_plan.h"
+#include "cluster/engine/request.h"
+#include "cluster/engine/scheduler.h"
+#include "cluster/engine/step_plan.h"
 #include "kernels/cpu/thread_pool.h"
 #include "shard/model.h"
 

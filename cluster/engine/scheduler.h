@@ -17,9 +17,9 @@
 #include <vector>
 
 #include "cluster/serve/metrics.h"
-#include "cluster/serve/request.h"
-#include "cluster/serve/sampling.h"
-#include "cluster/serve/step_plan.h"
+#include "cluster/engine/request.h"
+#include "cluster/engine/sampling.h"
+#include "cluster/engine/step_plan.h"
 #include "cluster/text/tokenizer.h"
 #include "kernels/base/status.h"
 

@@ -13,7 +13,7 @@
 #include <utility>
 #include <vector>
 
-#include "cluster/serve/request.h"
+#include "cluster/engine/request.h"
 
 namespace kiln::serve {
 

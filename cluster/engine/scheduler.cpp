@@ -1,4 +1,4 @@
-#include "cluster/serve/scheduler.h"
+#include "cluster/engine/scheduler.h"
 
 #include <algorithm>
 #include <cmath>

@@ -1,4 +1,4 @@
-#include "cluster/serve/step_plan.h"
+#include "cluster/engine/step_plan.h"
 
 #include <gtest/gtest.h>
 

@@ -1,11 +1,11 @@
-#include "cluster/generation.h"
+#include "cluster/engine/generation.h"
 
 #include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <new>
 
-#include "cluster/sampler.h"
+#include "cluster/engine/sampler.h"
 #include "cluster/text/chat_template.h"
 #include "shard/input_file.h"
 

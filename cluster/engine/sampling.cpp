@@ -3,7 +3,7 @@
 // rounds to 1.0f and then returns its last candidate, which may be a banned −∞ id), turns an
 // all −∞ row into NaN, and sorts the whole vocabulary for top-p. The filters are the same
 // (temperature → top-k → top-p → min-p, ties to the lower id), on candidates with a finite logit.
-#include "cluster/serve/sampling.h"
+#include "cluster/engine/sampling.h"
 
 #include <algorithm>
 #include <array>
