@@ -5,7 +5,7 @@
 #include <cmath>
 #include <new>
 
-#include "cluster/engine/sampler.h"
+#include "cluster/engine/sampling.h"
 #include "cluster/text/chat_template.h"
 #include "shard/input_file.h"
 
@@ -99,7 +99,12 @@ Status generate(KimiLinearModel& model, cpu::ThreadPool& pool, const text::Token
   }
   const bool root = control == nullptr || control->rank() == 0;
   KILN_ASSIGN_OR_RETURN(std::unique_ptr<StateCache> state, model.new_state(1, context));
-  Sampler sampler(options.sampling, options.seed);
+  serve::SamplingOptions sampling;
+  sampling.temperature = options.sampling.temperature;
+  sampling.top_k = options.sampling.top_k;
+  sampling.top_p = options.sampling.top_p;
+  sampling.min_p = options.sampling.min_p;
+  serve::SequenceSampler sampler(sampling, options.seed, vocab);
   text::StreamDecoder decoder(tokenizer);
   const std::vector<int32_t> eos = tokenizer.eos_ids();
   std::vector<float> logits;
@@ -119,7 +124,7 @@ Status generate(KimiLinearModel& model, cpu::ThreadPool& pool, const text::Token
                        [](float x) { return std::isfinite(x); })) {
         token = kNonFinite;
       } else {
-        token = sampler.sample(logits.data(), vocab);
+        token = sampler.sample(logits.data(), {}, {});
       }
       if (options.stop_at_eos && std::find(eos.begin(), eos.end(), token) != eos.end()) {
         st.finish_reason = "stop";
