@@ -199,7 +199,7 @@ void SegmentProfiler::on_tag(int64_t layer, const char* name) {
 }
 
 Status SegmentProfiler::profile(cpu::ThreadPool& pool, StateCache& state,
-                                const std::vector<SeqInput>& seqs, std::vector<float>& logits) {
+                                const Batch& seqs, std::vector<float>& logits) {
   model_.set_activation_hook([this](int64_t layer, const char* name, const float*, int64_t,
                                     int64_t) { on_tag(layer, name); });
   last_ = "start";

@@ -63,7 +63,7 @@ class SegmentProfiler {
  public:
   explicit SegmentProfiler(KimiLinearModel& model);
   // Runs one forward with the hook installed and adds its segments.
-  Status profile(cpu::ThreadPool& pool, StateCache& state, const std::vector<SeqInput>& seqs,
+  Status profile(cpu::ThreadPool& pool, StateCache& state, const Batch& seqs,
                  std::vector<float>& logits);
   // Prints the table: segment, ms per forward (mean over the forwards profiled), % of a forward.
   void print(const char* title) const;

@@ -104,8 +104,8 @@ Status decode_step(Bench& b, StateCache& state, int64_t n, std::vector<float>& l
     for (int64_t s = 0; s < n; ++s) next[s] = cpu::argmax(logits.data() + s * vocab, vocab);
   }
   if (b.control != nullptr) b.control->broadcast(next.data(), n * static_cast<int64_t>(sizeof(int32_t)), 0);
-  std::vector<SeqInput> seqs;
-  for (int64_t s = 0; s < n; ++s) seqs.push_back({s, {next[s]}, false});
+  Batch seqs;
+  for (int64_t s = 0; s < n; ++s) seqs.add(static_cast<int32_t>(s), {&next[s], 1});
   return profiler != nullptr ? profiler->profile(b.pool, state, seqs, logits)
                              : b.model.forward(b.pool, state, seqs, logits);
 }
@@ -135,7 +135,7 @@ int bench_single(Bench& b) {
   for (int r = 0; r < a.runs + 1; ++r) {  // run 0 warms up and is not counted
     state->reset(0);
     auto t0 = Clock::now();
-    Status s = b.model.forward(b.pool, *state, {{0, prompt, false}}, logits);
+    Status s = b.model.forward(b.pool, *state, Batch::of({{0, prompt, false}}), logits);
     if (!s.ok()) return fail(s);
     auto t1 = Clock::now();
     const double comm0 = collective_seconds(b.ranked);
@@ -151,7 +151,7 @@ int bench_single(Bench& b) {
   SegmentProfiler prefill_prof(b.model), decode_prof(b.model);
   if (a.profile) {
     state->reset(0);
-    if (Status s = prefill_prof.profile(b.pool, *state, {{0, prompt, false}}, logits); !s.ok()) return fail(s);
+    if (Status s = prefill_prof.profile(b.pool, *state, Batch::of({{0, prompt, false}}), logits); !s.ok()) return fail(s);
     for (int64_t i = 0; i < a.gen_tokens; ++i) {
       if (Status s = decode_step(b, *state, 1, logits, &decode_prof); !s.ok()) return fail(s);
     }
@@ -180,8 +180,8 @@ int bench_single(Bench& b) {
 int bench_batch(Bench& b) {
   const BenchArgs& a = b.a;
   const int64_t n = a.batch;
-  std::vector<SeqInput> prompts;
-  for (int64_t s = 0; s < n; ++s) prompts.push_back({s, b.random_tokens(a.prompt_tokens), false});
+  Batch prompts;
+  for (int64_t s = 0; s < n; ++s) prompts.add(static_cast<int32_t>(s), b.random_tokens(a.prompt_tokens));
   const int64_t extra = a.profile ? a.prompt_tokens + 2 * a.gen_tokens : 0;
   auto made = b.model.new_state(n, a.prompt_tokens + a.gen_tokens + 1 + extra);
   if (!made.ok()) return fail(made.status());
@@ -259,7 +259,7 @@ int bench_context(Bench& b) {
   auto t0 = Clock::now();
   for (int64_t done = 0; done < L; done += kPrefillChunk) {
     const int64_t n = std::min(kPrefillChunk, L - done);
-    const std::vector<SeqInput> chunk = {{0, b.random_tokens(n), false}};
+    const Batch chunk = Batch::of({{0, b.random_tokens(n), false}});
     Status s = a.profile && done + n == L ? prefill_prof.profile(b.pool, *state, chunk, logits)
                                           : b.model.forward(b.pool, *state, chunk, logits);
     if (!s.ok()) return fail(s);

@@ -75,11 +75,11 @@ int run_eval(const EvalArgs& a) {
   pool.set_exact_activations(a.exact_activations);
   std::vector<float> all, logits;
   if (a.mode == "batch") {
-    Status s = model.forward(pool, *state, {{0, *ids, true}}, all);
+    Status s = model.forward(pool, *state, Batch::of({{0, *ids, true}}), all);
     if (!s.ok()) return fail(s);
   } else {
     for (int32_t id : *ids) {
-      Status s = model.forward(pool, *state, {{0, {id}, false}}, logits);
+      Status s = model.forward(pool, *state, Batch::of({{0, {id}, false}}), logits);
       if (!s.ok()) return fail(s);
       all.insert(all.end(), logits.begin(), logits.end());
     }

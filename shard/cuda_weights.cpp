@@ -62,10 +62,11 @@ class Uploader {
     return {};
   }
 
-  void add_floats(const std::vector<float>& v, const float*& dst) {
+  void add_floats(const FloatView& v, const float*& dst) {
     if (v.empty()) return;
-    add(static_cast<int64_t>(v.size() * sizeof(float)),
-        [&v](std::byte* out) { std::memcpy(out, v.data(), v.size() * sizeof(float)); },
+    const size_t bytes = static_cast<size_t>(v.size()) * sizeof(float);
+    add(static_cast<int64_t>(bytes),
+        [v, bytes](std::byte* out) { std::memcpy(out, v.data(), bytes); },
         [&dst](const std::byte* p) { dst = reinterpret_cast<const float*>(p); });
   }
 

@@ -38,7 +38,7 @@ void kda_forward(const ModelConfig& c, const KdaWeights& w, int64_t kda_index,
   cpu::sigmoid_inplace(beta, T * H);
   cpu::kda_gate(gate, T, H, K, w.a_neg.data(), w.dt_bias.data());
 
-  const std::vector<float>* conv_w[3] = {&w.conv_q, &w.conv_k, &w.conv_v};
+  const FloatView* conv_w[3] = {&w.conv_q, &w.conv_k, &w.conv_v};
   for (const SeqSpan& s : b.seqs) {
     for (int which = 0; which < 3; ++which) {
       cpu::causal_conv1d_silu(proj + s.begin * 3 * C + which * C, 3 * C, s.n, C,

@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <new>
 #include <numeric>
+#include <span>
 
 #include "kernels/base/check.h"
 #include "kernels/cpu/norm.h"
@@ -152,27 +153,57 @@ void KimiLinearModel::run_layers(BatchContext& b) {
   }
 }
 
-Status KimiLinearModel::forward(cpu::ThreadPool& pool, StateCache& state,
-                                const std::vector<SeqInput>& seqs, std::vector<float>& logits) {
-  const ModelConfig& c = config();
-  const int64_t D = c.hidden_size, vocab = c.vocab_size;
-  int64_t out_rows = 0;
-  for (const SeqInput& s : seqs) {
+namespace {
+
+// The checks that need no change to the state: spans inside the batch, slots, token and page ids.
+Status check_batch(const Batch& batch, const StateCache& state, int64_t vocab) {
+  for (const BatchSpan& s : batch.spans) {
     if (s.slot < 0 || s.slot >= state.n_slots()) {
       return invalid_argument("slot {} is outside [0, {})", s.slot, state.n_slots());
     }
-    const int64_t n = static_cast<int64_t>(s.tokens.size());
-    const int64_t pos0 = state.length(s.slot);
-    if (pos0 + n > state.capacity(s.slot)) {
-      return invalid_argument(
-          "sequence in slot {} needs {} tokens of context, its pages hold {}", s.slot, pos0 + n,
-          state.capacity(s.slot));
+    if (s.n <= 0 || s.begin < 0 || s.begin + s.n > batch.n_tokens() || s.n_pages < 0 ||
+        s.pages_begin < 0 || s.pages_begin + s.n_pages > static_cast<int64_t>(batch.new_pages.size())) {
+      return invalid_argument("the span of slot {} (tokens [{}, +{}), pages [{}, +{})) is outside "
+                              "the batch ({} tokens, {} pages)",
+                              s.slot, s.begin, s.n, s.pages_begin, s.n_pages, batch.n_tokens(),
+                              batch.new_pages.size());
     }
-    for (int32_t t : s.tokens) {
+    for (int32_t t : batch.tokens(s)) {
       if (t < 0 || t >= vocab) return invalid_argument("token id {} is outside [0, {})", t, vocab);
     }
-    out_rows += n == 0 ? 0 : s.all_logits ? n : 1;
+    for (int32_t p : batch.pages(s)) {
+      if (p < 0 || p >= state.n_pages()) {
+        return invalid_argument("page {} is outside [0, {})", p, state.n_pages());
+      }
+    }
   }
+  return {};
+}
+
+}  // namespace
+
+Status KimiLinearModel::forward(cpu::ThreadPool& pool, StateCache& state, const Batch& batch,
+                                std::vector<float>& logits) {
+  const ModelConfig& c = config();
+  const int64_t D = c.hidden_size, vocab = c.vocab_size;
+  KILN_RETURN_IF_ERROR(check_batch(batch, state, vocab));
+  for (const BatchSpan& s : batch.spans) {
+    if (s.reset) state.reset(s.slot);
+    if (s.n_pages > 0) {
+      const std::span<const int32_t> pages = batch.pages(s);
+      state.append_pages(s.slot, {pages.begin(), pages.end()});
+    }
+  }
+  for (const BatchSpan& s : batch.spans) {
+    const int64_t pos0 = state.length(s.slot);
+    if (pos0 + s.n > state.capacity(s.slot)) {
+      return invalid_argument(
+          "sequence in slot {} needs {} tokens of context, its pages hold {}", s.slot, pos0 + s.n,
+          state.capacity(s.slot));
+    }
+  }
+  const int64_t out_rows = batch.n_logit_rows();
+  const std::vector<BatchSpan>& seqs = batch.spans;
   // Rows: the decode spans first (blocks.h, kDecodeSpanMax), then the others, each group in the
   // order given; span_of[i] is seqs[i]'s span.
   std::vector<SeqSpan> spans;
@@ -181,13 +212,13 @@ Status KimiLinearModel::forward(cpu::ThreadPool& pool, StateCache& state,
   int64_t n_decode = 0;
   for (const bool decode : {true, false}) {
     for (size_t i = 0; i < seqs.size(); ++i) {
-      const SeqInput& s = seqs[i];
-      const int64_t n = static_cast<int64_t>(s.tokens.size());
-      if (n == 0 || (n <= kDecodeSpanMax) != decode) continue;
+      const BatchSpan& s = seqs[i];
+      if ((s.n <= kDecodeSpanMax) != decode) continue;
       span_of[i] = static_cast<int64_t>(spans.size());
-      spans.push_back({s.slot, state.length(s.slot), static_cast<int64_t>(ids_.size()), n});
-      ids_.insert(ids_.end(), s.tokens.begin(), s.tokens.end());
-      if (decode) n_decode += n;
+      spans.push_back({s.slot, state.length(s.slot), static_cast<int64_t>(ids_.size()), s.n});
+      const std::span<const int32_t> tokens = batch.tokens(s);
+      ids_.insert(ids_.end(), tokens.begin(), tokens.end());
+      if (decode) n_decode += s.n;
     }
   }
   const int64_t T = static_cast<int64_t>(ids_.size());

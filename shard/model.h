@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "kernels/cpu/thread_pool.h"
+#include "shard/batch.h"
 #include "shard/blocks.h"
 #include "shard/checkpoint.h"
 #include "shard/communicator.h"
@@ -23,13 +24,6 @@
 namespace kiln {
 
 class CudaModel;
-
-// One sequence's tokens in a forward.
-struct SeqInput {
-  int64_t slot = 0;
-  std::vector<int32_t> tokens;
-  bool all_logits = false;  // logits for every token, else only for the last
-};
 
 // Where this rank sits in a tensor × pipeline job. The default is a single rank with the whole
 // model. Communicators are owned by the caller and must outlive the model.
@@ -77,12 +71,14 @@ class KimiLinearModel {
   const Checkpoint& checkpoint() const { return *checkpoint_; }
   const ModelWeights& weights() const { return weights_; }
 
-  // Runs the sequences' tokens, appending them to their slots (positions continue from
-  // state.length(slot); the slot must have pages for them: InvalidArgument otherwise). logits: [rows][vocab] where rows counts, per sequence in order, either
-  // all its tokens or one. Token ids must be valid (checked: InvalidArgument naming the id).
-  // In a parallel job every rank calls forward with the same sequences; the logits arrive on
+  // Runs one batch: each span's resets and new pages are applied to its slot, then its tokens are
+  // appended to the slot (positions continue from state.length(slot)). logits: [rows][vocab],
+  // rows per span in order: all its tokens (all_logits) or its last one. InvalidArgument, before
+  // the state is touched, for a slot, token id or page id out of range or a span outside the
+  // batch; after the pages are applied, for a slot whose pages cannot hold its tokens.
+  // In a parallel job every rank calls forward with the same batch; the logits arrive on
   // global rank 0 (stage 0, tp_rank 0) and on the last stage's TP group; elsewhere they are empty.
-  Status forward(cpu::ThreadPool& pool, StateCache& state, const std::vector<SeqInput>& seqs,
+  Status forward(cpu::ThreadPool& pool, StateCache& state, const Batch& batch,
                  std::vector<float>& logits);
 
   // Every tagged intermediate activation (layer, name, [rows][cols]) goes to `hook`; used to

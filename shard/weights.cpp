@@ -71,6 +71,13 @@ class Loader {
     return out;
   }
 
+  // vector(), kept in `owned`.
+  StatusOr<FloatView> floats(const std::string& name, const std::vector<int64_t>& shape,
+                             WeightStore& owned) const {
+    KILN_ASSIGN_OR_RETURN(std::vector<float> v, vector(name, shape));
+    return owned.keep(std::move(v));
+  }
+
   bool has(const std::string& name) const { return ck_.find(name) != nullptr; }
 
  private:
@@ -79,7 +86,7 @@ class Loader {
 
 // Transposes per-head [N][R] blocks of an [H*(N+V)][R] kv_b matrix into [R][N] per head.
 std::vector<MatrixView> transpose_k_b(const MatrixView& kv_b, int64_t H, int64_t N, int64_t V,
-                                      int64_t R, std::vector<std::vector<std::byte>>& owned) {
+                                      int64_t R, WeightStore& owned) {
   const bool plain = dtype_block_elems(kv_b.dtype) == 1;  // block types are widened to f32
   const DType out_t = plain ? kv_b.dtype : DType::kF32;
   const int64_t esz = dtype_block_bytes(out_t);
@@ -96,8 +103,8 @@ std::vector<MatrixView> transpose_k_b(const MatrixView& kv_b, int64_t H, int64_t
         for (int64_t r = 0; r < R; ++r) std::memcpy(&buf[(r * N + n) * esz], &row[r], esz);
       }
     }
-    owned.push_back(std::move(buf));
-    heads.push_back(MatrixView::contiguous(out_t, owned.back().data(), R, N));
+    owned.bytes.push_back(std::move(buf));
+    heads.push_back(MatrixView::contiguous(out_t, owned.bytes.back().data(), R, N));
   }
   return heads;
 }
@@ -108,9 +115,9 @@ std::vector<MatrixView> v_b_from_kv_b(const MatrixView& kv_b, int64_t H, int64_t
   return heads;
 }
 
-// Elements [begin, end) of a vector.
-std::vector<float> sub(const std::vector<float>& v, int64_t begin, int64_t end) {
-  return {v.begin() + begin, v.begin() + end};
+// Elements [begin, end) of a vector, kept in `owned`.
+FloatView sub(const std::vector<float>& v, int64_t begin, int64_t end, WeightStore& owned) {
+  return owned.keep({v.begin() + begin, v.begin() + end});
 }
 
 struct Names {
@@ -121,7 +128,7 @@ struct Names {
 };
 
 Status load_kda(const Loader& L, const Names& n, const ModelConfig& c, int64_t i,
-                const RankPlan& p, KdaWeights& w, std::vector<std::vector<std::byte>>& owned) {
+                const RankPlan& p, KdaWeights& w, WeightStore& owned) {
   const int64_t D = c.hidden_size, H = c.kda_num_heads, K = c.kda_head_dim, C = H * K;
   const int64_t r = c.kda_gate_rank, taps = c.kda_conv_kernel;
   const int64_t h0 = p.kda_heads.begin, h1 = p.kda_heads.end;
@@ -136,7 +143,7 @@ Status load_kda(const Loader& L, const Names& n, const ModelConfig& c, int64_t i
   KILN_ASSIGN_OR_RETURN(w.g_a, L.matrix(n.layer(i, "self_attn.g_a_proj.weight", "ssm_g_a.weight"), r, D));
   KILN_ASSIGN_OR_RETURN(g_b, L.matrix(n.layer(i, "self_attn.g_b_proj.weight", "ssm_g_b.weight"), C, r));
   KILN_ASSIGN_OR_RETURN(o, L.matrix(n.layer(i, "self_attn.o_proj.weight", "attn_output.weight"), D, C));
-  KILN_ASSIGN_OR_RETURN(w.o, row_parallel(o, ch, n.layer(i, "self_attn.o_proj.weight", "attn_output.weight"), owned));
+  KILN_ASSIGN_OR_RETURN(w.o, row_parallel(o, ch, n.layer(i, "self_attn.o_proj.weight", "attn_output.weight"), owned.bytes));
   w.q = column_parallel(q, ch);
   w.k = column_parallel(k, ch);
   w.v = column_parallel(v, ch);
@@ -145,33 +152,33 @@ Status load_kda(const Loader& L, const Names& n, const ModelConfig& c, int64_t i
   w.b = column_parallel(b, p.kda_heads);
   std::vector<float> conv;
   KILN_ASSIGN_OR_RETURN(conv, L.vector(n.layer(i, "self_attn.q_conv1d.weight", "ssm_conv1d_q.weight"), {C, taps}));
-  w.conv_q = sub(conv, ch.begin * taps, ch.end * taps);
+  w.conv_q = sub(conv, ch.begin * taps, ch.end * taps, owned);
   KILN_ASSIGN_OR_RETURN(conv, L.vector(n.layer(i, "self_attn.k_conv1d.weight", "ssm_conv1d_k.weight"), {C, taps}));
-  w.conv_k = sub(conv, ch.begin * taps, ch.end * taps);
+  w.conv_k = sub(conv, ch.begin * taps, ch.end * taps, owned);
   KILN_ASSIGN_OR_RETURN(conv, L.vector(n.layer(i, "self_attn.v_conv1d.weight", "ssm_conv1d_v.weight"), {C, taps}));
-  w.conv_v = sub(conv, ch.begin * taps, ch.end * taps);
+  w.conv_v = sub(conv, ch.begin * taps, ch.end * taps, owned);
   KILN_ASSIGN_OR_RETURN(conv, L.vector(n.layer(i, "self_attn.dt_bias", "ssm_dt.bias"), {C}));
-  w.dt_bias = sub(conv, ch.begin, ch.end);
-  KILN_ASSIGN_OR_RETURN(w.o_norm, L.vector(n.layer(i, "self_attn.o_norm.weight", "ssm_norm.weight"), {K}));
+  w.dt_bias = sub(conv, ch.begin, ch.end, owned);
+  KILN_ASSIGN_OR_RETURN(w.o_norm, L.floats(n.layer(i, "self_attn.o_norm.weight", "ssm_norm.weight"), {K}, owned));
   KILN_ASSIGN_OR_RETURN(conv, L.vector(n.layer(i, "self_attn.A_log", "ssm_a"), {H}));
-  w.a_neg = sub(conv, h0, h1);
   if (n.hf) {
-    for (float& a : w.a_neg) a = -std::exp(a);  // HF stores A_log; GGUF already −exp(A_log)
+    for (float& a : conv) a = -std::exp(a);  // HF stores A_log; GGUF already −exp(A_log)
   }
+  w.a_neg = sub(conv, h0, h1, owned);
   return {};
 }
 
 Status load_mla(const Loader& L, const Names& n, const ModelConfig& c, int64_t i,
-                const RankPlan& p, MlaWeights& w, std::vector<std::vector<std::byte>>& owned) {
+                const RankPlan& p, MlaWeights& w, WeightStore& owned) {
   const int64_t D = c.hidden_size, H = c.mla_num_heads, N = c.qk_nope_head_dim;
   const int64_t P = c.qk_rope_head_dim, R = c.kv_lora_rank, V = c.v_head_dim;
   const int64_t h0 = p.mla_heads.begin, h1 = p.mla_heads.end;
   MatrixView q, o;
   KILN_ASSIGN_OR_RETURN(q, L.matrix(n.layer(i, "self_attn.q_proj.weight", "attn_q.weight"), H * (N + P), D));
   KILN_ASSIGN_OR_RETURN(w.kv_a, L.matrix(n.layer(i, "self_attn.kv_a_proj_with_mqa.weight", "attn_kv_a_mqa.weight"), R + P, D));
-  KILN_ASSIGN_OR_RETURN(w.kv_a_norm, L.vector(n.layer(i, "self_attn.kv_a_layernorm.weight", "attn_kv_a_norm.weight"), {R}));
+  KILN_ASSIGN_OR_RETURN(w.kv_a_norm, L.floats(n.layer(i, "self_attn.kv_a_layernorm.weight", "attn_kv_a_norm.weight"), {R}, owned));
   KILN_ASSIGN_OR_RETURN(o, L.matrix(n.layer(i, "self_attn.o_proj.weight", "attn_output.weight"), D, H * V));
-  KILN_ASSIGN_OR_RETURN(w.o, row_parallel(o, Range{h0 * V, h1 * V}, n.layer(i, "self_attn.o_proj.weight", "attn_output.weight"), owned));
+  KILN_ASSIGN_OR_RETURN(w.o, row_parallel(o, Range{h0 * V, h1 * V}, n.layer(i, "self_attn.o_proj.weight", "attn_output.weight"), owned.bytes));
   w.q = column_parallel(q, Range{h0 * (N + P), h1 * (N + P)});
   const std::string k_b = n.layer(i, "", "attn_k_b.weight");
   if (!n.hf && L.has(k_b)) {
@@ -194,25 +201,25 @@ Status load_mla(const Loader& L, const Names& n, const ModelConfig& c, int64_t i
 // A SwiGLU MLP sliced on its intermediate dimension: gate/up rows, down columns.
 Status load_mlp(const Loader& L, const std::string& gate, const std::string& up,
                 const std::string& down, int64_t F, int64_t D, const Range& slice, MlpWeights& w,
-                std::vector<std::vector<std::byte>>& owned) {
+                WeightStore& owned) {
   MatrixView g, u, d;
   KILN_ASSIGN_OR_RETURN(g, L.matrix(gate, F, D));
   KILN_ASSIGN_OR_RETURN(u, L.matrix(up, F, D));
   KILN_ASSIGN_OR_RETURN(d, L.matrix(down, D, F));
-  KILN_ASSIGN_OR_RETURN(w.down, row_parallel(d, slice, down, owned));
+  KILN_ASSIGN_OR_RETURN(w.down, row_parallel(d, slice, down, owned.bytes));
   w.gate = column_parallel(g, slice);
   w.up = column_parallel(u, slice);
   return {};
 }
 
 Status load_moe(const Loader& L, const Names& n, const ModelConfig& c, int64_t i,
-                const RankPlan& p, MoeWeights& w, std::vector<std::vector<std::byte>>& owned) {
+                const RankPlan& p, MoeWeights& w, WeightStore& owned) {
   const int64_t D = c.hidden_size, E = c.num_experts, F = c.moe_intermediate_size;
   const Range& s = p.expert_ffn;
   KILN_ASSIGN_OR_RETURN(w.router, L.matrix(n.layer(i, "block_sparse_moe.gate.weight", "ffn_gate_inp.weight"), E, D));
   const std::string bias = n.layer(i, "block_sparse_moe.gate.e_score_correction_bias", "exp_probs_b.bias");
   if (L.has(bias)) {
-    KILN_ASSIGN_OR_RETURN(w.bias, L.vector(bias, {E}));
+    KILN_ASSIGN_OR_RETURN(w.bias, L.floats(bias, {E}, owned));
   }
   w.experts.resize(static_cast<size_t>(E));
   if (n.hf) {
@@ -228,7 +235,7 @@ Status load_moe(const Loader& L, const Names& n, const ModelConfig& c, int64_t i
     KILN_ASSIGN_OR_RETURN(up, L.stacked(n.layer(i, "", "ffn_up_exps.weight"), E, F, D));
     KILN_ASSIGN_OR_RETURN(down, L.stacked(n.layer(i, "", "ffn_down_exps.weight"), E, D, F));
     for (int64_t e = 0; e < E; ++e) {
-      KILN_ASSIGN_OR_RETURN(w.experts[e].down, row_parallel(down[e], s, n.layer(i, "", "ffn_down_exps.weight"), owned));
+      KILN_ASSIGN_OR_RETURN(w.experts[e].down, row_parallel(down[e], s, n.layer(i, "", "ffn_down_exps.weight"), owned.bytes));
       w.experts[e].gate = column_parallel(gate[e], s);
       w.experts[e].up = column_parallel(up[e], s);
     }
@@ -246,10 +253,10 @@ Status load_moe(const Loader& L, const Names& n, const ModelConfig& c, int64_t i
 }
 
 Status load_layer(const Loader& L, const Names& n, const ModelConfig& c, int64_t i,
-                  const RankPlan& p, LayerWeights& w, std::vector<std::vector<std::byte>>& owned) {
+                  const RankPlan& p, LayerWeights& w, WeightStore& owned) {
   const int64_t D = c.hidden_size;
-  KILN_ASSIGN_OR_RETURN(w.attn_norm, L.vector(n.layer(i, "input_layernorm.weight", "attn_norm.weight"), {D}));
-  KILN_ASSIGN_OR_RETURN(w.ffn_norm, L.vector(n.layer(i, "post_attention_layernorm.weight", "ffn_norm.weight"), {D}));
+  KILN_ASSIGN_OR_RETURN(w.attn_norm, L.floats(n.layer(i, "input_layernorm.weight", "attn_norm.weight"), {D}, owned));
+  KILN_ASSIGN_OR_RETURN(w.ffn_norm, L.floats(n.layer(i, "post_attention_layernorm.weight", "ffn_norm.weight"), {D}, owned));
   if (c.is_kda(i)) {
     KILN_RETURN_IF_ERROR(load_kda(L, n, c, i, p, w.kda, owned));
   } else {
@@ -287,7 +294,7 @@ std::vector<MatrixView*> all_matrices(ModelWeights& w) {
 // cuts, transposed W_UK) stay as they are.
 void own_all(ModelWeights& w, const LoadProgress& progress) {
   std::unordered_set<const std::byte*> already;
-  for (const auto& b : w.owned) already.insert(b.data());
+  for (const auto& b : w.owned.bytes) already.insert(b.data());
   std::vector<MatrixView*> todo;
   int64_t total = 0;
   for (MatrixView* m : all_matrices(w)) {
@@ -302,8 +309,8 @@ void own_all(ModelWeights& w, const LoadProgress& progress) {
     for (int64_t i = 0; i < m->rows; ++i) {
       std::memcpy(buf.data() + i * row_bytes, m->row(i), static_cast<size_t>(row_bytes));
     }
-    w.owned.push_back(std::move(buf));
-    *m = MatrixView::contiguous(m->dtype, w.owned.back().data(), m->rows, m->cols);
+    w.owned.bytes.push_back(std::move(buf));
+    *m = MatrixView::contiguous(m->dtype, w.owned.bytes.back().data(), m->rows, m->cols);
     done += m->rows * row_bytes;
     if (progress && done - reported >= (int64_t{64} << 20)) {
       progress(done, total);
@@ -332,7 +339,7 @@ StatusOr<ModelWeights> load_weights(const Checkpoint& ck, const RankPlan& plan,
   KILN_ASSIGN_OR_RETURN(embed, L.matrix(n.hf ? "model.embed_tokens.weight" : "token_embd.weight", vocab, D));
   if (plan.first_stage()) w.embed = column_parallel(embed, plan.vocab);
   if (plan.last_stage()) {
-    KILN_ASSIGN_OR_RETURN(w.final_norm, L.vector(n.hf ? "model.norm.weight" : "output_norm.weight", {D}));
+    KILN_ASSIGN_OR_RETURN(w.final_norm, L.floats(n.hf ? "model.norm.weight" : "output_norm.weight", {D}, w.owned));
     const std::string head = n.hf ? "lm_head.weight" : "output.weight";
     MatrixView lm = embed;
     if (!c.tie_word_embeddings && (n.hf || L.has(head))) {

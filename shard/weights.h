@@ -19,22 +19,43 @@
 
 namespace kiln {
 
+// A non-owning run of f32 values (norm weights, conv taps, A, dt_bias, the router bias): in host
+// memory as loaded, in device memory in a GPU backend's copy of the weights.
+struct FloatView {
+  const float* ptr = nullptr;
+  int64_t n = 0;
+  const float* data() const { return ptr; }
+  int64_t size() const { return n; }
+  bool empty() const { return n == 0; }
+};
+
+// What loading made that the views point into: copied or transposed matrices, widened vectors.
+// Buffers are only appended (their storage never moves).
+struct WeightStore {
+  std::vector<std::vector<std::byte>> bytes;
+  std::vector<std::vector<float>> floats;
+  FloatView keep(std::vector<float> v) {
+    floats.push_back(std::move(v));
+    return {floats.back().data(), static_cast<int64_t>(floats.back().size())};
+  }
+};
+
 struct KdaWeights {
   MatrixView q, k, v;          // [H*K][D]
   MatrixView f_a, f_b;         // [rank][D], [H*K][rank]: decay gate (low rank)
   MatrixView b;                // [H][D]: beta logits
   MatrixView g_a, g_b;         // [rank][D], [H*V][rank]: output gate (low rank)
   MatrixView o;                // [D][H*V]
-  std::vector<float> conv_q, conv_k, conv_v;  // [H*K][taps], tap taps−1 = current token
-  std::vector<float> a_neg;    // [H] = −exp(A_log)
-  std::vector<float> dt_bias;  // [H*K]
-  std::vector<float> o_norm;   // [V], shared by all heads
+  FloatView conv_q, conv_k, conv_v;  // [H*K][taps], tap taps−1 = current token
+  FloatView a_neg;    // [H] = −exp(A_log)
+  FloatView dt_bias;  // [H*K]
+  FloatView o_norm;   // [V], shared by all heads
 };
 
 struct MlaWeights {
   MatrixView q;                   // [H*(N+P)][D], per head [nope | pe]
   MatrixView kv_a;                // [R+P][D]: [latent c | k_pe]
-  std::vector<float> kv_a_norm;   // [R]
+  FloatView kv_a_norm;            // [R]
   std::vector<MatrixView> k_b;    // per head [R][N]: q̄ = k_b · q_nope (absorbed W_UKᵀ)
   std::vector<MatrixView> v_b;    // per head [V][R]: o = v_b · ō
   MatrixView o;                   // [D][H*V]
@@ -47,14 +68,14 @@ struct MlpWeights {
 
 struct MoeWeights {
   MatrixView router;             // [E][D]
-  std::vector<float> bias;       // [E] selection-only bias (empty when absent)
+  FloatView bias;                // [E] selection-only bias (empty when absent)
   std::vector<MlpWeights> experts;
   bool has_shared = false;
   MlpWeights shared;             // intermediate = num_shared × moe_intermediate
 };
 
 struct LayerWeights {
-  std::vector<float> attn_norm, ffn_norm;  // [D]
+  FloatView attn_norm, ffn_norm;  // [D]
   KdaWeights kda;     // when the layer is KDA
   MlaWeights mla;     // when the layer is MLA
   MlpWeights dense;   // when the layer is dense
@@ -67,11 +88,18 @@ struct LayerWeights {
 struct ModelWeights {
   MatrixView embed;              // [vocab slice][D] (first stage only)
   MatrixView lm_head;            // [vocab slice][D] (last stage only)
-  std::vector<float> final_norm; // [D] (last stage only)
+  FloatView final_norm;          // [D] (last stage only)
   Range vocab;                   // the rows of embed / lm_head
   Range layers_loaded;           // layers present in `layers` (others are empty)
   std::vector<LayerWeights> layers;  // [num_layers], filled for layers_loaded
-  std::vector<std::vector<std::byte>> owned;  // transposed copies (HF W_UK)
+  // Owns what the views above point into besides the checkpoint's mapping. Move-only: a copy
+  // would point into the original's buffers.
+  WeightStore owned;
+  ModelWeights() = default;
+  ModelWeights(ModelWeights&&) = default;
+  ModelWeights& operator=(ModelWeights&&) = default;
+  ModelWeights(const ModelWeights&) = delete;
+  ModelWeights& operator=(const ModelWeights&) = delete;
 
   // Bytes of the matrices read for one token (all layers, experts_per_token experts each),
   // excluding the embedding table: the decode memory-traffic figure.

@@ -22,14 +22,9 @@ int64_t now_ns() {
 
 Status run_plan(KimiLinearModel& model, cpu::ThreadPool& pool, StateCache& state,
                 const StepPlan& plan, std::vector<float>& logits) {
-  std::vector<SeqInput> inputs;
-  inputs.reserve(plan.seqs.size());
-  for (const PlanSeq& p : plan.seqs) {
-    if (p.reset) state.reset(p.slot);
-    if (!p.new_pages.empty()) state.append_pages(p.slot, p.new_pages);
-    inputs.push_back({p.slot, p.tokens, p.all_logits});
-  }
-  return model.forward(pool, state, inputs, logits);
+  Batch batch;
+  for (const PlanSeq& p : plan.seqs) batch.add(p.slot, p.tokens, p.all_logits, p.reset, p.new_pages);
+  return model.forward(pool, state, batch, logits);
 }
 
 Engine::Engine(KimiLinearModel& model, cpu::ThreadPool& pool, StateCache& state,

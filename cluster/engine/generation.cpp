@@ -113,7 +113,7 @@ Status generate(KimiLinearModel& model, cpu::ThreadPool& pool, const text::Token
   st.finish_reason = "length";
 
   auto t0 = Clock::now();
-  KILN_RETURN_IF_ERROR(model.forward(pool, *state, {{0, prompt, false}}, logits));
+  KILN_RETURN_IF_ERROR(model.forward(pool, *state, Batch::of({{0, prompt, false}}), logits));
   auto t1 = Clock::now();
   st.prefill_seconds = std::chrono::duration<double>(t1 - t0).count();
   constexpr int32_t kStop = -1, kNonFinite = -2;
@@ -140,7 +140,7 @@ Status generate(KimiLinearModel& model, cpu::ThreadPool& pool, const text::Token
     ++st.generated_tokens;
     if (root) on_text(decoder.push(token));
     if (i + 1 == options.max_tokens) break;
-    KILN_RETURN_IF_ERROR(model.forward(pool, *state, {{0, {token}, false}}, logits));
+    KILN_RETURN_IF_ERROR(model.forward(pool, *state, Batch::of({{0, {token}, false}}), logits));
   }
   if (root) on_text(decoder.flush());
   st.decode_seconds = std::chrono::duration<double>(Clock::now() - t1).count();

@@ -60,11 +60,11 @@ std::vector<float> run(KimiLinearModel& m, const std::vector<int32_t>& ids, bool
   EXPECT_TRUE(state.ok()) << state.status().to_string();
   std::vector<float> all, logits;
   if (batch) {
-    EXPECT_TRUE(m.forward(pool, **state, {{0, ids, true}}, all).ok());
+    EXPECT_TRUE(m.forward(pool, **state, Batch::of({{0, ids, true}}), all).ok());
     return all;
   }
   for (int32_t id : ids) {
-    EXPECT_TRUE(m.forward(pool, **state, {{0, {id}, false}}, logits).ok());
+    EXPECT_TRUE(m.forward(pool, **state, Batch::of({{0, {id}, false}}), logits).ok());
     all.insert(all.end(), logits.begin(), logits.end());
   }
   return all;
@@ -169,9 +169,9 @@ TEST(GpuModel, PrefillThenDecodeEqualsOnePrefill) {
     ASSERT_TRUE(state.ok());
     std::vector<float> logits;
     const std::vector<int32_t> head(ids.begin(), ids.begin() + split);
-    ASSERT_TRUE(m->forward(pool, **state, {{0, head, false}}, logits).ok());
+    ASSERT_TRUE(m->forward(pool, **state, Batch::of({{0, head, false}}), logits).ok());
     for (int64_t t = split; t < static_cast<int64_t>(ids.size()); ++t) {
-      ASSERT_TRUE(m->forward(pool, **state, {{0, {ids[t]}, false}}, logits).ok());
+      ASSERT_TRUE(m->forward(pool, **state, Batch::of({{0, {ids[t]}, false}}), logits).ok());
     }
     const std::vector<float> want(all.end() - vocab, all.end());
     const testing::Comparison c = compare_logits(logits, want, vocab, 1e-4, 1e-3);
@@ -198,8 +198,8 @@ TEST(GpuModel, BatchedSequencesInScatteredPagesMatchAlone) {
     for (int32_t p = static_cast<int32_t>(s); p < 40; p += 3) pages.push_back(p);
     (*paged)->append_pages(s, pages);
   }
-  std::vector<SeqInput> seqs;
-  for (int64_t s = 0; s < 3; ++s) seqs.push_back({s, prompts[s], true});
+  Batch seqs;
+  for (int64_t s = 0; s < 3; ++s) seqs.add(static_cast<int32_t>(s), prompts[s], true);
   std::vector<float> batched;
   ASSERT_TRUE(m->forward(pool, **paged, seqs, batched).ok());
   size_t off = 0;
@@ -229,12 +229,12 @@ TEST(GpuModel, GreedyContinuationMatchesCpu) {
     EXPECT_TRUE(state.ok());
     std::vector<float> logits;
     std::vector<int32_t> out;
-    EXPECT_TRUE(m.forward(pool, **state, {{0, random_ids(20, vocab, 5), false}}, logits).ok());
+    EXPECT_TRUE(m.forward(pool, **state, Batch::of({{0, random_ids(20, vocab, 5), false}}), logits).ok());
     for (int i = 0; i < 24; ++i) {
       // An argmax skips a NaN: a non-finite row must fail here, not pick a token.
       EXPECT_TRUE(testing::all_finite(logits.data(), vocab)) << "greedy step " << i;
       out.push_back(cpu::argmax(logits.data(), vocab));
-      EXPECT_TRUE(m.forward(pool, **state, {{0, {out.back()}, false}}, logits).ok());
+      EXPECT_TRUE(m.forward(pool, **state, Batch::of({{0, {out.back()}, false}}), logits).ok());
     }
     return out;
   };
@@ -250,7 +250,7 @@ TEST(GpuModel, StateOnTheWrongDeviceIsAnError) {
   cpu::ThreadPool pool(1);
   pool.set_exact_activations(true);  // the GPU keeps f32 activations
   std::vector<float> logits;
-  const Status s = m->forward(pool, *host_state, {{0, {1, 2, 3}, false}}, logits);
+  const Status s = m->forward(pool, *host_state, Batch::of({{0, {1, 2, 3}, false}}), logits);
   EXPECT_FALSE(s.ok());
   EXPECT_NE(s.message().find("cuda"), std::string::npos) << s.message();
 }

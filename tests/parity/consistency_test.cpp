@@ -42,7 +42,7 @@ std::vector<float> batch_logits(KimiLinearModel& m, cpu::ThreadPool& pool,
                                 const std::vector<int32_t>& ids) {
   auto state = m.new_state(1, static_cast<int64_t>(ids.size())).value();
   std::vector<float> logits;
-  EXPECT_TRUE(m.forward(pool, *state, {{0, ids, true}}, logits).ok());
+  EXPECT_TRUE(m.forward(pool, *state, Batch::of({{0, ids, true}}), logits).ok());
   return logits;
 }
 
@@ -107,9 +107,9 @@ TEST_F(SplitTest, PrefillThenDecodeEqualsOnePrefill) {
     auto state = model_->new_state(1, n).value();
     std::vector<float> got, logits;
     std::vector<int32_t> head(ids.begin(), ids.begin() + s);
-    ASSERT_TRUE(model_->forward(pool_, *state, {{0, head, true}}, got).ok());
+    ASSERT_TRUE(model_->forward(pool_, *state, Batch::of({{0, head, true}}), got).ok());
     for (int64_t t = s; t < n; ++t) {
-      ASSERT_TRUE(model_->forward(pool_, *state, {{0, {ids[t]}, false}}, logits).ok());
+      ASSERT_TRUE(model_->forward(pool_, *state, Batch::of({{0, {ids[t]}, false}}), logits).ok());
       got.insert(got.end(), logits.begin(), logits.end());
     }
     const testing::Comparison c = testing::compare_logits(got, want, vocab, 1e-4, 1e-3);
@@ -127,8 +127,8 @@ TEST_F(SplitTest, TwoChunkPrefillEqualsOnePrefill) {
     auto state = model_->new_state(1, n).value();
     std::vector<float> a, b;
     const std::vector<int32_t> head(ids.begin(), ids.begin() + s), tail(ids.begin() + s, ids.end());
-    ASSERT_TRUE(model_->forward(pool_, *state, {{0, head, true}}, a).ok());
-    ASSERT_TRUE(model_->forward(pool_, *state, {{0, tail, true}}, b).ok());
+    ASSERT_TRUE(model_->forward(pool_, *state, Batch::of({{0, head, true}}), a).ok());
+    ASSERT_TRUE(model_->forward(pool_, *state, Batch::of({{0, tail, true}}), b).ok());
     a.insert(a.end(), b.begin(), b.end());
     const testing::Comparison c = testing::compare_logits(a, want, vocab, 1e-4, 1e-3);
     EXPECT_LE(c.max_abs, 1e-4) << "split at " << s << ": " << testing::describe(c, a, want, vocab);
@@ -143,9 +143,9 @@ TEST_F(SplitTest, BatchOfSequencesEqualsEachAlone) {
   const std::vector<int32_t> c_prefix = random_ids(9, vocab, 3), c_rest = random_ids(5, vocab, 4);
   auto state = model_->new_state(3, 64).value();
   std::vector<float> logits;
-  ASSERT_TRUE(model_->forward(pool_, *state, {{2, c_prefix, false}}, logits).ok());
+  ASSERT_TRUE(model_->forward(pool_, *state, Batch::of({{2, c_prefix, false}}), logits).ok());
   std::vector<float> batched;
-  const std::vector<SeqInput> batch = {{0, a, true}, {1, b, true}, {2, c_rest, true}};
+  const Batch batch = Batch::of({{0, a, true}, {1, b, true}, {2, c_rest, true}});
   ASSERT_TRUE(model_->forward(pool_, *state, batch, batched).ok());
 
   std::vector<float> want = batch_logits(*model_, pool_, a);
@@ -162,11 +162,11 @@ TEST_F(SplitTest, BatchOfSequencesEqualsEachAlone) {
 TEST_F(SplitTest, RejectsBadTokensAndContextOverflow) {
   auto state = StateCache::with_fixed_pages(model_->shard_config(), 1, 4, {}, 4);
   std::vector<float> logits;
-  Status s = model_->forward(pool_, *state, {{0, {1, 2, 3, 4, 5}, false}}, logits);
+  Status s = model_->forward(pool_, *state, Batch::of({{0, {1, 2, 3, 4, 5}, false}}), logits);
   EXPECT_FALSE(s.ok());
   EXPECT_NE(s.message().find("context"), std::string::npos) << s.message();
   const int32_t bad = static_cast<int32_t>(model_->config().vocab_size);
-  s = model_->forward(pool_, *state, {{0, {bad}, false}}, logits);
+  s = model_->forward(pool_, *state, Batch::of({{0, {bad}, false}}), logits);
   EXPECT_FALSE(s.ok());
   EXPECT_NE(s.message().find("token id"), std::string::npos) << s.message();
 }
@@ -176,20 +176,20 @@ TEST_F(SplitTest, RejectsBadTokensAndContextOverflow) {
 TEST_F(SplitTest, PagedSlotMustHavePagesForItsTokens) {
   auto state = model_->new_paged_state(2, 4, 4).value();
   std::vector<float> logits;
-  Status s = model_->forward(pool_, *state, {{0, {1, 2}, false}}, logits);
+  Status s = model_->forward(pool_, *state, Batch::of({{0, {1, 2}, false}}), logits);
   EXPECT_EQ(s.code(), StatusCode::kInvalidArgument);
   EXPECT_EQ(s.message(), "sequence in slot 0 needs 2 tokens of context, its pages hold 0");
   state->append_pages(0, {3});
   state->append_pages(1, {1, 0});
-  ASSERT_TRUE(model_->forward(pool_, *state, {{0, {1, 2, 3}, false}}, logits).ok());
-  s = model_->forward(pool_, *state, {{1, {4, 5}, false}, {0, {4, 5}, false}}, logits);
+  ASSERT_TRUE(model_->forward(pool_, *state, Batch::of({{0, {1, 2, 3}, false}}), logits).ok());
+  s = model_->forward(pool_, *state, Batch::of({{1, {4, 5}, false}, {0, {4, 5}, false}}), logits);
   EXPECT_EQ(s.code(), StatusCode::kInvalidArgument);
   EXPECT_EQ(s.message(), "sequence in slot 0 needs 5 tokens of context, its pages hold 4");
   EXPECT_EQ(state->length(0), 3);
   EXPECT_EQ(state->length(1), 0);
   state->append_pages(0, {2});
   ASSERT_TRUE(
-      model_->forward(pool_, *state, {{1, {4, 5}, false}, {0, {4, 5}, false}}, logits).ok());
+      model_->forward(pool_, *state, Batch::of({{1, {4, 5}, false}, {0, {4, 5}, false}}), logits).ok());
   EXPECT_EQ(state->length(0), 5);
   EXPECT_EQ(state->length(1), 2);
 }
@@ -211,7 +211,7 @@ TEST_F(SplitTest, ActivationHookTagsEveryLayer) {
       });
   auto state = model_->new_state(1, 8).value();
   std::vector<float> logits;
-  ASSERT_TRUE(model_->forward(pool_, *state, {{0, {1, 2, 3, 4, 5}, false}}, logits).ok());
+  ASSERT_TRUE(model_->forward(pool_, *state, Batch::of({{0, {1, 2, 3, 4, 5}, false}}), logits).ok());
   model_->set_activation_hook(nullptr);
   EXPECT_TRUE(seen.count({0, "embedding"}));
   for (int64_t i = 0; i < c.num_layers; ++i) {
@@ -233,11 +233,11 @@ namespace {
 
 // One forward's rows for the sequence in `slot` (rows of the batch come per sequence in order:
 // all its tokens or one).
-std::vector<float> rows_of(const std::vector<SeqInput>& seqs, const std::vector<float>& logits,
-                           int64_t slot, int64_t vocab) {
+std::vector<float> rows_of(const Batch& seqs, const std::vector<float>& logits, int64_t slot,
+                           int64_t vocab) {
   int64_t row = 0;
-  for (const SeqInput& s : seqs) {
-    const int64_t n = s.all_logits ? static_cast<int64_t>(s.tokens.size()) : 1;
+  for (const BatchSpan& s : seqs.spans) {
+    const int64_t n = s.all_logits ? s.n : 1;
     if (s.slot == slot) {
       return {logits.begin() + row * vocab, logits.begin() + (row + n) * vocab};
     }
@@ -279,9 +279,9 @@ TEST_P(BatchInvarianceTest, SequenceLogitsDoNotDependOnTheBatch) {
   {
     auto state = model.new_paged_state(3, 40, 4).value();
     state->append_pages(0, {0, 1, 2, 3, 4, 5, 6});
-    ASSERT_TRUE(model.forward(one, *state, {{0, a, true}}, alone).ok());
+    ASSERT_TRUE(model.forward(one, *state, Batch::of({{0, a, true}}), alone).ok());
     for (int32_t t : a_next) {
-      ASSERT_TRUE(model.forward(one, *state, {{0, {t}, false}}, logits).ok());
+      ASSERT_TRUE(model.forward(one, *state, Batch::of({{0, {t}, false}}), logits).ok());
       alone.insert(alone.end(), logits.begin(), logits.end());
     }
   }
@@ -289,13 +289,13 @@ TEST_P(BatchInvarianceTest, SequenceLogitsDoNotDependOnTheBatch) {
   state->append_pages(A, {31, 2, 17, 9, 38, 5, 22});
   state->append_pages(B, {1, 0, 33, 12, 28});
   state->append_pages(C, {7, 3, 26, 14, 19});
-  const std::vector<std::vector<SeqInput>> steps = {
-      {{B, b, false}, {A, a, true}},
-      {{A, {a_next[0]}, false}, {C, c, true}},
-      {{C, {d[0]}, false}, {B, {d[1]}, false}, {A, {a_next[1]}, false}},
-      {{B, b_more, true}, {A, {a_next[2]}, false}, {C, {d[2]}, false}},
-      {{A, {a_next[3]}, false}},
-      {{C, {d[1]}, false}, {A, {a_next[4]}, false}, {B, {d[0]}, false}},
+  const std::vector<Batch> steps = {
+      Batch::of({{B, b, false}, {A, a, true}}),
+      Batch::of({{A, {a_next[0]}, false}, {C, c, true}}),
+      Batch::of({{C, {d[0]}, false}, {B, {d[1]}, false}, {A, {a_next[1]}, false}}),
+      Batch::of({{B, b_more, true}, {A, {a_next[2]}, false}, {C, {d[2]}, false}}),
+      Batch::of({{A, {a_next[3]}, false}}),
+      Batch::of({{C, {d[1]}, false}, {A, {a_next[4]}, false}, {B, {d[0]}, false}}),
   };
   std::vector<float> batched;
   for (const auto& step : steps) {
@@ -348,12 +348,12 @@ TEST(Int8Decode, DecodeStepsQuantizeActivationsUnlessExact) {
       cpu::ThreadPool pool(2);
       pool.set_exact_activations(exact);
       auto state = (*m)->new_state(1, 16).value();
-      ASSERT_TRUE((*m)->forward(pool, *state, {{0, prompt, false}}, logits[exact]).ok());
+      ASSERT_TRUE((*m)->forward(pool, *state, Batch::of({{0, prompt, false}}), logits[exact]).ok());
       (*m)->set_activation_hook(
           [&](int64_t layer, const char* name, const float* d, int64_t rows, int64_t cols) {
             if (layer == 0) first_layer[exact][name].assign(d, d + rows * cols);
           });
-      ASSERT_TRUE((*m)->forward(pool, *state, {{0, {prompt[0]}, false}}, logits[exact]).ok());
+      ASSERT_TRUE((*m)->forward(pool, *state, Batch::of({{0, {prompt[0]}, false}}), logits[exact]).ok());
       (*m)->set_activation_hook(nullptr);
     }
     for (const char* name : {"kda.q", "kda.k", "kda.v"}) {

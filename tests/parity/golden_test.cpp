@@ -30,11 +30,11 @@ class GoldenTest : public ::testing::Test {
     auto state = model_->new_state(1, static_cast<int64_t>(ids.size()) + 64).value();
     std::vector<float> all, logits;
     if (batch) {
-      EXPECT_TRUE(model_->forward(*pool_, *state, {{0, ids, true}}, all).ok());
+      EXPECT_TRUE(model_->forward(*pool_, *state, Batch::of({{0, ids, true}}), all).ok());
       return all;
     }
     for (int32_t id : ids) {
-      EXPECT_TRUE(model_->forward(*pool_, *state, {{0, {id}, false}}, logits).ok());
+      EXPECT_TRUE(model_->forward(*pool_, *state, Batch::of({{0, {id}, false}}), logits).ok());
       all.insert(all.end(), logits.begin(), logits.end());
     }
     return all;
@@ -76,13 +76,13 @@ TEST_F(GoldenTest, GreedyContinuationsMatch) {
     const int64_t vocab = model_->config().vocab_size;
     auto state = model_->new_state(1, static_cast<int64_t>(prompt.size() + want.size()) + 1).value();
     std::vector<float> logits;
-    ASSERT_TRUE(model_->forward(*pool_, *state, {{0, prompt, false}}, logits).ok());
+    ASSERT_TRUE(model_->forward(*pool_, *state, Batch::of({{0, prompt, false}}), logits).ok());
     std::vector<int32_t> got;
     for (size_t i = 0; i < want.size(); ++i) {
       ASSERT_TRUE(testing::all_finite(logits.data(), vocab))
           << stem << ": non-finite logits at greedy step " << i;
       got.push_back(cpu::argmax(logits.data(), vocab));
-      ASSERT_TRUE(model_->forward(*pool_, *state, {{0, {got.back()}, false}}, logits).ok());
+      ASSERT_TRUE(model_->forward(*pool_, *state, Batch::of({{0, {got.back()}, false}}), logits).ok());
     }
     EXPECT_EQ(got, want) << stem;
   }

@@ -19,14 +19,14 @@ namespace {
 
 using testing::random_ids;
 
-using Step = std::vector<SeqInput>;
+using Step = Batch;
 
 // Prefill two sequences (one with all logits), decode both twice, then a second prefill chunk.
 std::vector<Step> script(int64_t vocab) {
-  return {{{0, random_ids(23, vocab, 1), true}, {1, random_ids(7, vocab, 2), false}},
-          {{0, random_ids(1, vocab, 3), false}, {1, random_ids(1, vocab, 4), false}},
-          {{1, random_ids(1, vocab, 5), false}, {0, random_ids(1, vocab, 6), false}},
-          {{0, random_ids(5, vocab, 7), true}}};
+  return {Batch::of({{0, random_ids(23, vocab, 1), true}, {1, random_ids(7, vocab, 2), false}}),
+          Batch::of({{0, random_ids(1, vocab, 3), false}, {1, random_ids(1, vocab, 4), false}}),
+          Batch::of({{1, random_ids(1, vocab, 5), false}, {0, random_ids(1, vocab, 6), false}}),
+          Batch::of({{0, random_ids(5, vocab, 7), true}})};
 }
 
 // Runs the script on tensor × pipeline thread-ranks; returns global rank 0's logits per step.
@@ -163,7 +163,7 @@ TEST(ParallelGoldenTest, Tp2Pp2MatchesLlamaCpp) {
       cpu::ThreadPool pool(1);
       auto state = (*m)->new_state(1, 128).value();
       std::vector<float> logits;
-      ASSERT_TRUE((*m)->forward(pool, *state, {{0, tokens, true}}, logits).ok());
+      ASSERT_TRUE((*m)->forward(pool, *state, Batch::of({{0, tokens, true}}), logits).ok());
       if (rank == 0) got = logits;
     });
   }

@@ -114,7 +114,7 @@ TEST_P(ReferenceTest, MatchesHfTransformers) {
   cpu::ThreadPool pool(2);
   auto state = (*model)->new_state(1, static_cast<int64_t>(ids.size())).value();
   std::vector<float> got;
-  ASSERT_TRUE((*model)->forward(pool, *state, {{0, ids, true}}, got).ok());
+  ASSERT_TRUE((*model)->forward(pool, *state, Batch::of({{0, ids, true}}), got).ok());
   const testing::Comparison c = testing::compare_logits(got, want, vocab, 1e-4, 1e-3);
   std::printf("[parity] %s vs HF transformers: max |dlogit| = %.3g over %zu tokens\n", rc.name,
               c.max_abs, ids.size());
