@@ -4,8 +4,9 @@
 // Every step mixes one decode token per running sequence with prefill chunks of admitted ones,
 // within a token budget. Prompts are cut into chunks at fixed positions (multiples of
 // prefill_chunk) and a chunk that does not fit in the step waits whole for the next one, so a
-// request's arithmetic is the same alone or in any batch. After the forward, complete_step()
-// samples, detokenizes, applies stop conditions, pushes events and frees finished sequences.
+// request's arithmetic is the same alone or in any batch. After the forward, complete_step() hands
+// each sequence's logits rows to the OutputProcessor (sampling, logprobs, detokenizing, stop
+// conditions, events) and frees the slots and pages of the sequences that ended.
 #pragma once
 
 #include <chrono>
@@ -17,8 +18,8 @@
 #include <vector>
 
 #include "cluster/serve/metrics.h"
+#include "cluster/engine/output_processor.h"
 #include "cluster/engine/request.h"
-#include "cluster/engine/sampling.h"
 #include "cluster/engine/step_plan.h"
 #include "cluster/text/tokenizer.h"
 #include "kernels/base/status.h"
@@ -52,7 +53,8 @@ class Scheduler {
   Scheduler(const Scheduler&) = delete;
   Scheduler& operator=(const Scheduler&) = delete;
 
-  // Registers the metric families the scheduler updates (call once per Metrics).
+  // Registers the metric families the scheduler and its output processor update (call once per
+  // Metrics).
   static void define_metrics(Metrics& metrics);
 
   // Whether the request could ever be admitted (InvalidArgument: more choices than slots, or more
@@ -90,17 +92,14 @@ class Scheduler {
   void release(Sequence& seq);
   void drop_request(Active& active, const std::string& reason);
   void log_client_abort(const EngineRequest& request);
-  void emit_token(Sequence& seq, const float* row);
   // Ends a running request with an error event and frees its sequences.
   void fail_request(Active& active, int status, const std::string& message,
                     const std::string& reason);
   void publish_gauges();
 
   SchedulerOptions options_;
-  int64_t vocab_;
-  text::Tokenizer tokenizer_;
   Metrics* metrics_;
-  std::vector<int32_t> eos_ids_;
+  OutputProcessor outputs_;
   std::deque<std::shared_ptr<EngineRequest>> waiting_;
   std::vector<std::unique_ptr<Active>> running_;  // admission order
   std::vector<int32_t> free_slots_;               // stack, lowest slot on top
@@ -114,8 +113,6 @@ class Scheduler {
     bool samples;  // the entry ends the prompt or is a decode step: sample from its last row
   };
   std::vector<Planned> planned_;
-  std::vector<int32_t> banned_;  // scratch of emit_token
-  std::vector<float> scratch_;   // the logits row the sampler may modify
 };
 
 }  // namespace kiln::serve
