@@ -20,13 +20,6 @@ int64_t now_ns() {
 
 }  // namespace
 
-Status run_plan(KimiLinearModel& model, cpu::ThreadPool& pool, StateCache& state,
-                const StepPlan& plan, std::vector<float>& logits) {
-  Batch batch;
-  for (const PlanSeq& p : plan.seqs) batch.add(p.slot, p.tokens, p.all_logits, p.reset, p.new_pages);
-  return model.forward(pool, state, batch, logits);
-}
-
 Engine::Engine(KimiLinearModel& model, cpu::ThreadPool& pool, StateCache& state,
                Communicator* control, const text::Tokenizer& tokenizer, Options options,
                Metrics* metrics)
@@ -123,13 +116,13 @@ SchedulerStats Engine::stats() const {
 }
 
 bool Engine::step() {
-  StepPlan plan = scheduler_.next_step();
-  if (plan.seqs.empty()) return false;
+  scheduler_.next_step(plan_.batch);
+  if (plan_.batch.empty()) return false;
   const auto t0 = Clock::now();
   step_began_ns_.store(now_ns());
   const double comm0 = options_.data_plane != nullptr ? options_.data_plane->busy_seconds() : 0.0;
-  if (control_ != nullptr && control_->size() > 1) send_plan(*control_, plan);
-  Status s = run_plan(model_, pool_, state_, plan, logits_);
+  if (control_ != nullptr && control_->size() > 1) send_plan(*control_, plan_);
+  Status s = model_.forward(pool_, state_, plan_.batch, logits_);
   // A plan the model rejects means the scheduler and the state disagree: a bug, and the other
   // ranks are in the same forward, so the whole job must end.
   KILN_CHECK_MSG(s.ok(), "engine step failed");

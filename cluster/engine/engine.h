@@ -1,7 +1,7 @@
 // Engine: the serving loop. On rank 0 it owns the scheduler: requests arrive from gateway threads
-// through submit(); each step the scheduler's StepPlan is broadcast to every rank (control
-// communicator), every rank applies it to its state and runs the forward, and rank 0 samples from
-// the logits. An idle engine sleeps on a condition variable (rank 0) or in broadcast_idle (other
+// through submit(); each step the scheduler's Batch is broadcast to every rank as the step plan
+// (control communicator), every rank runs the forward over it (which applies its resets and new
+// pages to the rank's state), and rank 0 samples from the logits. An idle engine sleeps on a condition variable (rank 0) or in broadcast_idle (other
 // ranks), so an idle server keeps no core busy. Draining (SIGTERM) stops admissions, lets running
 // requests finish until a deadline, ends the rest with an error, and then sends every rank the
 // shutdown plan.
@@ -25,11 +25,6 @@
 #include "shard/model.h"
 
 namespace kiln::serve {
-
-// Applies a plan to this rank's state (resets, pages) and runs the forward. Returns the forward's
-// error (a plan that does not fit the state is a bug on a correct scheduler).
-Status run_plan(KimiLinearModel& model, cpu::ThreadPool& pool, StateCache& state,
-                const StepPlan& plan, std::vector<float>& logits);
 
 struct EngineHealth {
   bool running = false;    // run() has started and every rank answered its first heartbeat
@@ -92,6 +87,7 @@ class Engine {
   Options options_;
   Metrics* metrics_;
   Scheduler scheduler_;
+  StepPlan plan_;  // the step under way (kRun), its batch's storage reused step after step
   std::vector<float> logits_;
 
   mutable std::mutex mu_;

@@ -124,9 +124,9 @@ void Scheduler::admit() {
   }
 }
 
-StepPlan Scheduler::next_step() {
+void Scheduler::next_step(Batch& batch) {
   planned_.clear();
-  StepPlan plan;
+  batch.clear();
   // Requests whose client went away: queued ones are dropped, running ones freed.
   for (auto it = waiting_.begin(); it != waiting_.end();) {
     if ((*it)->stream->cancelled()) {
@@ -147,11 +147,8 @@ StepPlan Scheduler::next_step() {
   for (auto& a : running_) {
     for (auto& s : a->seqs) {
       if (s->finished || s->next_token < 0) continue;
-      PlanSeq p;
-      p.slot = s->slot;
-      p.tokens = {s->next_token};
+      batch.add(s->slot, {&s->next_token, 1});
       s->next_token = -1;
-      plan.seqs.push_back(std::move(p));
       planned_.push_back({s.get(), 0, 1, false, true});
       budget -= 1;
     }
@@ -169,21 +166,18 @@ StepPlan Scheduler::next_step() {
         blocked = true;
         continue;
       }
-      PlanSeq p;
-      p.slot = s->slot;
-      p.reset = !s->pages_sent;
-      if (!s->pages_sent) p.new_pages = s->pages;
+      const bool all_logits = r.params.echo && r.params.logprobs >= 0;
+      const bool first = !s->pages_sent;  // a new sequence: reset the slot, hand it its pages
+      const std::span<const int32_t> prompt(r.prompt), pages(s->pages);
+      batch.add(s->slot, prompt.subspan(static_cast<size_t>(s->prefilled), static_cast<size_t>(n)),
+                all_logits, first, first ? pages : pages.first(0));
       s->pages_sent = true;
-      p.all_logits = r.params.echo && r.params.logprobs >= 0;
-      p.tokens.assign(r.prompt.begin() + s->prefilled, r.prompt.begin() + end);
-      planned_.push_back({s.get(), s->prefilled, n, p.all_logits, end == len});
+      planned_.push_back({s.get(), s->prefilled, n, all_logits, end == len});
       s->prefilled = end;
       budget -= n;
-      plan.seqs.push_back(std::move(p));
     }
   }
   publish_gauges();
-  return plan;
 }
 
 void Scheduler::complete_step(const float* logits) {

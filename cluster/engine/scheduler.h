@@ -66,11 +66,13 @@ class Scheduler {
   // admitted (more choices than slots, or more pages than exist).
   Status enqueue(std::shared_ptr<EngineRequest> request);
 
-  // Drops cancelled requests, admits what fits and builds the next step; an empty plan (no
-  // sequences) when there is nothing to run.
-  StepPlan next_step();
-  // The forward's logits [rows][vocab] for the plan returned by the last next_step(): per plan
-  // sequence either one row per token (all_logits) or one row, in plan order. A request whose
+  // Drops cancelled requests, admits what fits and builds the next step into `batch` (cleared
+  // first; its storage is reused): the step plan every rank runs. Empty when there is nothing to
+  // run. Decode tokens come first, then prefill chunks; a new sequence's first span resets its
+  // slot and carries all its pages.
+  void next_step(Batch& batch);
+  // The forward's logits [rows][vocab] for the batch built by the last next_step(): per span
+  // either one row per token (all_logits) or one row, in span order. A request whose
   // rows hold a NaN or an infinity (a numerically broken model or checkpoint) ends with an error
   // event (500) and is freed; the other requests of the step go on.
   void complete_step(const float* logits);
@@ -104,7 +106,7 @@ class Scheduler {
   std::vector<std::unique_ptr<Active>> running_;  // admission order
   std::vector<int32_t> free_slots_;               // stack, lowest slot on top
   std::vector<int32_t> free_pages_;               // stack, lowest page on top
-  // The plan under way: which sequence each entry belongs to.
+  // The batch under way: which sequence each span belongs to.
   struct Planned {
     Sequence* seq;
     int64_t pos0;      // first prompt position of a prefill chunk
