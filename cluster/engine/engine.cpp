@@ -155,7 +155,13 @@ void Engine::heartbeat_if_due() {
   }
 }
 
-Status Engine::run() {
+Status Engine::run() { return loop(false, {}); }
+
+Status Engine::run_until_idle(const std::function<void()>& after_step) {
+  return loop(true, after_step);
+}
+
+Status Engine::loop(bool until_idle, const std::function<void()>& after_step) {
   last_step_ns_.store(now_ns());
   // Ready (health().running) once every rank has answered a first heartbeat: from then on the
   // others watch rank 0 with the short silence limit (worker.h).
@@ -169,6 +175,7 @@ Status Engine::run() {
     Clock::time_point deadline;
     {
       std::unique_lock lock(mu_);
+      if (until_idle && inbox_.empty() && scheduler_.idle()) break;
       if (inbox_.empty() && scheduler_.idle() && !draining_) {
         busy_.store(false);
         last_step_ns_.store(now_ns());
@@ -208,6 +215,7 @@ Status Engine::run() {
     }
     heartbeat_if_due();
     step();
+    if (after_step) after_step();
     std::lock_guard lock(mu_);
     stats_ = scheduler_.stats();
     waiting_ = stats_.waiting_requests;

@@ -72,11 +72,18 @@ class Engine {
 
   // The engine thread (the one that makes this rank's MPI calls): serves until drained.
   Status run();
+  // In-process use (kiln generate): the calling thread is the engine thread until every submitted
+  // request has ended, calling after_step (if set) after each step so the caller consumes its
+  // requests' events there; then, with other ranks, sends them the shutdown plan. No drain, no
+  // idle wait.
+  Status run_until_idle(const std::function<void()>& after_step = {});
 
   EngineHealth health() const;
   SchedulerStats stats() const;
 
  private:
+  // Serves until drained, or with until_idle until nothing is queued or running.
+  Status loop(bool until_idle, const std::function<void()>& after_step);
   bool step();  // one scheduler step; false when there was nothing to run
   void heartbeat_if_due();  // with other ranks: a heartbeat plan every options_.heartbeat_s
 

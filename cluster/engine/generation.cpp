@@ -5,7 +5,8 @@
 #include <cmath>
 #include <new>
 
-#include "cluster/engine/sampling.h"
+#include "cluster/engine/engine.h"
+#include "cluster/engine/worker.h"
 #include "cluster/text/chat_template.h"
 #include "shard/input_file.h"
 
@@ -80,69 +81,112 @@ StatusOr<std::string> render_chat_prompt(const Checkpoint& checkpoint, const std
   return text::render_chat(messages, options);
 }
 
+Status check_prompt(const std::vector<int32_t>& prompt, int64_t max_tokens,
+                    const ModelConfig& config, const text::Tokenizer& tokenizer) {
+  if (prompt.empty()) return invalid_argument("the prompt is empty");
+  if (const int64_t at = first_id_outside(prompt, config.vocab_size); at >= 0) {
+    const int32_t id = prompt[static_cast<size_t>(at)];
+    return invalid_argument("token {} of the prompt is '{}' (id {}), which this model cannot embed "
+                            "(vocab_size {})", at, tokenizer.token_bytes(id), id, config.vocab_size);
+  }
+  const int64_t context = static_cast<int64_t>(prompt.size()) + max_tokens;
+  if (context > config.max_context) {
+    return invalid_argument("prompt ({} tokens) + max tokens ({}) exceeds the model context ({})",
+                            prompt.size(), max_tokens, config.max_context);
+  }
+  return {};
+}
+
+namespace {
+
+constexpr int64_t kPageTokens = 64;  // StateCache::with_fixed_pages' default, as generate had
+// The other ranks of a CLI job wait on rank 0 through a whole prompt's prefill in one step.
+constexpr double kCliSilenceLimitS = 3600;
+
+// The engine options for one request of `prompt` + max_tokens: one slot, its pages, the whole
+// prompt in one step (one forward, as a single-sequence prefill).
+serve::Engine::Options one_request_options(int64_t prompt, int64_t max_tokens) {
+  serve::Engine::Options o;
+  o.scheduler.max_batch_tokens = std::max<int64_t>(prompt, 1);
+  o.scheduler.prefill_chunk = o.scheduler.max_batch_tokens;
+  o.scheduler.max_sequences = 1;
+  o.scheduler.max_queue = 1;
+  o.scheduler.page_tokens = kPageTokens;
+  o.scheduler.max_context = prompt + max_tokens;
+  o.scheduler.n_pages = (o.scheduler.max_context + kPageTokens - 1) / kPageTokens;
+  o.step_timeout_s = kCliSilenceLimitS;
+  return o;
+}
+
+}  // namespace
+
+Status run_one_request(KimiLinearModel& model, cpu::ThreadPool& pool,
+                       const text::Tokenizer& tokenizer, Communicator* control,
+                       std::shared_ptr<serve::EngineRequest> request,
+                       const std::function<void(serve::Event&)>& on_event) {
+  const serve::Engine::Options o = one_request_options(
+      static_cast<int64_t>(request->prompt.size()), request->params.max_tokens);
+  KILN_ASSIGN_OR_RETURN(std::unique_ptr<StateCache> state,
+                        model.new_paged_state(1, o.scheduler.n_pages, kPageTokens));
+  KILN_RETURN_IF_ERROR(model.reserve(o.scheduler.max_batch_tokens));
+  if (control != nullptr && control->rank() != 0) {
+    serve::WorkerOptions w;
+    w.silence_timeout_s = w.first_message_timeout_s = kCliSilenceLimitS;
+    return serve::run_worker(model, pool, *state, *control, w);
+  }
+  serve::Engine engine(model, pool, *state, control, tokenizer, o, nullptr);
+  if (!request->stream) request->stream = std::make_shared<serve::RequestStream>();
+  auto stream = request->stream;
+  KILN_RETURN_IF_ERROR(engine.submit(std::move(request)));
+  auto consume = [&] {
+    for (serve::Event& e : stream->take()) on_event(e);
+  };
+  Status s = engine.run_until_idle(consume);
+  consume();
+  return s;
+}
+
 Status generate(KimiLinearModel& model, cpu::ThreadPool& pool, const text::Tokenizer& tokenizer,
                 const std::vector<int32_t>& prompt, const GenerationOptions& options,
                 const std::function<void(std::string_view)>& on_text, GenerationStats* stats,
                 Communicator* control) {
   using Clock = std::chrono::steady_clock;
-  if (prompt.empty()) return invalid_argument("the prompt is empty");
-  const int64_t vocab = model.config().vocab_size;
-  if (const int64_t at = first_id_outside(prompt, vocab); at >= 0) {
-    const int32_t id = prompt[static_cast<size_t>(at)];
-    return invalid_argument("token {} of the prompt is '{}' (id {}), which this model cannot embed "
-                            "(vocab_size {})", at, tokenizer.token_bytes(id), id, vocab);
-  }
-  const int64_t context = static_cast<int64_t>(prompt.size()) + options.max_tokens;
-  if (context > model.config().max_context) {
-    return invalid_argument("prompt ({} tokens) + max tokens ({}) exceeds the model context ({})",
-                            prompt.size(), options.max_tokens, model.config().max_context);
-  }
-  const bool root = control == nullptr || control->rank() == 0;
-  KILN_ASSIGN_OR_RETURN(std::unique_ptr<StateCache> state, model.new_state(1, context));
-  serve::SamplingOptions sampling;
-  sampling.temperature = options.sampling.temperature;
-  sampling.top_k = options.sampling.top_k;
-  sampling.top_p = options.sampling.top_p;
-  sampling.min_p = options.sampling.min_p;
-  serve::SequenceSampler sampler(sampling, options.seed, vocab);
-  text::StreamDecoder decoder(tokenizer);
-  const std::vector<int32_t> eos = tokenizer.eos_ids();
-  std::vector<float> logits;
+  KILN_RETURN_IF_ERROR(check_prompt(prompt, options.max_tokens, model.config(), tokenizer));
+  auto request = std::make_shared<serve::EngineRequest>();
+  request->id = "generate";
+  request->prompt = prompt;
+  serve::GenerateParams& g = request->params;
+  g.max_tokens = options.max_tokens;
+  g.ignore_eos = !options.stop_at_eos;
+  g.skip_special_tokens = false;
+  g.sampling.temperature = options.sampling.temperature;
+  g.sampling.top_k = options.sampling.top_k;
+  g.sampling.top_p = options.sampling.top_p;
+  g.sampling.min_p = options.sampling.min_p;
+  g.sampling.seed = options.seed;
+
   GenerationStats st;
   st.prompt_tokens = static_cast<int64_t>(prompt.size());
   st.finish_reason = "length";
-
-  auto t0 = Clock::now();
-  KILN_RETURN_IF_ERROR(model.forward(pool, *state, Batch::of({{0, prompt, false}}), logits));
-  auto t1 = Clock::now();
+  Status failed;
+  const auto t0 = Clock::now();
+  std::optional<Clock::time_point> first;  // the first token's arrival ends the prefill
+  Status s = run_one_request(model, pool, tokenizer, control, request, [&](serve::Event& e) {
+    if (e.kind == serve::Event::Kind::kError) {
+      failed = internal_error("{}", e.message);
+    } else if (e.kind == serve::Event::Kind::kDelta) {
+      if (!first) first = Clock::now();
+      st.generated_tokens += static_cast<int64_t>(e.tokens.size());
+      on_text(e.text);
+      if (e.finish_reason) st.finish_reason = *e.finish_reason;
+      // An end-of-generation token ends the output and is not part of it.
+      if (st.finish_reason == "stop") st.generated_tokens -= 1;
+    }
+  });
+  KILN_RETURN_IF_ERROR(s);
+  KILN_RETURN_IF_ERROR(failed);
+  const auto t1 = first.value_or(Clock::now());
   st.prefill_seconds = std::chrono::duration<double>(t1 - t0).count();
-  constexpr int32_t kStop = -1, kNonFinite = -2;
-  for (int64_t i = 0; i < options.max_tokens; ++i) {
-    int32_t token = kStop;
-    if (root) {
-      if (!std::all_of(logits.begin(), logits.begin() + vocab,
-                       [](float x) { return std::isfinite(x); })) {
-        token = kNonFinite;
-      } else {
-        token = sampler.sample(logits.data(), {}, {});
-      }
-      if (options.stop_at_eos && std::find(eos.begin(), eos.end(), token) != eos.end()) {
-        st.finish_reason = "stop";
-        token = kStop;
-      }
-    }
-    if (control != nullptr) control->broadcast(&token, sizeof(token), 0);
-    if (token == kNonFinite) {
-      return internal_error("the model produced non-finite logits (NaN or infinity) after {} "
-                            "prompt and {} generated tokens", prompt.size(), i);
-    }
-    if (token < 0) break;
-    ++st.generated_tokens;
-    if (root) on_text(decoder.push(token));
-    if (i + 1 == options.max_tokens) break;
-    KILN_RETURN_IF_ERROR(model.forward(pool, *state, Batch::of({{0, {token}, false}}), logits));
-  }
-  if (root) on_text(decoder.flush());
   st.decode_seconds = std::chrono::duration<double>(Clock::now() - t1).count();
   if (stats != nullptr) *stats = st;
   return {};

@@ -112,10 +112,10 @@ std::optional<std::string> OutputProcessor::detokenize(ChoiceState& c, const Eng
       (!g.ignore_eos && contains(eos_ids_, token)) || contains(g.stop_token_ids, token);
   std::optional<std::string> reason;
   if (!end_token) {
-    // Special tokens (turn markers, reserved ids) are not part of the text, as in vLLM's default
-    // skip_special_tokens; they still count as generated tokens.
-    StopMatcher::Result m =
-        c.stop.push(tokenizer_.is_special(token) ? std::string() : c.decoder.push(token));
+    // Special tokens (turn markers, reserved ids) are not part of the text unless asked for, as
+    // with vLLM's skip_special_tokens; they still count as generated tokens.
+    const bool skip = g.skip_special_tokens && tokenizer_.is_special(token);
+    StopMatcher::Result m = c.stop.push(skip ? std::string() : c.decoder.push(token));
     text = std::move(m.emit);
     if (m.stopped) reason = "stop";
   } else {
