@@ -1,8 +1,9 @@
 // Engine: the serving loop. On rank 0 it owns the scheduler: requests arrive from gateway threads
 // through submit(); each step the scheduler's Batch is broadcast to every rank as the step plan
 // (control communicator), every rank runs the forward over it (which applies its resets and new
-// pages to the rank's state), and rank 0 samples from the logits. An idle engine sleeps on a condition variable (rank 0) or in broadcast_idle (other
-// ranks), so an idle server keeps no core busy. Draining (SIGTERM) stops admissions, lets running
+// pages to the rank's state), and rank 0 samples from the logits. An idle engine sleeps on a
+// condition variable (rank 0) or in broadcast_idle (other ranks), so an idle server keeps no core
+// busy. Draining (SIGTERM) stops admissions, lets running
 // requests finish until a deadline, ends the rest with an error, and then sends every rank the
 // shutdown plan.
 #pragma once

@@ -87,7 +87,8 @@ Status check_prompt(const std::vector<int32_t>& prompt, int64_t max_tokens,
   if (const int64_t at = first_id_outside(prompt, config.vocab_size); at >= 0) {
     const int32_t id = prompt[static_cast<size_t>(at)];
     return invalid_argument("token {} of the prompt is '{}' (id {}), which this model cannot embed "
-                            "(vocab_size {})", at, tokenizer.token_bytes(id), id, config.vocab_size);
+                            "(vocab_size {})",
+                            at, tokenizer.token_bytes(id), id, config.vocab_size);
   }
   const int64_t context = static_cast<int64_t>(prompt.size()) + max_tokens;
   if (context > config.max_context) {

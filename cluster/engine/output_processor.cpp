@@ -147,7 +147,9 @@ void OutputProcessor::observe_token(ChoiceState& c, const EngineRequest& r) {
 }
 
 void OutputProcessor::done(const EngineRequest& r, const Usage& usage) {
-  if (metrics_ != nullptr) metrics_->observe("e2e_request_latency_seconds", seconds_since(r.arrival));
+  if (metrics_ != nullptr) {
+    metrics_->observe("e2e_request_latency_seconds", seconds_since(r.arrival));
+  }
   Event e;
   e.kind = Event::Kind::kDone;
   e.usage = usage;

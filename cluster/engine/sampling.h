@@ -31,9 +31,10 @@ class SequenceSampler {
   // generated tokens (logit −= f·count + p·[count > 0]), logit_bias added, `banned` ids set to −∞,
   // then cpu::sample_token: greedy (temperature < cpu::kGreedyTemperature, as vLLM: argmax,
   // lowest id on ties) or temperature → top-k → top-p → min-p → draw with u = 53 bits of the
-  // sequence's generator (one draw per non-greedy call). The generated tokens are the ones passed to accept(), which the caller must do for
-  // every chosen token. Ids outside [0, vocab) in prompt, banned or logit_bias are ignored. If no
-  // token is left with a logit above −∞, returns the argmax of the raw row (always a valid id).
+  // sequence's generator (one draw per non-greedy call). The generated tokens are the ones passed
+  // to accept(), which the caller must do for every chosen token. Ids outside [0, vocab) in
+  // prompt, banned or logit_bias are ignored. If no token is left with a logit above −∞, returns
+  // the argmax of the raw row (always a valid id).
   // O(vocab + |prompt| + k log k) per call; allocates nothing once warm.
   int32_t sample(float* logits, std::span<const int32_t> prompt, std::span<const int32_t> banned);
   // Records a generated token (for the repetition, presence and frequency penalties).

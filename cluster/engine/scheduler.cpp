@@ -42,7 +42,9 @@ struct Scheduler::Active {
 
 Scheduler::Scheduler(SchedulerOptions options, int64_t vocab, const text::Tokenizer& tokenizer,
                      Metrics* metrics)
-    : options_(options), metrics_(metrics), outputs_(vocab, options.max_context, tokenizer, metrics) {
+    : options_(options),
+      metrics_(metrics),
+      outputs_(vocab, options.max_context, tokenizer, metrics) {
   KILN_CHECK(options_.max_sequences > 0 && options_.n_pages > 0 && options_.page_tokens > 0);
   KILN_CHECK(options_.prefill_chunk > 0 && options_.prefill_chunk <= options_.max_batch_tokens);
   KILN_CHECK(options_.max_sequences <= options_.max_batch_tokens);
