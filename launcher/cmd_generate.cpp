@@ -1,7 +1,7 @@
 // kiln generate: tokenizes a prompt (optionally in the chat format), generates, streams text.
 #include <cstdio>
 
-#include "cluster/generation.h"
+#include "cluster/engine/generation.h"
 #include "cluster/topology/rank_model.h"
 #include "text/chat_template.h"
 #include "launcher/commands.h"

@@ -3,7 +3,7 @@
 #include <cstdio>
 #include <map>
 
-#include "cluster/generation.h"
+#include "cluster/engine/generation.h"
 #include "launcher/commands.h"
 #include "shard/model.h"
 

@@ -10,7 +10,7 @@
 #include <variant>
 #include <vector>
 
-#include "cluster/serve/request.h"
+#include "cluster/engine/request.h"
 #include "text/chat_template.h"
 #include "text/tokenizer.h"
 

@@ -12,7 +12,7 @@
 #include "cluster/gateway/gateway.h"
 #include "cluster/api/api.h"
 #include "cluster/api/auth.h"
-#include "cluster/serve/engine.h"
+#include "cluster/engine/engine.h"
 #include "cluster/serve/metrics.h"
 #include "text/chat_template.h"
 #include "text/tokenizer.h"

@@ -11,7 +11,7 @@
 #include "cluster/api/routes.h"
 #include "cluster/comm/world.h"
 #include "cluster/gateway/gateway.h"
-#include "cluster/serve/engine.h"
+#include "cluster/engine/engine.h"
 #include "cluster/serve/shutdown.h"
 #include "cluster/topology/topology.h"
 #include "kernels/base/status.h"

@@ -14,13 +14,15 @@
 
 #include "cluster/api/routes.h"
 #include "cluster/gateway/gateway.h"
-#include "cluster/generation.h"
-#include "cluster/serve/engine.h"
+#include "cluster/engine/generation.h"
+#include "cluster/engine/engine.h"
 #include "cluster/serve/rank0_run.h"
 #include "cluster/serve/shutdown.h"
-#include "cluster/serve/worker.h"
+#include "cluster/engine/worker.h"
 #include "cluster/topology/launch_plan.h"
 #include "cluster/topology/rank_model.h"
+#include "cluster/api/routes.h"
+#include "text/chat_template.h"
 #include "kernels/base/check.h"
 #include "text/chat_template.h"
 

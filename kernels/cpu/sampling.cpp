@@ -1,11 +1,9 @@
-// Softmax, argmax and token sampling. Filters apply in the order temperature, top-k, top-p,
-// min-p; the survivors are sampled by inverse CDF with the caller's uniform u. Candidates are
-// walked in descending-probability order (ties: lower token id) whenever top-k or top-p sorted
-// them, otherwise in token-id order; either way P(token) is its renormalised probability.
+// Softmax, argmax and the token sampler (contracts in sampling.h).
 #include "kernels/cpu/sampling.h"
 
 #include <algorithm>
 #include <cmath>
+#include <limits>
 
 #include "kernels/base/check.h"
 #include "kernels/cpu/vec_math.h"
@@ -13,22 +11,67 @@
 namespace kiln::cpu {
 namespace {
 
-using Cand = std::pair<float, int32_t>;
+using Cand = std::pair<float, int32_t>;  // (logit or probability, token id)
+constexpr float kNegInf = -std::numeric_limits<float>::infinity();
 
+// Larger value first, lower id on ties: a strict total order, so every selection below picks the
+// same set whether it sorts or partitions.
 bool higher(const Cand& a, const Cand& b) {
   return a.first > b.first || (a.first == b.first && a.second < b.second);
 }
 
-int32_t inverse_cdf(const std::vector<Cand>& c, float u) {
+// Keeps the k best of c, sorted best first: O(n + k log k).
+void keep_top_k(std::vector<Cand>& c, size_t k) {
+  std::nth_element(c.begin(), c.begin() + static_cast<ptrdiff_t>(k - 1), c.end(), higher);
+  c.resize(k);
+  std::sort(c.begin(), c.end(), higher);
+}
+
+// Size of the nucleus of c (probabilities): the shortest best-first prefix whose mass reaches
+// `need`, at least 1. Sorted c: a scan. Otherwise a quickselect on mass moves the nucleus to the
+// front of c (unordered within) in expected O(n): the prefix [0, lo) is in the nucleus with mass
+// `cum` < need, and the candidate that completes it lies in [lo, hi).
+size_t nucleus(std::vector<Cand>& c, double need, bool sorted) {
+  if (sorted) {
+    double cum = 0.0;
+    size_t keep = 0;
+    while (keep < c.size() && (keep == 0 || cum < need)) cum += c[keep++].first;
+    return keep;
+  }
+  size_t lo = 0, hi = c.size();
+  double cum = 0.0;
+  while (hi - lo > 1) {
+    const size_t mid = lo + (hi - lo) / 2;
+    const auto first = c.begin() + static_cast<ptrdiff_t>(lo);
+    std::nth_element(first, c.begin() + static_cast<ptrdiff_t>(mid),
+                     c.begin() + static_cast<ptrdiff_t>(hi), higher);
+    double mass = 0.0;
+    for (size_t i = lo; i < mid; ++i) mass += c[i].first;
+    if (cum + mass >= need) {
+      hi = mid;
+    } else {
+      cum += mass;
+      lo = mid;
+    }
+  }
+  return lo + 1;
+}
+
+// Inverse CDF of the candidates (unnormalised p) at u: the first whose running mass exceeds
+// u·total; candidates with p = 0 are skipped, so rounding never lands on one.
+int32_t inverse_cdf(const std::vector<Cand>& c, double u) {
   double total = 0.0;
   for (const auto& x : c) total += x.first;
-  const double target = double(u) * total;
+  const double target = u * total;
   double cum = 0.0;
+  int32_t last = -1;
   for (const auto& x : c) {
+    if (x.first <= 0.0f) continue;  // underflowed: never drawn, not even by rounding
     cum += x.first;
+    last = x.second;
     if (cum > target) return x.second;
   }
-  return c.back().second;  // u·total rounded up to the full sum
+  return last;  // u·total rounded up to the full sum
 }
 
 }  // namespace
@@ -52,37 +95,31 @@ int32_t argmax(const float* x, int64_t n) {
   return static_cast<int32_t>(best);
 }
 
-int32_t sample_token(const float* logits, int64_t n, const SamplingParams& params, float u,
+int32_t sample_token(const float* logits, int64_t n, const SamplingParams& params, double u,
                      std::vector<std::pair<float, int32_t>>& scratch) {
   KILN_CHECK(n >= 1);
-  if (params.temperature <= 0.0f) return argmax(logits, n);
+  if (is_greedy(params)) return argmax(logits, n);
+  float mx = kNegInf;
+  for (int64_t i = 0; i < n; ++i) mx = std::max(mx, logits[i]);  // skips NaN
+  if (!(mx > kNegInf)) return -1;
+  if (std::isinf(mx)) return argmax(logits, n);  // +∞: every temperature's limit
   auto& c = scratch;
-  c.resize(static_cast<size_t>(n));
-  const float inv_t = 1.0f / params.temperature;
-  for (int64_t i = 0; i < n; ++i) c[size_t(i)] = {logits[i] * inv_t, static_cast<int32_t>(i)};
+  c.clear();
+  for (int64_t i = 0; i < n; ++i)
+    if (logits[i] > kNegInf) c.emplace_back(logits[i], static_cast<int32_t>(i));
   bool sorted = false;
-  if (params.top_k > 0 && params.top_k < n) {
-    std::partial_sort(c.begin(), c.begin() + params.top_k, c.end(), higher);
-    c.resize(static_cast<size_t>(params.top_k));
+  const auto k = static_cast<size_t>(std::max(params.top_k, 0));
+  if (k > 0 && k < c.size()) {  // on logits, before exp: only k exponentials
+    keep_top_k(c, k);
     sorted = true;
   }
-  float mx = -INFINITY;
-  for (const auto& x : c) mx = std::max(mx, x.first);
+  const float inv_t = 1.0f / params.temperature;
   double total = 0.0;
-  for (auto& x : c) total += (x.first = std::exp(x.first - mx));  // unnormalised, max = 1
-  if (params.top_p < 1.0f) {
-    if (!sorted) std::sort(c.begin(), c.end(), higher);
-    sorted = true;
-    const double need = double(params.top_p) * total;
-    double cum = 0.0;
-    size_t keep = 0;
-    while (keep < c.size() && (keep == 0 || cum < need)) cum += c[keep++].first;
-    c.resize(keep);
-  }
-  if (params.min_p > 0.0f) {  // relative to the max probability, which is exp(0) = 1 here
-    const float cut = params.min_p;
-    c.erase(std::remove_if(c.begin(), c.end(), [&](const Cand& x) { return x.first < cut; }),
-            c.end());
+  for (auto& x : c) total += (x.first = std::exp((x.first - mx) * inv_t));  // the max is 1
+  if (params.top_p < 1.0f) c.resize(nucleus(c, double(params.top_p) * total, sorted));
+  if (params.min_p > 0.0f) {  // relative to the max probability, exp(0) = 1, always kept
+    const float cut = std::min(params.min_p, 1.0f);
+    std::erase_if(c, [&](const Cand& x) { return x.first < cut; });
   }
   return inverse_cdf(c, u);
 }

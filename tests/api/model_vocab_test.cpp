@@ -18,11 +18,11 @@
 #include <boost/json.hpp>
 #include <gtest/gtest.h>
 
-#include "cluster/generation.h"
+#include "cluster/engine/generation.h"
 #include "tools/make_model/make_model.h"
 #include "tests/common/micro_model.h"
 #include "tests/common/run_command.h"
-#include "cluster/serve/engine.h"
+#include "cluster/engine/engine.h"
 #include "cluster/api/routes.h"
 #include "text/vocab_fit.h"
 #include "shard/gguf.h"

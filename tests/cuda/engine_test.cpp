@@ -8,10 +8,10 @@
 
 #include <gtest/gtest.h>
 
-#include "cluster/generation.h"
+#include "cluster/engine/generation.h"
 #include "tools/make_model/make_model.h"
 #include "tests/common/micro_model.h"
-#include "cluster/serve/engine.h"
+#include "cluster/engine/engine.h"
 #include "tests/cuda/cuda_test_util.h"
 
 namespace kiln::serve {

@@ -1,5 +1,6 @@
 // MoE routing vs ref (ids exact, ties to the lower index; weights NMSE ≤ 1e-12), softmax and
-// argmax vs ref, and sample_token's filters checked by sweeping u over [0, 1).
+// argmax vs ref, sample_token's filters checked by sweeping u over [0, 1), and its edges: u just
+// below 1 and rows with nothing above −∞.
 #include <cmath>
 #include <map>
 #include <vector>
@@ -81,7 +82,7 @@ std::map<int32_t, double> sweep(const std::vector<float>& lg, const cpu::Samplin
   std::map<int32_t, double> f;
   const int n_u = 20000;
   for (int i = 0; i < n_u; ++i) {
-    f[cpu::sample_token(lg.data(), int64_t(lg.size()), p, (i + 0.5f) / n_u, scratch)] += 1.0 / n_u;
+    f[cpu::sample_token(lg.data(), int64_t(lg.size()), p, (i + 0.5) / n_u, scratch)] += 1.0 / n_u;
   }
   return f;
 }
@@ -111,6 +112,45 @@ TEST(Sampling, FiltersAndDistribution) {
   std::vector<std::pair<float, int32_t>> scratch;
   const int32_t t = cpu::sample_token(lg.data(), 4, {}, 0.99999994f, scratch);
   EXPECT_TRUE(t >= 0 && t < 4);
+}
+
+// u is taken in double: the largest u below 1 (which a float would round to 1) still lands on a
+// token that has probability, never on an excluded (−∞) or underflowed one.
+TEST(Sampling, UJustBelowOneDrawsOnlyTokensWithProbability) {
+  std::vector<std::pair<float, int32_t>> scratch;
+  const double top = std::nextafter(1.0, 0.0);
+  const std::vector<float> banned_last = {0.0f, 1.0f, -INFINITY};
+  EXPECT_EQ(cpu::sample_token(banned_last.data(), 3, {}, top, scratch), 1);
+  // exp(-200) underflows to 0 in float: token 1 is a candidate with p = 0.
+  const std::vector<float> underflow = {0.0f, -200.0f};
+  EXPECT_EQ(cpu::sample_token(underflow.data(), 2, {}, top, scratch), 0);
+  EXPECT_EQ(cpu::sample_token(underflow.data(), 2, {.top_k = 2}, top, scratch), 0);
+  // Just below the first token's share (1/2 of two equal logits): still the first token.
+  const std::vector<float> even = {0.0f, 0.0f};
+  EXPECT_EQ(cpu::sample_token(even.data(), 2, {}, std::nextafter(0.5, 0.0), scratch), 0);
+  EXPECT_EQ(cpu::sample_token(even.data(), 2, {}, 0.5, scratch), 1);
+}
+
+// A row with nothing above −∞ (all −∞, all NaN, or a mix) has no candidate: −1, for the caller
+// to fall back on, never a NaN-driven pick. Greedy parameters still give the argmax.
+TEST(Sampling, RowWithoutCandidatesReturnsMinusOne) {
+  std::vector<std::pair<float, int32_t>> scratch;
+  const float nan = std::nanf("");
+  const std::vector<std::vector<float>> rows = {
+      {-INFINITY, -INFINITY, -INFINITY}, {nan, nan}, {nan, -INFINITY, nan}};
+  for (size_t r = 0; r < rows.size(); ++r) {
+    const auto n = static_cast<int64_t>(rows[r].size());
+    for (double u : {0.0, 0.5, std::nextafter(1.0, 0.0)}) {
+      EXPECT_EQ(cpu::sample_token(rows[r].data(), n, {}, u, scratch), -1) << "row " << r;
+      EXPECT_EQ(cpu::sample_token(rows[r].data(), n, {.top_k = 1, .top_p = 0.5f}, u, scratch), -1)
+          << "row " << r;
+    }
+    EXPECT_EQ(cpu::sample_token(rows[r].data(), n, {.temperature = 0.0f}, 0.5, scratch),
+              cpu::argmax(rows[r].data(), n));
+  }
+  // +∞ is every temperature's limit: the argmax.
+  const std::vector<float> inf = {0.0f, INFINITY, 1.0f};
+  EXPECT_EQ(cpu::sample_token(inf.data(), 3, {}, 0.0, scratch), 1);
 }
 
 }  // namespace

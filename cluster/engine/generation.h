@@ -1,15 +1,17 @@
-// Single-sequence text generation on one rank: prefill the prompt, then decode token by token,
-// streaming UTF-8-safe text. Used by `kiln generate` (the server has its own scheduler).
+// Single-request runs through the serving engine with an in-process sink (`kiln generate`):
+// prefill the prompt in one step, then decode token by token, streaming UTF-8-safe text.
 #pragma once
 
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <string_view>
 #include <vector>
 
 #include "text/chat_template.h"
 #include "text/tokenizer.h"
 #include "text/vocab_fit.h"
+#include "cluster/engine/request.h"
 #include "kernels/cpu/sampling.h"
 #include "kernels/cpu/thread_pool.h"
 #include "shard/model.h"
@@ -31,9 +33,24 @@ struct GenerationStats {
   std::string finish_reason;  // "stop" (end-of-generation token) or "length"
 };
 
+// InvalidArgument for an empty prompt, a token id the model cannot embed (naming it), or prompt +
+// max_tokens beyond the model's context.
+Status check_prompt(const std::vector<int32_t>& prompt, int64_t max_tokens,
+                    const ModelConfig& config, const text::Tokenizer& tokenizer);
+
+// Runs one request (checked with check_prompt) through an Engine sized for it, on a fresh paged
+// state: rank 0 (or the only rank) runs the engine on the calling thread and passes each of the
+// request's events to on_event there; the other ranks of `control` run the worker loop, as in a
+// server, until rank 0 sends the shutdown plan. An error is the engine's or the state's.
+Status run_one_request(KimiLinearModel& model, cpu::ThreadPool& pool,
+                       const text::Tokenizer& tokenizer, Communicator* control,
+                       std::shared_ptr<serve::EngineRequest> request,
+                       const std::function<void(serve::Event&)>& on_event);
+
 // In a parallel job every rank calls generate with the same prompt and options and `control`
-// spanning all ranks: rank 0 samples each token and broadcasts it (or the stop), every rank runs
-// the forward; on_text and stats are produced on rank 0 only. control = nullptr: one rank.
+// spanning all ranks: rank 0 runs the engine (and samples), every rank runs the forward of each
+// step plan; on_text and stats are produced on rank 0 only. control = nullptr: one rank. A
+// request the engine ends with an error (non-finite logits) is an internal error.
 Status generate(KimiLinearModel& model, cpu::ThreadPool& pool, const text::Tokenizer& tokenizer,
                 const std::vector<int32_t>& prompt, const GenerationOptions& options,
                 const std::function<void(std::string_view)>& on_text, GenerationStats* stats,

@@ -38,6 +38,7 @@ struct GenerateParams {
   int n = 1;                 // choices, each its own sequence
   int logprobs = -1;         // -1 = none; k ≥ 0 = the sampled token's logprob plus the top k
   bool echo = false;         // completions: the prompt text (and its logprobs) precede the output
+  bool skip_special_tokens = true;  // special tokens add no text (as vLLM's default)
   SamplingOptions sampling;
 };
 

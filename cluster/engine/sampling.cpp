@@ -1,9 +1,7 @@
-// SequenceSampler, token_logprob and StopMatcher (contracts in sampling.h). The draw reuses
-// cpu::argmax but not cpu::sample_token, which cannot serve here: it converts u to float (u near 1
-// rounds to 1.0f and then returns its last candidate, which may be a banned −∞ id), turns an
-// all −∞ row into NaN, and sorts the whole vocabulary for top-p. The filters are the same
-// (temperature → top-k → top-p → min-p, ties to the lower id), on candidates with a finite logit.
-#include "cluster/serve/sampling.h"
+// SequenceSampler, token_logprob and StopMatcher (contracts in sampling.h). The filters and the
+// draw are cpu::sample_token's; this file adds what is per sequence (penalties, bias, banned ids,
+// the seeded generator, the fallback).
+#include "cluster/engine/sampling.h"
 
 #include <algorithm>
 #include <array>
@@ -16,55 +14,16 @@
 namespace kiln::serve {
 namespace {
 
-using Cand = std::pair<float, int32_t>;  // (logit or probability, token id)
+using Cand = std::pair<float, int32_t>;  // (logit, token id)
 constexpr float kNegInf = -std::numeric_limits<float>::infinity();
-constexpr float kGreedyBelow = 1e-5f;  // vLLM's _SAMPLING_EPS: 1/temperature would overflow soon
 constexpr int kMaxTopLogprobs = 20;
 
-// Larger value first, lower id on ties: a strict total order, so every selection below picks the
-// same set whether it sorts or partitions.
+// Larger value first, lower id on ties.
 bool higher(const Cand& a, const Cand& b) {
   return a.first > b.first || (a.first == b.first && a.second < b.second);
 }
 
 bool in_vocab(int32_t token, int64_t vocab) { return token >= 0 && token < vocab; }
-
-// Keeps the k best of c, sorted best first: O(n + k log k).
-void keep_top_k(std::vector<Cand>& c, size_t k) {
-  std::nth_element(c.begin(), c.begin() + static_cast<ptrdiff_t>(k - 1), c.end(), higher);
-  c.resize(k);
-  std::sort(c.begin(), c.end(), higher);
-}
-
-// Size of the nucleus of c (probabilities): the shortest best-first prefix whose mass reaches
-// `need`, at least 1. Sorted c: a scan. Otherwise a quickselect on mass moves the nucleus to the
-// front of c (unordered within) in expected O(n): the prefix [0, lo) is in the nucleus with mass
-// `cum` < need, and the candidate that completes it lies in [lo, hi).
-size_t nucleus(std::vector<Cand>& c, double need, bool sorted) {
-  if (sorted) {
-    double cum = 0.0;
-    size_t keep = 0;
-    while (keep < c.size() && (keep == 0 || cum < need)) cum += c[keep++].first;
-    return keep;
-  }
-  size_t lo = 0, hi = c.size();
-  double cum = 0.0;
-  while (hi - lo > 1) {
-    const size_t mid = lo + (hi - lo) / 2;
-    const auto first = c.begin() + static_cast<ptrdiff_t>(lo);
-    std::nth_element(first, c.begin() + static_cast<ptrdiff_t>(mid),
-                     c.begin() + static_cast<ptrdiff_t>(hi), higher);
-    double mass = 0.0;
-    for (size_t i = lo; i < mid; ++i) mass += c[i].first;
-    if (cum + mass >= need) {
-      hi = mid;
-    } else {
-      cum += mass;
-      lo = mid;
-    }
-  }
-  return lo + 1;
-}
 
 // Length of the longest tail of `text` that is a proper prefix of some stop string.
 size_t prefix_tail(std::string_view text, const std::vector<std::string>& stops) {
@@ -81,9 +40,11 @@ size_t prefix_tail(std::string_view text, const std::vector<std::string>& stops)
 }  // namespace
 
 SequenceSampler::SequenceSampler(const SamplingOptions& options, uint64_t seed, int64_t vocab)
-    : options_(options), vocab_(vocab), rng_(seed) {
+    : options_(options),
+      params_{options.temperature, std::max(options.top_k, 0), options.top_p, options.min_p},
+      vocab_(vocab),
+      rng_(seed) {
   KILN_CHECK(vocab >= 1);
-  options_.top_k = std::max(options_.top_k, 0);
 }
 
 void SequenceSampler::accept(int32_t token) { ++counts_[token]; }
@@ -123,55 +84,12 @@ int32_t SequenceSampler::sample(float* logits, std::span<const int32_t> prompt,
   apply_penalties(logits, prompt);
   for (int32_t t : banned)
     if (in_vocab(t, vocab_)) logits[t] = kNegInf;
-  int32_t token;
-  if (!(options_.temperature >= kGreedyBelow)) {
-    token = cpu::argmax(logits, vocab_);
-  } else {
-    const double u = static_cast<double>(rng_() >> 11) * 0x1.0p-53;  // 53 bits → [0, 1)
-    token = draw(logits, u);
-  }
+  // One draw per non-greedy call: 53 bits → u in [0, 1).
+  const double u = cpu::is_greedy(params_) ? 0.0 : static_cast<double>(rng_() >> 11) * 0x1.0p-53;
+  int32_t token = cpu::sample_token(logits, vocab_, params_, u, scratch_);
   if (token < 0 || !(logits[token] > kNegInf))
     token = raw_best >= 0 ? raw_best : cpu::argmax(logits, vocab_);
   return token;
-}
-
-int32_t SequenceSampler::draw(const float* logits, double u) {
-  float mx = kNegInf;
-  for (int64_t i = 0; i < vocab_; ++i) mx = std::max(mx, logits[i]);  // skips NaN
-  if (!(mx > kNegInf)) return -1;
-  if (std::isinf(mx)) return cpu::argmax(logits, vocab_);  // +∞: every temperature's limit
-  auto& c = scratch_;
-  c.clear();
-  for (int64_t i = 0; i < vocab_; ++i)
-    if (logits[i] > kNegInf) c.emplace_back(logits[i], static_cast<int32_t>(i));
-  bool sorted = false;
-  const auto k = static_cast<size_t>(options_.top_k);
-  if (k > 0 && k < c.size()) {  // on logits, before exp: only k exponentials
-    keep_top_k(c, k);
-    sorted = true;
-  }
-  const float inv_t = 1.0f / options_.temperature;
-  double total = 0.0;
-  for (auto& x : c) total += (x.first = std::exp((x.first - mx) * inv_t));  // the max is 1
-  if (options_.top_p < 1.0f) {
-    c.resize(nucleus(c, double(options_.top_p) * total, sorted));
-  }
-  if (options_.min_p > 0.0f) {  // relative to the max probability, exp(0) = 1, always kept
-    const float cut = std::min(options_.min_p, 1.0f);
-    std::erase_if(c, [&](const Cand& x) { return x.first < cut; });
-  }
-  total = 0.0;
-  for (const auto& x : c) total += x.first;
-  const double target = u * total;
-  double cum = 0.0;
-  int32_t last = -1;
-  for (const auto& x : c) {
-    if (x.first <= 0.0f) continue;  // underflowed: never drawn, not even by rounding
-    cum += x.first;
-    last = x.second;
-    if (cum > target) return x.second;
-  }
-  return last;  // u·total rounded up to the full sum
 }
 
 TokenLogprob token_logprob(const float* logits, int64_t vocab, int32_t token, int top_k) {

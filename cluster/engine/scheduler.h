@@ -4,8 +4,9 @@
 // Every step mixes one decode token per running sequence with prefill chunks of admitted ones,
 // within a token budget. Prompts are cut into chunks at fixed positions (multiples of
 // prefill_chunk) and a chunk that does not fit in the step waits whole for the next one, so a
-// request's arithmetic is the same alone or in any batch. After the forward, complete_step()
-// samples, detokenizes, applies stop conditions, pushes events and frees finished sequences.
+// request's arithmetic is the same alone or in any batch. After the forward, complete_step() hands
+// each sequence's logits rows to the OutputProcessor (sampling, logprobs, detokenizing, stop
+// conditions, events) and frees the slots and pages of the sequences that ended.
 #pragma once
 
 #include <chrono>
@@ -17,10 +18,11 @@
 #include <vector>
 
 #include "cluster/serve/metrics.h"
-#include "cluster/serve/request.h"
-#include "cluster/serve/sampling.h"
-#include "cluster/serve/step_plan.h"
+#include "cluster/engine/request.h"
+#include "cluster/engine/sampling.h"
+#include "cluster/engine/step_plan.h"
 #include "text/tokenizer.h"
+#include "cluster/engine/output_processor.h"
 #include "kernels/base/status.h"
 
 namespace kiln::serve {
@@ -52,7 +54,8 @@ class Scheduler {
   Scheduler(const Scheduler&) = delete;
   Scheduler& operator=(const Scheduler&) = delete;
 
-  // Registers the metric families the scheduler updates (call once per Metrics).
+  // Registers the metric families the scheduler and its output processor update (call once per
+  // Metrics).
   static void define_metrics(Metrics& metrics);
 
   // Whether the request could ever be admitted (InvalidArgument: more choices than slots, or more
@@ -64,11 +67,13 @@ class Scheduler {
   // admitted (more choices than slots, or more pages than exist).
   Status enqueue(std::shared_ptr<EngineRequest> request);
 
-  // Drops cancelled requests, admits what fits and builds the next step; an empty plan (no
-  // sequences) when there is nothing to run.
-  StepPlan next_step();
-  // The forward's logits [rows][vocab] for the plan returned by the last next_step(): per plan
-  // sequence either one row per token (all_logits) or one row, in plan order. A request whose
+  // Drops cancelled requests, admits what fits and builds the next step into `batch` (cleared
+  // first; its storage is reused): the step plan every rank runs. Empty when there is nothing to
+  // run. Decode tokens come first, then prefill chunks; a new sequence's first span resets its
+  // slot and carries all its pages.
+  void next_step(Batch& batch);
+  // The forward's logits [rows][vocab] for the batch built by the last next_step(): per span
+  // either one row per token (all_logits) or one row, in span order. A request whose
   // rows hold a NaN or an infinity (a numerically broken model or checkpoint) ends with an error
   // event (500) and is freed; the other requests of the step go on.
   void complete_step(const float* logits);
@@ -90,22 +95,19 @@ class Scheduler {
   void release(Sequence& seq);
   void drop_request(Active& active, const std::string& reason);
   void log_client_abort(const EngineRequest& request);
-  void emit_token(Sequence& seq, const float* row);
   // Ends a running request with an error event and frees its sequences.
   void fail_request(Active& active, int status, const std::string& message,
                     const std::string& reason);
   void publish_gauges();
 
   SchedulerOptions options_;
-  int64_t vocab_;
-  text::Tokenizer tokenizer_;
   Metrics* metrics_;
-  std::vector<int32_t> eos_ids_;
+  OutputProcessor outputs_;
   std::deque<std::shared_ptr<EngineRequest>> waiting_;
   std::vector<std::unique_ptr<Active>> running_;  // admission order
   std::vector<int32_t> free_slots_;               // stack, lowest slot on top
   std::vector<int32_t> free_pages_;               // stack, lowest page on top
-  // The plan under way: which sequence each entry belongs to.
+  // The batch under way: which sequence each span belongs to.
   struct Planned {
     Sequence* seq;
     int64_t pos0;      // first prompt position of a prefill chunk
@@ -114,8 +116,6 @@ class Scheduler {
     bool samples;  // the entry ends the prompt or is a decode step: sample from its last row
   };
   std::vector<Planned> planned_;
-  std::vector<int32_t> banned_;  // scratch of emit_token
-  std::vector<float> scratch_;   // the logits row the sampler may modify
 };
 
 }  // namespace kiln::serve

@@ -1,7 +1,7 @@
 // SequenceSampler: draw frequencies over seeded runs against the filtered softmax (fixed absolute
 // tolerances), penalties and bias checked exactly on crafted rows, banned ids and the all-banned
 // fallback; token_logprob against a direct double-precision log-softmax.
-#include "cluster/serve/sampling.h"
+#include "cluster/engine/sampling.h"
 
 #include <algorithm>
 #include <cmath>

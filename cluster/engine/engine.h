@@ -1,8 +1,9 @@
 // Engine: the serving loop. On rank 0 it owns the scheduler: requests arrive from gateway threads
-// through submit(); each step the scheduler's StepPlan is broadcast to every rank (control
-// communicator), every rank applies it to its state and runs the forward, and rank 0 samples from
-// the logits. An idle engine sleeps on a condition variable (rank 0) or in broadcast_idle (other
-// ranks), so an idle server keeps no core busy. Draining (SIGTERM) stops admissions, lets running
+// through submit(); each step the scheduler's Batch is broadcast to every rank as the step plan
+// (control communicator), every rank runs the forward over it (which applies its resets and new
+// pages to the rank's state), and rank 0 samples from the logits. An idle engine sleeps on a
+// condition variable (rank 0) or in broadcast_idle (other ranks), so an idle server keeps no core
+// busy. Draining (SIGTERM) stops admissions, lets running
 // requests finish until a deadline, ends the rest with an error, and then sends every rank the
 // shutdown plan.
 #pragma once
@@ -18,18 +19,13 @@
 #include <vector>
 
 #include "cluster/serve/metrics.h"
-#include "cluster/serve/request.h"
-#include "cluster/serve/scheduler.h"
-#include "cluster/serve/step_plan.h"
+#include "cluster/engine/request.h"
+#include "cluster/engine/scheduler.h"
+#include "cluster/engine/step_plan.h"
 #include "kernels/cpu/thread_pool.h"
 #include "shard/model.h"
 
 namespace kiln::serve {
-
-// Applies a plan to this rank's state (resets, pages) and runs the forward. Returns the forward's
-// error (a plan that does not fit the state is a bug on a correct scheduler).
-Status run_plan(KimiLinearModel& model, cpu::ThreadPool& pool, StateCache& state,
-                const StepPlan& plan, std::vector<float>& logits);
 
 struct EngineHealth {
   bool running = false;    // run() has started and every rank answered its first heartbeat
@@ -77,11 +73,18 @@ class Engine {
 
   // The engine thread (the one that makes this rank's MPI calls): serves until drained.
   Status run();
+  // In-process use (kiln generate): the calling thread is the engine thread until every submitted
+  // request has ended, calling after_step (if set) after each step so the caller consumes its
+  // requests' events there; then, with other ranks, sends them the shutdown plan. No drain, no
+  // idle wait.
+  Status run_until_idle(const std::function<void()>& after_step = {});
 
   EngineHealth health() const;
   SchedulerStats stats() const;
 
  private:
+  // Serves until drained, or with until_idle until nothing is queued or running.
+  Status loop(bool until_idle, const std::function<void()>& after_step);
   bool step();  // one scheduler step; false when there was nothing to run
   void heartbeat_if_due();  // with other ranks: a heartbeat plan every options_.heartbeat_s
 
@@ -92,6 +95,7 @@ class Engine {
   Options options_;
   Metrics* metrics_;
   Scheduler scheduler_;
+  StepPlan plan_;  // the step under way (kRun), its batch's storage reused step after step
   std::vector<float> logits_;
 
   mutable std::mutex mu_;

@@ -14,7 +14,7 @@
 #include <functional>
 #include <string>
 
-#include "cluster/serve/engine.h"
+#include "cluster/engine/engine.h"
 #include "shard/communicator.h"
 
 namespace kiln::serve {

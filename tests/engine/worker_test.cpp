@@ -9,12 +9,12 @@
 
 #include <gtest/gtest.h>
 
-#include "cluster/generation.h"
+#include "cluster/engine/generation.h"
 #include "cluster/comm/local_communicator.h"
 #include "tools/make_model/make_model.h"
 #include "tests/common/micro_model.h"
 #include "cluster/serve/shutdown.h"
-#include "cluster/serve/worker.h"
+#include "cluster/engine/worker.h"
 
 namespace kiln::serve {
 namespace {

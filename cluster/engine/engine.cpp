@@ -1,11 +1,11 @@
-#include "cluster/serve/engine.h"
+#include "cluster/engine/engine.h"
 
 #include <algorithm>
 #include <random>
 
 #include <spdlog/spdlog.h>
 
-#include "cluster/serve/worker.h"
+#include "cluster/engine/worker.h"
 #include "kernels/base/check.h"
 
 namespace kiln::serve {
@@ -19,13 +19,6 @@ int64_t now_ns() {
 }
 
 }  // namespace
-
-Status run_plan(KimiLinearModel& model, cpu::ThreadPool& pool, StateCache& state,
-                const StepPlan& plan, std::vector<float>& logits) {
-  Batch batch;
-  for (const PlanSeq& p : plan.seqs) batch.add(p.slot, p.tokens, p.all_logits, p.reset, p.new_pages);
-  return model.forward(pool, state, batch, logits);
-}
 
 Engine::Engine(KimiLinearModel& model, cpu::ThreadPool& pool, StateCache& state,
                Communicator* control, const text::Tokenizer& tokenizer, Options options,
@@ -123,13 +116,13 @@ SchedulerStats Engine::stats() const {
 }
 
 bool Engine::step() {
-  StepPlan plan = scheduler_.next_step();
-  if (plan.seqs.empty()) return false;
+  scheduler_.next_step(plan_.batch);
+  if (plan_.batch.empty()) return false;
   const auto t0 = Clock::now();
   step_began_ns_.store(now_ns());
   const double comm0 = options_.data_plane != nullptr ? options_.data_plane->busy_seconds() : 0.0;
-  if (control_ != nullptr && control_->size() > 1) send_plan(*control_, plan);
-  Status s = run_plan(model_, pool_, state_, plan, logits_);
+  if (control_ != nullptr && control_->size() > 1) send_plan(*control_, plan_);
+  Status s = model_.forward(pool_, state_, plan_.batch, logits_);
   // A plan the model rejects means the scheduler and the state disagree: a bug, and the other
   // ranks are in the same forward, so the whole job must end.
   KILN_CHECK_MSG(s.ok(), "engine step failed");
@@ -162,7 +155,13 @@ void Engine::heartbeat_if_due() {
   }
 }
 
-Status Engine::run() {
+Status Engine::run() { return loop(false, {}); }
+
+Status Engine::run_until_idle(const std::function<void()>& after_step) {
+  return loop(true, after_step);
+}
+
+Status Engine::loop(bool until_idle, const std::function<void()>& after_step) {
   last_step_ns_.store(now_ns());
   // Ready (health().running) once every rank has answered a first heartbeat: from then on the
   // others watch rank 0 with the short silence limit (worker.h).
@@ -176,6 +175,7 @@ Status Engine::run() {
     Clock::time_point deadline;
     {
       std::unique_lock lock(mu_);
+      if (until_idle && inbox_.empty() && scheduler_.idle()) break;
       if (inbox_.empty() && scheduler_.idle() && !draining_) {
         busy_.store(false);
         last_step_ns_.store(now_ns());
@@ -215,6 +215,7 @@ Status Engine::run() {
     }
     heartbeat_if_due();
     step();
+    if (after_step) after_step();
     std::lock_guard lock(mu_);
     stats_ = scheduler_.stats();
     waiting_ = stats_.waiting_requests;

@@ -7,10 +7,10 @@
 
 #include <gtest/gtest.h>
 
-#include "cluster/generation.h"
+#include "cluster/engine/generation.h"
 #include "tools/make_model/make_model.h"
 #include "tests/common/micro_model.h"
-#include "cluster/serve/engine.h"
+#include "cluster/engine/engine.h"
 
 namespace kiln::serve {
 namespace {
@@ -176,6 +176,46 @@ TEST_F(EngineTest, EchoLogprobsCoverThePrompt) {
   for (size_t i = 1; i < 13; ++i) {
     EXPECT_LE(out[0].echo_logprobs[0][i].logprob, 0.0f);
     EXPECT_EQ(out[0].echo_logprobs[0][i].top.size(), 2u);
+  }
+}
+
+// The in-process sink (run_one_request, kiln generate) is the same engine: the same tokens as the
+// serving loop for greedy and seeded requests, events consumed on the calling thread, and generate
+// prints exactly the text of those tokens.
+TEST_F(EngineTest, InProcessRunMatchesTheServingLoop) {
+  for (float temperature : {0.0f, 0.9f}) {
+    const auto served = run_all({request(prompt(9, 5), 10, temperature, 77)}, options(64, 64, 1));
+    ASSERT_TRUE(served[0].done);
+    cpu::ThreadPool pool(1);
+    Collected local;
+    const std::thread::id caller = std::this_thread::get_id();
+    const Status s = run_one_request(*model_, pool, *tokenizer_, nullptr,
+                                     request(prompt(9, 5), 10, temperature, 77), [&](Event& e) {
+                                       EXPECT_EQ(std::this_thread::get_id(), caller);
+                                       absorb(local, {std::move(e)});
+                                     });
+    ASSERT_TRUE(s.ok()) << s.to_string();
+    ASSERT_TRUE(local.done);
+    EXPECT_EQ(local.tokens, served[0].tokens) << "temperature " << temperature;
+    EXPECT_EQ(local.finish, served[0].finish);
+
+    GenerationOptions g;
+    g.max_tokens = 10;
+    g.sampling.temperature = temperature;
+    g.seed = 77;
+    g.stop_at_eos = false;
+    std::string text;
+    GenerationStats st;
+    ASSERT_TRUE(generate(*model_, pool, *tokenizer_, prompt(9, 5), g,
+                         [&](std::string_view piece) { text += piece; }, &st)
+                    .ok());
+    text::StreamDecoder decoder(*tokenizer_);  // every token's text, specials included
+    std::string want;
+    for (int32_t t : served[0].tokens[0]) want += decoder.push(t);
+    EXPECT_EQ(text, want + decoder.flush());
+    EXPECT_EQ(st.generated_tokens, 10);
+    EXPECT_EQ(st.prompt_tokens, 9);
+    EXPECT_EQ(st.finish_reason, "length");
   }
 }
 

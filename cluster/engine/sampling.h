@@ -13,7 +13,8 @@
 #include <utility>
 #include <vector>
 
-#include "cluster/serve/request.h"
+#include "cluster/engine/request.h"
+#include "kernels/cpu/sampling.h"
 
 namespace kiln::serve {
 
@@ -28,11 +29,12 @@ class SequenceSampler {
   // scratch). Order (as vLLM): repetition penalty over prompt ∪ generated tokens (logit > 0
   // divided by it, < 0 multiplied, each token once), frequency and presence penalties over
   // generated tokens (logit −= f·count + p·[count > 0]), logit_bias added, `banned` ids set to −∞,
-  // then greedy (temperature < 1e-5, as vLLM: argmax, lowest id on ties) or temperature → top-k →
-  // top-p → min-p → draw with u = 53 bits of the sequence's generator (one draw per non-greedy
-  // call). The generated tokens are the ones passed to accept(), which the caller must do for
-  // every chosen token. Ids outside [0, vocab) in prompt, banned or logit_bias are ignored. If no
-  // token is left with a logit above −∞, returns the argmax of the raw row (always a valid id).
+  // then cpu::sample_token: greedy (temperature < cpu::kGreedyTemperature, as vLLM: argmax,
+  // lowest id on ties) or temperature → top-k → top-p → min-p → draw with u = 53 bits of the
+  // sequence's generator (one draw per non-greedy call). The generated tokens are the ones passed
+  // to accept(), which the caller must do for every chosen token. Ids outside [0, vocab) in
+  // prompt, banned or logit_bias are ignored. If no token is left with a logit above −∞, returns
+  // the argmax of the raw row (always a valid id).
   // O(vocab + |prompt| + k log k) per call; allocates nothing once warm.
   int32_t sample(float* logits, std::span<const int32_t> prompt, std::span<const int32_t> banned);
   // Records a generated token (for the repetition, presence and frequency penalties).
@@ -40,10 +42,9 @@ class SequenceSampler {
 
  private:
   void apply_penalties(float* logits, std::span<const int32_t> prompt);
-  // temperature → top-k → top-p → min-p → inverse CDF at u; −1 when every logit is −∞ or NaN.
-  int32_t draw(const float* logits, double u);
 
   SamplingOptions options_;
+  cpu::SamplingParams params_;  // the filters of options_, for cpu::sample_token
   int64_t vocab_;
   std::mt19937_64 rng_;
   std::unordered_map<int32_t, int32_t> counts_;     // generated token → times

@@ -1,4 +1,4 @@
-#include "cluster/serve/scheduler.h"
+#include "cluster/engine/scheduler.h"
 
 #include <algorithm>
 #include <cmath>
@@ -10,24 +10,6 @@
 namespace kiln::serve {
 namespace {
 
-using Clock = std::chrono::steady_clock;
-
-double seconds_since(Clock::time_point t) {
-  return std::chrono::duration<double>(Clock::now() - t).count();
-}
-
-// The model's raw logits are finite; a NaN or ±inf means the forward broke down (bad weights,
-// overflow) and nothing sampled from the row would mean anything.
-bool all_finite(const float* x, int64_t n) {
-  for (int64_t i = 0; i < n; ++i)
-    if (!std::isfinite(x[i])) return false;
-  return true;
-}
-
-bool contains(const std::vector<int32_t>& v, int32_t x) {
-  return std::find(v.begin(), v.end(), x) != v.end();
-}
-
 int64_t pages_for(const EngineRequest& r, int64_t page_tokens) {
   const int64_t tokens = static_cast<int64_t>(r.prompt.size()) + r.params.max_tokens;
   return (tokens + page_tokens - 1) / page_tokens;
@@ -35,25 +17,19 @@ int64_t pages_for(const EngineRequest& r, int64_t page_tokens) {
 
 }  // namespace
 
-// One choice of a request: its own slot, pages, sampler and detokenizer.
+// One choice of a request: its own slot and pages, and its output (OutputProcessor).
 struct Scheduler::Sequence {
-  Sequence(Active* a, int i, const SamplingOptions& o, uint64_t seed, int64_t vocab,
-           const text::Tokenizer& tokenizer, std::vector<std::string> stops)
-      : owner(a), index(i), sampler(o, seed, vocab), decoder(tokenizer), stop(std::move(stops)) {}
+  Sequence(Active* a, const EngineRequest& request, int i, int64_t vocab,
+           const text::Tokenizer& tokenizer)
+      : owner(a), out(request, i, vocab, tokenizer) {}
   Active* owner;
-  int index;
   int32_t slot = -1;
   std::vector<int32_t> pages;
   bool pages_sent = false;
-  int64_t prefilled = 0;         // prompt tokens handed to a step
-  int32_t next_token = -1;       // sampled, to run in the next step
-  std::vector<int32_t> output;
-  SequenceSampler sampler;
-  text::StreamDecoder decoder;
-  StopMatcher stop;
-  std::vector<TokenLogprob> echo_logprobs;  // prompt logprobs (echo with logprobs)
+  int64_t prefilled = 0;    // prompt tokens handed to a step
+  int32_t next_token = -1;  // sampled, to run in the next step
   bool finished = false;
-  Clock::time_point last_token;
+  ChoiceState out;
 };
 
 struct Scheduler::Active {
@@ -67,11 +43,8 @@ struct Scheduler::Active {
 Scheduler::Scheduler(SchedulerOptions options, int64_t vocab, const text::Tokenizer& tokenizer,
                      Metrics* metrics)
     : options_(options),
-      vocab_(vocab),
-      tokenizer_(tokenizer),
       metrics_(metrics),
-      eos_ids_(tokenizer.eos_ids()) {
-  KILN_CHECK(vocab_ > 0);
+      outputs_(vocab, options.max_context, tokenizer, metrics) {
   KILN_CHECK(options_.max_sequences > 0 && options_.n_pages > 0 && options_.page_tokens > 0);
   KILN_CHECK(options_.prefill_chunk > 0 && options_.prefill_chunk <= options_.max_batch_tokens);
   KILN_CHECK(options_.max_sequences <= options_.max_batch_tokens);
@@ -84,10 +57,8 @@ Scheduler::~Scheduler() = default;
 
 void Scheduler::define_metrics(Metrics& m) {
   using T = Metrics::Type;
-  const std::vector<double> latency = {0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
-                                       0.5,   1,      2.5,   5,    10,    30,   60};
+  OutputProcessor::define_metrics(m);
   m.define("prompt_tokens_total", T::kCounter, "Prompt tokens admitted.");
-  m.define("generation_tokens_total", T::kCounter, "Tokens generated.");
   m.define("requests_aborted_total", T::kCounter, "Requests ended early, by reason.");
   m.define("num_requests_running", T::kGauge, "Requests with sequences in the batch.");
   m.define("num_requests_waiting", T::kGauge, "Requests waiting for admission.");
@@ -95,11 +66,6 @@ void Scheduler::define_metrics(Metrics& m) {
   m.define("kda_slots_total", T::kGauge, "KDA state slots.");
   m.define("mla_cache_blocks_used", T::kGauge, "MLA latent cache pages in use.");
   m.define("mla_cache_blocks_total", T::kGauge, "MLA latent cache pages.");
-  m.define("time_to_first_token_seconds", T::kHistogram,
-           "From arrival to the first generated token.", latency);
-  m.define("inter_token_latency_seconds", T::kHistogram, "Between consecutive tokens of a sequence.",
-           latency);
-  m.define("e2e_request_latency_seconds", T::kHistogram, "From arrival to the last token.", latency);
 }
 
 Status Scheduler::check_fits(const EngineRequest& request) const {
@@ -141,13 +107,10 @@ void Scheduler::admit() {
     active->request = std::move(waiting_.front());
     waiting_.pop_front();
     const EngineRequest& r = *active->request;
-    const uint64_t seed = r.params.sampling.seed.value_or(0);
     const int64_t per_seq = pages_for(r, options_.page_tokens);
     for (int i = 0; i < r.params.n; ++i) {
-      // Choices draw from decorrelated streams; choice 0 uses the request's seed as given.
-      const uint64_t s = seed + static_cast<uint64_t>(i) * 0x9E3779B97F4A7C15ull;
-      auto seq = std::make_unique<Sequence>(active.get(), i, r.params.sampling, s, vocab_,
-                                            tokenizer_, r.params.stop);
+      auto seq = std::make_unique<Sequence>(active.get(), r, i, outputs_.vocab(),
+                                            outputs_.tokenizer());
       seq->slot = free_slots_.back();
       free_slots_.pop_back();
       for (int64_t p = 0; p < per_seq; ++p) {
@@ -163,9 +126,9 @@ void Scheduler::admit() {
   }
 }
 
-StepPlan Scheduler::next_step() {
+void Scheduler::next_step(Batch& batch) {
   planned_.clear();
-  StepPlan plan;
+  batch.clear();
   // Requests whose client went away: queued ones are dropped, running ones freed.
   for (auto it = waiting_.begin(); it != waiting_.end();) {
     if ((*it)->stream->cancelled()) {
@@ -186,11 +149,8 @@ StepPlan Scheduler::next_step() {
   for (auto& a : running_) {
     for (auto& s : a->seqs) {
       if (s->finished || s->next_token < 0) continue;
-      PlanSeq p;
-      p.slot = s->slot;
-      p.tokens = {s->next_token};
+      batch.add(s->slot, {&s->next_token, 1});
       s->next_token = -1;
-      plan.seqs.push_back(std::move(p));
       planned_.push_back({s.get(), 0, 1, false, true});
       budget -= 1;
     }
@@ -208,142 +168,55 @@ StepPlan Scheduler::next_step() {
         blocked = true;
         continue;
       }
-      PlanSeq p;
-      p.slot = s->slot;
-      p.reset = !s->pages_sent;
-      if (!s->pages_sent) p.new_pages = s->pages;
+      const bool all_logits = r.params.echo && r.params.logprobs >= 0;
+      const bool first = !s->pages_sent;  // a new sequence: reset the slot, hand it its pages
+      const std::span<const int32_t> prompt(r.prompt), pages(s->pages);
+      batch.add(s->slot, prompt.subspan(static_cast<size_t>(s->prefilled), static_cast<size_t>(n)),
+                all_logits, first, first ? pages : pages.first(0));
       s->pages_sent = true;
-      p.all_logits = r.params.echo && r.params.logprobs >= 0;
-      p.tokens.assign(r.prompt.begin() + s->prefilled, r.prompt.begin() + end);
-      planned_.push_back({s.get(), s->prefilled, n, p.all_logits, end == len});
+      planned_.push_back({s.get(), s->prefilled, n, all_logits, end == len});
       s->prefilled = end;
       budget -= n;
-      plan.seqs.push_back(std::move(p));
     }
   }
   publish_gauges();
-  return plan;
 }
 
 void Scheduler::complete_step(const float* logits) {
-  const int64_t vocab = vocab_;
+  const int64_t vocab = outputs_.vocab();
   int64_t row = 0;
   for (const Planned& p : planned_) {
     Sequence& s = *p.seq;
     const EngineRequest& r = *s.owner->request;
     const int64_t rows = p.all_logits ? p.n_tokens : 1;
+    const float* first = logits + row * vocab;
+    row += rows;
     const bool consumed = p.all_logits || (p.samples && !s.finished);
-    if (consumed && !s.owner->done && !all_finite(logits + row * vocab, rows * vocab)) {
+    if (consumed && !s.owner->done && !outputs_.finite(first, rows)) {
       fail_request(*s.owner, 500,
                    "the model produced non-finite logits (NaN or infinity) for this request",
                    "nonfinite_logits");
     }
-    if (s.owner->done) {  // failed now or earlier in this step: its rows are not used
-      row += rows;
-      continue;
-    }
-    if (p.all_logits) {
-      const int64_t len = static_cast<int64_t>(r.prompt.size());
-      if (p.pos0 == 0) s.echo_logprobs.push_back({r.prompt[0], std::nanf(""), {}});
-      for (int64_t i = 0; i < p.n_tokens && p.pos0 + i + 1 < len; ++i) {
-        s.echo_logprobs.push_back(token_logprob(logits + (row + i) * vocab, vocab,
-                                                r.prompt[p.pos0 + i + 1], r.params.logprobs));
-      }
-    }
+    if (s.owner->done) continue;  // failed now or earlier in this step: its rows are not used
+    if (p.all_logits) outputs_.add_prompt_logprobs(s.out, r, p.pos0, p.n_tokens, first);
     if (p.samples && !s.finished) {
-      if (s.output.empty() && r.params.echo) {
-        Event e;
-        e.kind = Event::Kind::kDelta;
-        e.index = s.index;
-        e.is_echo = true;
-        e.text = tokenizer_.decode(r.prompt);
-        e.tokens = r.prompt;
-        e.logprobs = std::move(s.echo_logprobs);
-        r.stream->push(std::move(e));
-      }
-      emit_token(s, logits + (row + rows - 1) * vocab);
+      s.next_token = outputs_.next_token(s.out, r, first + (rows - 1) * vocab);
+      if (s.next_token < 0) finish(s);
     }
-    row += rows;
   }
   planned_.clear();
   std::erase_if(running_, [](const std::unique_ptr<Active>& a) { return a->done; });
   publish_gauges();
 }
 
-void Scheduler::emit_token(Sequence& s, const float* row) {
-  const int64_t vocab = vocab_;
-  Active& a = *s.owner;
-  const EngineRequest& r = *a.request;
-  const GenerateParams& g = r.params;
-  banned_.clear();
-  if (static_cast<int64_t>(s.output.size()) < g.min_tokens) {
-    if (!g.ignore_eos) banned_ = eos_ids_;
-    banned_.insert(banned_.end(), g.stop_token_ids.begin(), g.stop_token_ids.end());
-  }
-  scratch_.assign(row, row + vocab);
-  const int32_t token = s.sampler.sample(scratch_.data(), r.prompt, banned_);
-  s.sampler.accept(token);
-  s.output.push_back(token);
-  if (metrics_ != nullptr) {
-    metrics_->add("generation_tokens_total", 1);
-    if (s.output.size() == 1) {
-      metrics_->observe("time_to_first_token_seconds", seconds_since(r.arrival));
-    } else {
-      metrics_->observe("inter_token_latency_seconds", seconds_since(s.last_token));
-    }
-  }
-  s.last_token = Clock::now();
-
-  Event e;
-  e.kind = Event::Kind::kDelta;
-  e.index = s.index;
-  e.tokens = {token};
-  if (g.logprobs >= 0) e.logprobs.push_back(token_logprob(row, vocab, token, g.logprobs));
-  const bool end_token = (!g.ignore_eos && contains(eos_ids_, token)) || contains(g.stop_token_ids, token);
-  std::optional<std::string> reason;
-  if (!end_token) {
-    // Special tokens (turn markers, reserved ids) are not part of the text, as in vLLM's default
-    // skip_special_tokens; they still count as generated tokens.
-    StopMatcher::Result m =
-        s.stop.push(tokenizer_.is_special(token) ? std::string() : s.decoder.push(token));
-    e.text = std::move(m.emit);
-    if (m.stopped) reason = "stop";
-  } else {
-    reason = "stop";
-  }
-  if (!reason && static_cast<int64_t>(s.output.size()) >= g.max_tokens) reason = "length";
-  if (!reason && static_cast<int64_t>(r.prompt.size() + s.output.size()) >= options_.max_context) {
-    reason = "length";
-  }
-  if (reason && (*reason != "stop" || end_token)) {
-    // Ended without a stop string: what the decoder and the matcher hold back is output.
-    StopMatcher::Result m = s.stop.push(s.decoder.flush());
-    e.text += m.emit;
-    if (!m.stopped) e.text += s.stop.flush();
-  }
-  e.finish_reason = reason;
-  r.stream->push(std::move(e));
-  if (reason) {
-    finish(s);
-  } else {
-    s.next_token = token;
-  }
-}
-
 void Scheduler::finish(Sequence& s) {
   Active& a = *s.owner;
   s.finished = true;
-  a.usage.completion_tokens += static_cast<int64_t>(s.output.size());
+  a.usage.completion_tokens += static_cast<int64_t>(s.out.output.size());
   release(s);
   if (--a.unfinished == 0 && !a.done) {
     a.done = true;
-    if (metrics_ != nullptr) {
-      metrics_->observe("e2e_request_latency_seconds", seconds_since(a.request->arrival));
-    }
-    Event e;
-    e.kind = Event::Kind::kDone;
-    e.usage = a.usage;
-    a.request->stream->push(std::move(e));
+    outputs_.done(*a.request, a.usage);
   }
 }
 
@@ -382,30 +255,19 @@ void Scheduler::log_client_abort(const EngineRequest& r) {
 void Scheduler::fail_request(Active& a, int status, const std::string& message,
                              const std::string& reason) {
   drop_request(a, reason);
-  Event e;
-  e.kind = Event::Kind::kError;
-  e.status = status;
-  e.message = message;
-  a.request->stream->push(std::move(e));
+  OutputProcessor::fail(*a.request, status, message);
 }
 
 void Scheduler::abort_all(int status, const std::string& message, const std::string& reason) {
-  auto fail = [&](EngineRequest& r) {
-    Event e;
-    e.kind = Event::Kind::kError;
-    e.status = status;
-    e.message = message;
-    r.stream->push(std::move(e));
-  };
   for (auto& a : running_) {
     if (a->done) continue;
     drop_request(*a, reason);
-    fail(*a->request);
+    OutputProcessor::fail(*a->request, status, message);
   }
   running_.clear();
   for (auto& r : waiting_) {
     if (metrics_ != nullptr) metrics_->add("requests_aborted_total", 1, Metrics::label("reason", reason));
-    fail(*r);
+    OutputProcessor::fail(*r, status, message);
   }
   waiting_.clear();
   planned_.clear();

@@ -1,29 +1,27 @@
-#include "cluster/serve/step_plan.h"
+#include "cluster/engine/step_plan.h"
+
+#include <algorithm>
+#include <span>
 
 #include "kernels/base/check.h"
 
 namespace kiln::serve {
 
-int64_t StepPlan::n_tokens() const {
-  int64_t n = 0;
-  for (const PlanSeq& s : seqs) n += static_cast<int64_t>(s.tokens.size());
-  return n;
-}
-
-// Layout: kind, n_seqs, then per sequence: slot, flags (1 reset, 2 all_logits), n_pages,
-// n_tokens, pages..., tokens...
 std::vector<int32_t> encode_plan(const StepPlan& plan) {
+  const Batch& b = plan.batch;
   std::vector<int32_t> w;
-  w.reserve(2 + plan.seqs.size() * 4 + static_cast<size_t>(plan.n_tokens()));
+  w.reserve(2 + b.spans.size() * 4 + b.ids.size() + b.new_pages.size());
   w.push_back(static_cast<int32_t>(plan.kind));
-  w.push_back(static_cast<int32_t>(plan.seqs.size()));
-  for (const PlanSeq& s : plan.seqs) {
+  w.push_back(static_cast<int32_t>(b.spans.size()));
+  for (const BatchSpan& s : b.spans) {
     w.push_back(s.slot);
     w.push_back((s.reset ? 1 : 0) | (s.all_logits ? 2 : 0));
-    w.push_back(static_cast<int32_t>(s.new_pages.size()));
-    w.push_back(static_cast<int32_t>(s.tokens.size()));
-    w.insert(w.end(), s.new_pages.begin(), s.new_pages.end());
-    w.insert(w.end(), s.tokens.begin(), s.tokens.end());
+    w.push_back(static_cast<int32_t>(s.n_pages));
+    w.push_back(static_cast<int32_t>(s.n));
+    const auto pages = b.pages(s);
+    const auto tokens = b.tokens(s);
+    w.insert(w.end(), pages.begin(), pages.end());
+    w.insert(w.end(), tokens.begin(), tokens.end());
   }
   return w;
 }
@@ -42,29 +40,26 @@ StatusOr<StepPlan> decode_plan(const std::vector<int32_t>& w) {
     return invalid_argument("step plan: a {} plan has {} sequences",
                             plan.kind == StepPlan::Kind::kShutdown ? "shutdown" : "heartbeat", n);
   }
-  plan.seqs.reserve(static_cast<size_t>(std::min<int32_t>(n, 4096)));
+  Batch& batch = plan.batch;
+  batch.spans.reserve(static_cast<size_t>(std::min<int32_t>(n, 4096)));
+  batch.ids.reserve(w.size() - at);
   for (int32_t i = 0; i < n; ++i) {
     if (!need(4)) return invalid_argument("step plan: sequence {} truncated", i);
-    PlanSeq s;
-    s.slot = w[at++];
+    const int32_t slot = w[at++];
     const int32_t flags = w[at++];
     const int32_t n_pages = w[at++], n_tokens = w[at++];
-    if (s.slot < 0 || n_pages < 0 || n_tokens <= 0 || (flags & ~3) != 0) {
+    if (slot < 0 || n_pages < 0 || n_tokens <= 0 || (flags & ~3) != 0) {
       return invalid_argument("step plan: sequence {} has slot {}, flags {}, {} pages, {} tokens", i,
-                              s.slot, flags, n_pages, n_tokens);
+                              slot, flags, n_pages, n_tokens);
     }
     if (!need(static_cast<size_t>(n_pages) + static_cast<size_t>(n_tokens))) {
       return invalid_argument("step plan: sequence {} truncated", i);
     }
-    s.reset = (flags & 1) != 0;
-    s.all_logits = (flags & 2) != 0;
-    s.new_pages.assign(w.begin() + static_cast<std::ptrdiff_t>(at),
-                       w.begin() + static_cast<std::ptrdiff_t>(at + static_cast<size_t>(n_pages)));
+    const std::span<const int32_t> pages(w.data() + at, static_cast<size_t>(n_pages));
     at += static_cast<size_t>(n_pages);
-    s.tokens.assign(w.begin() + static_cast<std::ptrdiff_t>(at),
-                    w.begin() + static_cast<std::ptrdiff_t>(at + static_cast<size_t>(n_tokens)));
+    const std::span<const int32_t> tokens(w.data() + at, static_cast<size_t>(n_tokens));
     at += static_cast<size_t>(n_tokens);
-    plan.seqs.push_back(std::move(s));
+    batch.add(slot, tokens, (flags & 2) != 0, (flags & 1) != 0, pages);
   }
   if (at != w.size()) return invalid_argument("step plan: {} trailing words", w.size() - at);
   return plan;

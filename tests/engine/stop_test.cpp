@@ -5,7 +5,7 @@
 
 #include <gtest/gtest.h>
 
-#include "cluster/serve/sampling.h"
+#include "cluster/engine/sampling.h"
 
 namespace kiln::serve {
 namespace {

@@ -1,4 +1,4 @@
-#include "cluster/serve/worker.h"
+#include "cluster/engine/worker.h"
 
 #include <algorithm>
 #include <atomic>
@@ -90,7 +90,7 @@ Status run_worker(KimiLinearModel& model, cpu::ThreadPool& pool, StateCache& sta
         heartbeat_ack(control, options.report ? options.report() : SignalReport{});
         break;
       case StepPlan::Kind::kRun:
-        KILN_RETURN_IF_ERROR(run_plan(model, pool, state, plan, logits));
+        KILN_RETURN_IF_ERROR(model.forward(pool, state, plan.batch, logits));
         break;
     }
     watch.heard();
