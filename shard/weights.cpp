@@ -217,7 +217,8 @@ Status load_layer(LayerLoader& ld, const ModelConfig& c, int64_t i, const RankPl
   if (c.is_moe(i)) {
     w.moe.experts.resize(static_cast<size_t>(c.num_experts));
     w.moe.has_shared = c.num_shared_experts > 0;
-  } else if (!c.is_kda(i)) {
+  }
+  if (!c.is_kda(i)) {
     w.mla.k_b.resize(static_cast<size_t>(p.mla_heads.size()));
     w.mla.v_b.resize(static_cast<size_t>(p.mla_heads.size()));
   }
