@@ -269,7 +269,8 @@ std::vector<float> float_values(const MakeModelOptions& o, Init init, const std:
     case Init::kBias: return normal_values(o.seed, name, n, 0.0f, 0.05f);
     case Init::kDtBias:  // softplus⁻¹(dt) with dt log-uniform in [1e-3, 1e-1]
       for (float& x : v) {
-        const double d = std::exp(std::fma(rng.uniform(), std::log(1e-1) - std::log(1e-3), std::log(1e-3)));
+        const double d =
+            std::exp(std::fma(rng.uniform(), std::log(1e-1) - std::log(1e-3), std::log(1e-3)));
         x = static_cast<float>(std::log(std::expm1(d)));
       }
       return v;
@@ -324,7 +325,8 @@ void emit_kv_b(Emitter& em, const ModelConfig& c, const TensorSpec& s, int64_t i
       std::copy_n(&vb[(h * V + v) * R], R, &w[(h * (N + V) + N + v) * R]);
     }
   }
-  const bool widen = is_block_type(ekb.dtype) || is_block_type(evb.dtype) || ekb.dtype != evb.dtype;
+  const bool widen =
+      is_block_type(ekb.dtype) || is_block_type(evb.dtype) || ekb.dtype != evb.dtype;
   const DType hf_t = widen ? DType::kF32 : ekb.dtype;
   em.hf(kvb, s.hf_shape(c), std::move(w), hf_t);
   em.gguf(k_b.gguf_name(i), k_b.gguf_shape(c), std::move(ekb));

@@ -49,13 +49,16 @@ const TensorSpec kTable[] = {
      .gguf = "blk.{}.attn_norm.weight", .kind = Kind::kFloats, .layout = Layout::kVector,
      .rows = S::kHidden, .init = Init::kNorm, .floats = layer_floats<&L::attn_norm>},
     // KDA (kimi-linear.md §3): q/k/v and their conv taps, the gates, the output.
-    {.block = B::kKda, .hf = "model.layers.{}.self_attn.q_proj.weight", .gguf = "blk.{}.attn_q.weight",
+    {.block = B::kKda, .hf = "model.layers.{}.self_attn.q_proj.weight",
+     .gguf = "blk.{}.attn_q.weight",
      .rows = S::kKdaChannels, .cols = S::kHidden, .cut = Cut::kColumn, .part = Part::kKdaHeads,
      .unit = S::kKdaHeadDim, .matrix = layer_matrix<&L::kda, &K::q>},
-    {.block = B::kKda, .hf = "model.layers.{}.self_attn.k_proj.weight", .gguf = "blk.{}.attn_k.weight",
+    {.block = B::kKda, .hf = "model.layers.{}.self_attn.k_proj.weight",
+     .gguf = "blk.{}.attn_k.weight",
      .rows = S::kKdaChannels, .cols = S::kHidden, .cut = Cut::kColumn, .part = Part::kKdaHeads,
      .unit = S::kKdaHeadDim, .matrix = layer_matrix<&L::kda, &K::k>},
-    {.block = B::kKda, .hf = "model.layers.{}.self_attn.v_proj.weight", .gguf = "blk.{}.attn_v.weight",
+    {.block = B::kKda, .hf = "model.layers.{}.self_attn.v_proj.weight",
+     .gguf = "blk.{}.attn_v.weight",
      .rows = S::kKdaChannels, .cols = S::kHidden, .cut = Cut::kColumn, .part = Part::kKdaHeads,
      .unit = S::kKdaHeadDim, .mix = Mix::kAttnV, .matrix = layer_matrix<&L::kda, &K::v>},
     {.block = B::kKda, .hf = "model.layers.{}.self_attn.q_conv1d.weight",
@@ -103,7 +106,8 @@ const TensorSpec kTable[] = {
      .cut = Cut::kRow, .part = Part::kKdaHeads, .unit = S::kKdaHeadDim,
      .matrix = layer_matrix<&L::kda, &K::o>},
     // MLA (kimi-linear.md §4): W_UK is kept absorbed [R][N] per head, W_UV [V][R] per head.
-    {.block = B::kMla, .hf = "model.layers.{}.self_attn.q_proj.weight", .gguf = "blk.{}.attn_q.weight",
+    {.block = B::kMla, .hf = "model.layers.{}.self_attn.q_proj.weight",
+     .gguf = "blk.{}.attn_q.weight",
      .rows = S::kMlaQ, .cols = S::kHidden, .cut = Cut::kColumn, .part = Part::kMlaHeads,
      .unit = S::kMlaQHeadDim, .matrix = layer_matrix<&L::mla, &A::q>},
     {.block = B::kMla, .hf = "model.layers.{}.self_attn.kv_a_proj_with_mqa.weight",
@@ -129,13 +133,15 @@ const TensorSpec kTable[] = {
      .gguf = "blk.{}.ffn_norm.weight", .kind = Kind::kFloats, .layout = Layout::kVector,
      .rows = S::kHidden, .init = Init::kNorm, .floats = layer_floats<&L::ffn_norm>},
     // Dense SwiGLU MLP, cut on its intermediate dimension.
-    {.block = B::kDense, .hf = "model.layers.{}.mlp.gate_proj.weight", .gguf = "blk.{}.ffn_gate.weight",
+    {.block = B::kDense, .hf = "model.layers.{}.mlp.gate_proj.weight",
+     .gguf = "blk.{}.ffn_gate.weight",
      .rows = S::kFfn, .cols = S::kHidden, .cut = Cut::kColumn, .part = Part::kDenseFfn,
      .matrix = layer_matrix<&L::dense, &M::gate>},
     {.block = B::kDense, .hf = "model.layers.{}.mlp.up_proj.weight", .gguf = "blk.{}.ffn_up.weight",
      .rows = S::kFfn, .cols = S::kHidden, .cut = Cut::kColumn, .part = Part::kDenseFfn,
      .matrix = layer_matrix<&L::dense, &M::up>},
-    {.block = B::kDense, .hf = "model.layers.{}.mlp.down_proj.weight", .gguf = "blk.{}.ffn_down.weight",
+    {.block = B::kDense, .hf = "model.layers.{}.mlp.down_proj.weight",
+     .gguf = "blk.{}.ffn_down.weight",
      .rows = S::kHidden, .cols = S::kFfn, .cut = Cut::kRow, .part = Part::kDenseFfn,
      .mix = Mix::kFfnDown, .matrix = layer_matrix<&L::dense, &M::down>},
     // MoE: router and its selection bias (replicated), routed experts, the shared expert.
@@ -158,15 +164,18 @@ const TensorSpec kTable[] = {
      .gguf = "blk.{}.ffn_down_exps.weight", .rows = S::kHidden, .cols = S::kExpertFfn,
      .stack = Stack::kExperts, .cut = Cut::kRow, .part = Part::kExpertFfn, .mix = Mix::kFfnDown,
      .matrix = expert_matrix<&M::down>},
-    {.block = B::kSharedExpert, .hf = "model.layers.{}.block_sparse_moe.shared_experts.gate_proj.weight",
+    {.block = B::kSharedExpert,
+     .hf = "model.layers.{}.block_sparse_moe.shared_experts.gate_proj.weight",
      .gguf = "blk.{}.ffn_gate_shexp.weight", .rows = S::kSharedFfn, .cols = S::kHidden,
      .cut = Cut::kColumn, .part = Part::kSharedFfn,
      .matrix = layer_matrix<&L::moe, &MoeWeights::shared, &M::gate>},
-    {.block = B::kSharedExpert, .hf = "model.layers.{}.block_sparse_moe.shared_experts.up_proj.weight",
+    {.block = B::kSharedExpert,
+     .hf = "model.layers.{}.block_sparse_moe.shared_experts.up_proj.weight",
      .gguf = "blk.{}.ffn_up_shexp.weight", .rows = S::kSharedFfn, .cols = S::kHidden,
      .cut = Cut::kColumn, .part = Part::kSharedFfn,
      .matrix = layer_matrix<&L::moe, &MoeWeights::shared, &M::up>},
-    {.block = B::kSharedExpert, .hf = "model.layers.{}.block_sparse_moe.shared_experts.down_proj.weight",
+    {.block = B::kSharedExpert,
+     .hf = "model.layers.{}.block_sparse_moe.shared_experts.down_proj.weight",
      .gguf = "blk.{}.ffn_down_shexp.weight", .rows = S::kHidden, .cols = S::kSharedFfn,
      .cut = Cut::kRow, .part = Part::kSharedFfn, .mix = Mix::kFfnDown,
      .matrix = layer_matrix<&L::moe, &MoeWeights::shared, &M::down>},
@@ -388,11 +397,14 @@ void for_each_weight(ModelWeights& w, const ModelConfig& c, const MatrixVisitor&
 void for_each_weight(const ModelWeights& w, const ModelConfig& c,
                      const std::function<void(const TensorSpec&, int64_t, int64_t,
                                               const MatrixView&)>& matrix,
-                     const std::function<void(const TensorSpec&, int64_t, const FloatView&)>& floats) {
+                     const std::function<void(const TensorSpec&, int64_t, const FloatView&)>&
+                         floats) {
   // The visitors only read: the slots are reached through the mutable walk.
   auto& mut = const_cast<ModelWeights&>(w);
   MatrixVisitor m;
-  if (matrix) m = [&](const TensorSpec& s, int64_t l, int64_t i, MatrixView& v) { matrix(s, l, i, v); };
+  if (matrix) {
+    m = [&](const TensorSpec& s, int64_t l, int64_t i, MatrixView& v) { matrix(s, l, i, v); };
+  }
   FloatVisitor f;
   if (floats) f = [&](const TensorSpec& s, int64_t l, FloatView& v) { floats(s, l, v); };
   for_each_weight(mut, c, m, f);

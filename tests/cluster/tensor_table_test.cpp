@@ -83,7 +83,9 @@ uint64_t loaded_bytes(const ModelWeights& w, const ModelConfig& c) {
   uint64_t b = 0;
   for_each_weight(
       w, c, [&](const TensorSpec&, int64_t, int64_t, const MatrixView& m) { b += view_bytes(m); },
-      [&](const TensorSpec&, int64_t, const FloatView& f) { b += 4 * static_cast<uint64_t>(f.size()); });
+      [&](const TensorSpec&, int64_t, const FloatView& f) {
+        b += 4 * static_cast<uint64_t>(f.size());
+      });
   return b;
 }
 
