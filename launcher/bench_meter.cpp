@@ -10,24 +10,13 @@
 #include "kernels/cpu/gemm.h"
 #include "kernels/cpu/moe.h"
 #include "kernels/cpu/norm.h"
+#include "shard/tensor_table.h"
 
 namespace kiln::launcher {
 
 namespace {
 
-uint64_t bytes_of(const MatrixView& m) {
-  return static_cast<uint64_t>(m.rows * dtype_row_bytes(m.dtype, m.cols));
-}
 uint64_t params_of(const MatrixView& m) { return static_cast<uint64_t>(m.rows * m.cols); }
-
-// Adds every matrix of `ms` to bytes and params.
-void add_all(std::initializer_list<const MatrixView*> ms, uint64_t& bytes, uint64_t& params) {
-  for (const MatrixView* m : ms) bytes += bytes_of(*m), params += params_of(*m);
-}
-
-void add_mlp(const MlpWeights& w, uint64_t& bytes, uint64_t& params) {
-  add_all({&w.gate, &w.up, &w.down}, bytes, params);
-}
 
 // What the ops between two tags are (model.cpp, kda_block.cpp, mla_block.cpp).
 const char* describe(const std::string& segment) {
@@ -53,35 +42,23 @@ const char* describe(const std::string& segment) {
 
 WeightTraffic WeightTraffic::of(const KimiLinearModel& model) {
   const ModelConfig& c = model.config();
-  const ModelWeights& w = model.weights();
   WeightTraffic t;
   t.num_experts = c.num_experts;
   t.experts_per_token = c.experts_per_token;
-  t.lm_head_bytes = bytes_of(w.lm_head);
-  t.lm_head_params = params_of(w.lm_head);
-  t.shared_bytes = t.lm_head_bytes;
-  t.shared_params = t.lm_head_params;
   t.expert_bytes.assign(static_cast<size_t>(c.num_layers), 0);
   t.expert_params.assign(static_cast<size_t>(c.num_layers), 0);
-  for (int64_t i = w.layers_loaded.begin; i < w.layers_loaded.end; ++i) {
-    const LayerWeights& l = w.layers[i];
-    if (c.is_kda(i)) {
-      const KdaWeights& k = l.kda;
-      add_all({&k.q, &k.k, &k.v, &k.f_a, &k.f_b, &k.b, &k.g_a, &k.g_b, &k.o}, t.shared_bytes,
-              t.shared_params);
-    } else {
-      add_all({&l.mla.q, &l.mla.kv_a, &l.mla.o}, t.shared_bytes, t.shared_params);
-      for (const MatrixView& m : l.mla.k_b) add_all({&m}, t.shared_bytes, t.shared_params);
-      for (const MatrixView& m : l.mla.v_b) add_all({&m}, t.shared_bytes, t.shared_params);
+  for_each_weight(model.weights(), c, [&](const TensorSpec& s, int64_t layer, int64_t index,
+                                          const MatrixView& m) {
+    const uint64_t bytes = view_bytes(m), params = params_of(m);
+    if (s.block == Block::kEmbedding) return;  // a lookup, not a matmul
+    if (s.block == Block::kExperts) {
+      if (index == 0) t.expert_bytes[layer] += bytes, t.expert_params[layer] += params;
+      return;
     }
-    if (!c.is_moe(i)) {
-      add_mlp(l.dense, t.shared_bytes, t.shared_params);
-      continue;
-    }
-    add_all({&l.moe.router}, t.shared_bytes, t.shared_params);
-    if (l.moe.has_shared) add_mlp(l.moe.shared, t.shared_bytes, t.shared_params);
-    if (!l.moe.experts.empty()) add_mlp(l.moe.experts[0], t.expert_bytes[i], t.expert_params[i]);
-  }
+    if (s.block == Block::kLmHead) t.lm_head_bytes += bytes, t.lm_head_params += params;
+    t.shared_bytes += bytes;
+    t.shared_params += params;
+  });
   return t;
 }
 

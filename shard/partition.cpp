@@ -1,6 +1,6 @@
 // The partition plan: TP ranges, pipeline stage split (exact min-max DP), and per-rank byte
-// estimates computed from the config's shapes. Byte counts mirror ModelWeights' layout (W_UK
-// and W_UV per head, small vectors widened to f32).
+// estimates computed from the config's shapes by walking the tensor table (W_UK and W_UV per
+// head, small vectors widened to f32, as ModelWeights holds them).
 #include "shard/partition.h"
 
 #include <algorithm>
@@ -9,74 +9,25 @@
 
 #include <fmt/format.h>
 
+#include "shard/tensor_table.h"
+
 namespace kiln {
 namespace {
 
-// Elements of one rank's share of each TP-split dimension.
-struct Shares {
-  int64_t kda_heads = 0, mla_heads = 0, dense_ffn = 0, expert_ffn = 0, shared_ffn = 0;
-};
+uint64_t f32_bytes(int64_t n) { return static_cast<uint64_t>(n) * 4; }
 
-uint64_t u64(int64_t v) { return static_cast<uint64_t>(v); }
-
-// Bytes of a [rows][cols] matrix; a partial trailing block is counted whole.
-uint64_t matrix_bytes(DType t, int64_t rows, int64_t cols) {
-  const int64_t be = dtype_block_elems(t);
-  return u64(rows) * u64((cols + be - 1) / be * dtype_block_bytes(t));
-}
-uint64_t f32_bytes(int64_t n) { return u64(n) * 4; }
-// GGUF files keep ffn_gate_inp unquantised; kiln's make-model writes it f32 for block types too.
-DType router_dtype(DType t) { return dtype_block_elems(t) > 1 ? DType::kF32 : t; }
-
-uint64_t mlp_bytes(const ModelConfig& c, int64_t ffn, DType t) {
-  return 2 * matrix_bytes(t, ffn, c.hidden_size) + matrix_bytes(t, c.hidden_size, ffn);
-}
-
-// A KDA layer's head-split weights for `h` heads.
-uint64_t kda_split_bytes(const ModelConfig& c, int64_t h, DType t) {
-  const int64_t D = c.hidden_size, C = h * c.kda_head_dim, r = c.kda_gate_rank;
-  return 3 * matrix_bytes(t, C, D)                        // q, k, v   [C][D]
-         + 2 * matrix_bytes(t, C, r)                      // f_b, g_b  [C][r]
-         + matrix_bytes(t, h, D)                          // b (beta)  [h][D]
-         + matrix_bytes(t, D, C)                          // o_proj    [D][C]
-         + f32_bytes(3 * C * c.kda_conv_kernel + h + C);  // conv taps, A_log, dt_bias
-}
-
-// An MLA layer's head-split weights for `h` heads.
-uint64_t mla_split_bytes(const ModelConfig& c, int64_t h, DType t) {
-  const int64_t D = c.hidden_size, N = c.qk_nope_head_dim, P = c.qk_rope_head_dim;
-  const int64_t R = c.kv_lora_rank, V = c.v_head_dim;
-  return matrix_bytes(t, h * (N + P), D)                             // q_proj [h(N+P)][D]
-         + u64(h) * (matrix_bytes(t, R, N) + matrix_bytes(t, V, R))  // W_UK, W_UV per head
-         + matrix_bytes(t, D, h * V);                                // o_proj [D][hV]
-}
-
-uint64_t ffn_split_bytes(const ModelConfig& c, int64_t layer, const Shares& s, DType t) {
-  if (!c.is_moe(layer)) return s.dense_ffn > 0 ? mlp_bytes(c, s.dense_ffn, t) : 0;
-  uint64_t b = u64(c.num_experts) * mlp_bytes(c, s.expert_ffn, t);
-  if (s.shared_ffn > 0) b += mlp_bytes(c, s.shared_ffn, t);
+// Bytes of layer `layer`'s tensors held by a rank with `plan`'s ranges.
+uint64_t layer_bytes_for(const ModelConfig& c, int64_t layer, const RankPlan& plan, DType t) {
+  uint64_t b = 0;
+  for_each_layer_tensor(c, layer, [&](const TensorSpec& s) {
+    if (s.held()) b += tensor_bytes(s, c, part_range(plan, s.part).size(), t);
+  });
   return b;
 }
 
-// Weights every rank of a TP group holds whole for `layer`.
-uint64_t replicated_layer_bytes(const ModelConfig& c, int64_t layer, DType t) {
-  const int64_t D = c.hidden_size;
-  uint64_t b = f32_bytes(2 * D);  // attn_norm, ffn_norm
-  if (c.is_kda(layer)) {
-    b += 2 * matrix_bytes(t, c.kda_gate_rank, D) + f32_bytes(c.kda_head_dim);  // f_a, g_a, o_norm
-  } else {
-    b += matrix_bytes(t, c.mla_latent_dim(), D) + f32_bytes(c.kv_lora_rank);  // kv_a, its norm
-  }
-  if (c.is_moe(layer)) {
-    b += matrix_bytes(router_dtype(t), c.num_experts, D) + f32_bytes(c.num_experts);
-  }
-  return b;
-}
-
-uint64_t layer_bytes_for(const ModelConfig& c, int64_t layer, const Shares& s, DType t) {
-  const uint64_t attn =
-      c.is_kda(layer) ? kda_split_bytes(c, s.kda_heads, t) : mla_split_bytes(c, s.mla_heads, t);
-  return attn + ffn_split_bytes(c, layer, s, t) + replicated_layer_bytes(c, layer, t);
+// Bytes of a model-level tensor (embedding, final norm, lm_head) for `vocab` rows.
+uint64_t model_tensor_bytes(const ModelConfig& c, Block b, int64_t vocab, DType t) {
+  return tensor_bytes(tensor_of(b), c, vocab, t);
 }
 
 bool has_dense_layers(const ModelConfig& c) {
@@ -300,9 +251,7 @@ StatusOr<std::vector<Range>> split_layers(const std::vector<uint64_t>& layer_byt
 }
 
 std::vector<uint64_t> layer_weight_bytes(const ModelConfig& config, DType dtype) {
-  const Shares whole{config.kda_num_heads, config.mla_num_heads,
-                     has_dense_layers(config) ? config.intermediate_size : 0,
-                     config.moe_intermediate_size, shared_ffn_size(config)};
+  const RankPlan whole = whole_model_plan(config);
   std::vector<uint64_t> out;
   for (int64_t l = 0; l < config.num_layers; ++l) {
     out.push_back(layer_bytes_for(config, l, whole, dtype));
@@ -313,35 +262,36 @@ std::vector<uint64_t> layer_weight_bytes(const ModelConfig& config, DType dtype)
 std::vector<uint64_t> pipeline_balance_bytes(const ModelConfig& config, DType dtype) {
   std::vector<uint64_t> out = layer_weight_bytes(config, dtype);
   if (out.empty()) return out;
-  const uint64_t table = matrix_bytes(dtype, config.vocab_size, config.hidden_size);
-  out.front() += table;
+  const int64_t vocab = config.vocab_size;
+  out.front() += model_tensor_bytes(config, Block::kEmbedding, vocab, dtype);
   // A tied table is still held by the last stage when the pipeline has more than one.
-  out.back() += table + f32_bytes(config.hidden_size);
+  out.back() += model_tensor_bytes(config, Block::kLmHead, vocab, dtype) +
+                model_tensor_bytes(config, Block::kFinalNorm, vocab, dtype);
   return out;
 }
 
 RankMemory estimate_rank_memory(const ModelConfig& config, const RankPlan& plan, DType dtype) {
   const ModelConfig& c = config;
-  const Shares s{plan.kda_heads.size(), plan.mla_heads.size(), plan.dense_ffn.size(),
-                 plan.expert_ffn.size(), plan.shared_ffn.size()};
   RankMemory m;
-  const int64_t channels = s.kda_heads * c.kda_head_dim;
-  const int64_t kda_floats = 3 * (c.kda_conv_kernel - 1) * channels +        // conv windows q, k, v
-                             s.kda_heads * c.kda_head_dim * c.kda_head_dim;  // [h][K][V]
+  const int64_t channels = plan.kda_heads.size() * c.kda_head_dim;
+  const int64_t kda_floats = 3 * (c.kda_conv_kernel - 1) * channels +  // conv windows q, k, v
+                             channels * c.kda_head_dim;                // [h][K][V]
   for (int64_t l = plan.layers.begin; l < plan.layers.end; ++l) {
-    m.weight_bytes += layer_bytes_for(c, l, s, dtype);
+    m.weight_bytes += layer_bytes_for(c, l, plan, dtype);
     if (c.is_kda(l)) {
       m.kda_state_bytes_per_sequence += f32_bytes(kda_floats);
     } else {
       m.mla_bytes_per_token += f32_bytes(c.mla_latent_dim());
     }
   }
-  const uint64_t table = matrix_bytes(dtype, plan.vocab.size(), c.hidden_size);
-  if (plan.first_stage()) m.weight_bytes += table;  // embedding rows
+  const int64_t vocab = plan.vocab.size();
+  if (plan.first_stage()) m.weight_bytes += model_tensor_bytes(c, Block::kEmbedding, vocab, dtype);
   if (plan.last_stage()) {
     // lm_head rows (the embedding's own, when tied and this stage already holds them) + final norm
-    if (!(c.tie_word_embeddings && plan.first_stage())) m.weight_bytes += table;
-    m.weight_bytes += f32_bytes(c.hidden_size);
+    if (!(c.tie_word_embeddings && plan.first_stage())) {
+      m.weight_bytes += model_tensor_bytes(c, Block::kLmHead, vocab, dtype);
+    }
+    m.weight_bytes += model_tensor_bytes(c, Block::kFinalNorm, vocab, dtype);
   }
   return m;
 }

@@ -2,6 +2,7 @@
 #include "shard/weights.h"
 
 #include "shard/parallel_layers.h"
+#include "shard/tensor_table.h"
 
 #include <cmath>
 #include <cstring>
@@ -71,13 +72,6 @@ class Loader {
     return out;
   }
 
-  // vector(), kept in `owned`.
-  StatusOr<FloatView> floats(const std::string& name, const std::vector<int64_t>& shape,
-                             WeightStore& owned) const {
-    KILN_ASSIGN_OR_RETURN(std::vector<float> v, vector(name, shape));
-    return owned.keep(std::move(v));
-  }
-
   bool has(const std::string& name) const { return ck_.find(name) != nullptr; }
 
  private:
@@ -115,176 +109,141 @@ std::vector<MatrixView> v_b_from_kv_b(const MatrixView& kv_b, int64_t H, int64_t
   return heads;
 }
 
-// Elements [begin, end) of a vector, kept in `owned`.
-FloatView sub(const std::vector<float>& v, int64_t begin, int64_t end, WeightStore& owned) {
-  return owned.keep({v.begin() + begin, v.begin() + end});
+// This rank's share of matrix `m` of entry `s` (named `name` in errors).
+StatusOr<MatrixView> cut_matrix(const TensorSpec& s, const ModelConfig& c, const RankPlan& p,
+                                const MatrixView& m, const std::string& name, WeightStore& owned) {
+  const Range r = part_range(p, s.part);
+  const int64_t unit = size_of(c, s.unit);
+  switch (s.cut) {
+    case Cut::kColumn: return column_parallel(m, Range{r.begin * unit, r.end * unit});
+    case Cut::kRow: return row_parallel(m, Range{r.begin * unit, r.end * unit}, name, owned.bytes);
+    case Cut::kReplicated:
+    case Cut::kStack: break;
+  }
+  return m;
 }
 
-struct Names {
-  bool hf;
-  std::string layer(int64_t i, const char* hf_name, const char* gguf_name) const {
-    return hf ? fmt::format("model.layers.{}.{}", i, hf_name) : fmt::format("blk.{}.{}", i, gguf_name);
-  }
-};
+// One layer (or model-level, layer −1) tensor of this rank: the loader of every plain entry.
+class LayerLoader {
+ public:
+  LayerLoader(const Loader& L, bool hf, const ModelConfig& c, const RankPlan& p, ModelWeights& w)
+      : L_(L), hf_(hf), c_(c), p_(p), w_(w) {}
 
-Status load_kda(const Loader& L, const Names& n, const ModelConfig& c, int64_t i,
-                const RankPlan& p, KdaWeights& w, WeightStore& owned) {
-  const int64_t D = c.hidden_size, H = c.kda_num_heads, K = c.kda_head_dim, C = H * K;
-  const int64_t r = c.kda_gate_rank, taps = c.kda_conv_kernel;
-  const int64_t h0 = p.kda_heads.begin, h1 = p.kda_heads.end;
-  const Range ch{h0 * K, h1 * K};  // this rank's channels
-  MatrixView q, k, v, f_b, b, g_b, o;
-  KILN_ASSIGN_OR_RETURN(q, L.matrix(n.layer(i, "self_attn.q_proj.weight", "attn_q.weight"), C, D));
-  KILN_ASSIGN_OR_RETURN(k, L.matrix(n.layer(i, "self_attn.k_proj.weight", "attn_k.weight"), C, D));
-  KILN_ASSIGN_OR_RETURN(v, L.matrix(n.layer(i, "self_attn.v_proj.weight", "attn_v.weight"), C, D));
-  KILN_ASSIGN_OR_RETURN(w.f_a, L.matrix(n.layer(i, "self_attn.f_a_proj.weight", "ssm_f_a.weight"), r, D));
-  KILN_ASSIGN_OR_RETURN(f_b, L.matrix(n.layer(i, "self_attn.f_b_proj.weight", "ssm_f_b.weight"), C, r));
-  KILN_ASSIGN_OR_RETURN(b, L.matrix(n.layer(i, "self_attn.b_proj.weight", "ssm_beta.weight"), H, D));
-  KILN_ASSIGN_OR_RETURN(w.g_a, L.matrix(n.layer(i, "self_attn.g_a_proj.weight", "ssm_g_a.weight"), r, D));
-  KILN_ASSIGN_OR_RETURN(g_b, L.matrix(n.layer(i, "self_attn.g_b_proj.weight", "ssm_g_b.weight"), C, r));
-  KILN_ASSIGN_OR_RETURN(o, L.matrix(n.layer(i, "self_attn.o_proj.weight", "attn_output.weight"), D, C));
-  KILN_ASSIGN_OR_RETURN(w.o, row_parallel(o, ch, n.layer(i, "self_attn.o_proj.weight", "attn_output.weight"), owned.bytes));
-  w.q = column_parallel(q, ch);
-  w.k = column_parallel(k, ch);
-  w.v = column_parallel(v, ch);
-  w.f_b = column_parallel(f_b, ch);
-  w.g_b = column_parallel(g_b, ch);
-  w.b = column_parallel(b, p.kda_heads);
-  std::vector<float> conv;
-  KILN_ASSIGN_OR_RETURN(conv, L.vector(n.layer(i, "self_attn.q_conv1d.weight", "ssm_conv1d_q.weight"), {C, taps}));
-  w.conv_q = sub(conv, ch.begin * taps, ch.end * taps, owned);
-  KILN_ASSIGN_OR_RETURN(conv, L.vector(n.layer(i, "self_attn.k_conv1d.weight", "ssm_conv1d_k.weight"), {C, taps}));
-  w.conv_k = sub(conv, ch.begin * taps, ch.end * taps, owned);
-  KILN_ASSIGN_OR_RETURN(conv, L.vector(n.layer(i, "self_attn.v_conv1d.weight", "ssm_conv1d_v.weight"), {C, taps}));
-  w.conv_v = sub(conv, ch.begin * taps, ch.end * taps, owned);
-  KILN_ASSIGN_OR_RETURN(conv, L.vector(n.layer(i, "self_attn.dt_bias", "ssm_dt.bias"), {C}));
-  w.dt_bias = sub(conv, ch.begin, ch.end, owned);
-  KILN_ASSIGN_OR_RETURN(w.o_norm, L.floats(n.layer(i, "self_attn.o_norm.weight", "ssm_norm.weight"), {K}, owned));
-  KILN_ASSIGN_OR_RETURN(conv, L.vector(n.layer(i, "self_attn.A_log", "ssm_a"), {H}));
-  if (n.hf) {
-    for (float& a : conv) a = -std::exp(a);  // HF stores A_log; GGUF already −exp(A_log)
-  }
-  w.a_neg = sub(conv, h0, h1, owned);
-  return {};
-}
-
-Status load_mla(const Loader& L, const Names& n, const ModelConfig& c, int64_t i,
-                const RankPlan& p, MlaWeights& w, WeightStore& owned) {
-  const int64_t D = c.hidden_size, H = c.mla_num_heads, N = c.qk_nope_head_dim;
-  const int64_t P = c.qk_rope_head_dim, R = c.kv_lora_rank, V = c.v_head_dim;
-  const int64_t h0 = p.mla_heads.begin, h1 = p.mla_heads.end;
-  MatrixView q, o;
-  KILN_ASSIGN_OR_RETURN(q, L.matrix(n.layer(i, "self_attn.q_proj.weight", "attn_q.weight"), H * (N + P), D));
-  KILN_ASSIGN_OR_RETURN(w.kv_a, L.matrix(n.layer(i, "self_attn.kv_a_proj_with_mqa.weight", "attn_kv_a_mqa.weight"), R + P, D));
-  KILN_ASSIGN_OR_RETURN(w.kv_a_norm, L.floats(n.layer(i, "self_attn.kv_a_layernorm.weight", "attn_kv_a_norm.weight"), {R}, owned));
-  KILN_ASSIGN_OR_RETURN(o, L.matrix(n.layer(i, "self_attn.o_proj.weight", "attn_output.weight"), D, H * V));
-  KILN_ASSIGN_OR_RETURN(w.o, row_parallel(o, Range{h0 * V, h1 * V}, n.layer(i, "self_attn.o_proj.weight", "attn_output.weight"), owned.bytes));
-  w.q = column_parallel(q, Range{h0 * (N + P), h1 * (N + P)});
-  const std::string k_b = n.layer(i, "", "attn_k_b.weight");
-  if (!n.hf && L.has(k_b)) {
-    std::vector<MatrixView> kb, vb;
-    KILN_ASSIGN_OR_RETURN(kb, L.stacked(k_b, H, R, N));
-    KILN_ASSIGN_OR_RETURN(vb, L.stacked(n.layer(i, "", "attn_v_b.weight"), H, V, R));
-    w.k_b.assign(kb.begin() + h0, kb.begin() + h1);
-    w.v_b.assign(vb.begin() + h0, vb.begin() + h1);
+  Status load(const TensorSpec& s, int64_t layer) {
+    const std::string name = s.name(hf_, layer);
+    if (s.floats != nullptr) return load_floats(s, layer, name);
+    switch (s.stack) {
+      case Stack::kNone: {
+        KILN_ASSIGN_OR_RETURN(MatrixView m, L_.matrix(name, rows(s), cols(s)));
+        KILN_ASSIGN_OR_RETURN(s.matrix(w_, layer, 0), cut_matrix(s, c_, p_, m, name, w_.owned));
+        return {};
+      }
+      case Stack::kExperts: return load_experts(s, layer);
+      case Stack::kHeads: {
+        KILN_ASSIGN_OR_RETURN(std::vector<MatrixView> all,
+                              L_.stacked(name, s.stack_count(c_), rows(s), cols(s)));
+        const Range r = part_range(p_, s.part);
+        for (int64_t h = r.begin; h < r.end; ++h) s.matrix(w_, layer, h - r.begin) = all[h];
+        return {};
+      }
+    }
     return {};
   }
-  // HF kv_b_proj, or a legacy GGUF's combined attn_kv_b: [H*(N+V)][R]; only this rank's heads.
-  MatrixView kv_b;
-  KILN_ASSIGN_OR_RETURN(kv_b, L.matrix(n.layer(i, "self_attn.kv_b_proj.weight", "attn_kv_b.weight"), H * (N + V), R));
-  kv_b = column_parallel(kv_b, Range{h0 * (N + V), h1 * (N + V)});
-  w.k_b = transpose_k_b(kv_b, h1 - h0, N, V, R, owned);
-  w.v_b = v_b_from_kv_b(kv_b, h1 - h0, N, V);
-  return {};
-}
 
-// A SwiGLU MLP sliced on its intermediate dimension: gate/up rows, down columns.
-Status load_mlp(const Loader& L, const std::string& gate, const std::string& up,
-                const std::string& down, int64_t F, int64_t D, const Range& slice, MlpWeights& w,
-                WeightStore& owned) {
-  MatrixView g, u, d;
-  KILN_ASSIGN_OR_RETURN(g, L.matrix(gate, F, D));
-  KILN_ASSIGN_OR_RETURN(u, L.matrix(up, F, D));
-  KILN_ASSIGN_OR_RETURN(d, L.matrix(down, D, F));
-  KILN_ASSIGN_OR_RETURN(w.down, row_parallel(d, slice, down, owned.bytes));
-  w.gate = column_parallel(g, slice);
-  w.up = column_parallel(u, slice);
-  return {};
-}
-
-Status load_moe(const Loader& L, const Names& n, const ModelConfig& c, int64_t i,
-                const RankPlan& p, MoeWeights& w, WeightStore& owned) {
-  const int64_t D = c.hidden_size, E = c.num_experts, F = c.moe_intermediate_size;
-  const Range& s = p.expert_ffn;
-  KILN_ASSIGN_OR_RETURN(w.router, L.matrix(n.layer(i, "block_sparse_moe.gate.weight", "ffn_gate_inp.weight"), E, D));
-  const std::string bias = n.layer(i, "block_sparse_moe.gate.e_score_correction_bias", "exp_probs_b.bias");
-  if (L.has(bias)) {
-    KILN_ASSIGN_OR_RETURN(w.bias, L.floats(bias, {E}, owned));
+  // HF kv_b_proj or a legacy GGUF's combined attn_kv_b: [H*(N+V)][R]; only this rank's heads.
+  Status load_kv_b(const TensorSpec& s, int64_t layer, MlaWeights& w) {
+    const std::string name = s.name(hf_, layer);
+    KILN_ASSIGN_OR_RETURN(MatrixView kv_b, L_.matrix(name, rows(s), cols(s)));
+    KILN_ASSIGN_OR_RETURN(kv_b, cut_matrix(s, c_, p_, kv_b, name, w_.owned));
+    const int64_t H = p_.mla_heads.size(), N = c_.qk_nope_head_dim, V = c_.v_head_dim;
+    w.k_b = transpose_k_b(kv_b, H, N, V, c_.kv_lora_rank, w_.owned);
+    w.v_b = v_b_from_kv_b(kv_b, H, N, V);
+    return {};
   }
-  w.experts.resize(static_cast<size_t>(E));
-  if (n.hf) {
-    for (int64_t e = 0; e < E; ++e) {
-      auto name = [&](const char* m) {
-        return fmt::format("model.layers.{}.block_sparse_moe.experts.{}.{}.weight", i, e, m);
-      };
-      KILN_RETURN_IF_ERROR(load_mlp(L, name("w1"), name("w3"), name("w2"), F, D, s, w.experts[e], owned));
+
+  bool has(const TensorSpec& s, int64_t layer) const { return L_.has(s.name(hf_, layer)); }
+  bool hf() const { return hf_; }
+
+ private:
+  int64_t rows(const TensorSpec& s) const { return size_of(c_, s.rows); }
+  int64_t cols(const TensorSpec& s) const { return size_of(c_, s.cols); }
+
+  Status load_floats(const TensorSpec& s, int64_t layer, const std::string& name) {
+    KILN_ASSIGN_OR_RETURN(std::vector<float> v, L_.vector(name, s.expected_shape(c_)));
+    if (s.special == Special::kNegExp && hf_) {
+      for (float& a : v) a = -std::exp(a);  // HF stores A_log; GGUF already −exp(A_log)
     }
-  } else {
-    std::vector<MatrixView> gate, up, down;
-    KILN_ASSIGN_OR_RETURN(gate, L.stacked(n.layer(i, "", "ffn_gate_exps.weight"), E, F, D));
-    KILN_ASSIGN_OR_RETURN(up, L.stacked(n.layer(i, "", "ffn_up_exps.weight"), E, F, D));
-    KILN_ASSIGN_OR_RETURN(down, L.stacked(n.layer(i, "", "ffn_down_exps.weight"), E, D, F));
-    for (int64_t e = 0; e < E; ++e) {
-      KILN_ASSIGN_OR_RETURN(w.experts[e].down, row_parallel(down[e], s, n.layer(i, "", "ffn_down_exps.weight"), owned.bytes));
-      w.experts[e].gate = column_parallel(gate[e], s);
-      w.experts[e].up = column_parallel(up[e], s);
+    FloatView& dst = s.floats(w_, layer);
+    if (s.cut == Cut::kReplicated) {
+      dst = w_.owned.keep(std::move(v));
+    } else {  // column: this rank's rows of [rows][cols]
+      const Range r = part_range(p_, s.part);
+      const int64_t n = size_of(c_, s.unit) * cols(s);
+      dst = w_.owned.keep({v.begin() + r.begin * n, v.begin() + r.end * n});
     }
+    return {};
   }
-  w.has_shared = c.num_shared_experts > 0;
-  if (w.has_shared) {
-    const int64_t Fs = F * c.num_shared_experts;
-    KILN_RETURN_IF_ERROR(load_mlp(
-        L, n.layer(i, "block_sparse_moe.shared_experts.gate_proj.weight", "ffn_gate_shexp.weight"),
-        n.layer(i, "block_sparse_moe.shared_experts.up_proj.weight", "ffn_up_shexp.weight"),
-        n.layer(i, "block_sparse_moe.shared_experts.down_proj.weight", "ffn_down_shexp.weight"),
-        Fs, D, p.shared_ffn, w.shared, owned));
+
+  // HF: one tensor per expert; GGUF: one stacked tensor.
+  Status load_experts(const TensorSpec& s, int64_t layer) {
+    const int64_t E = s.stack_count(c_);
+    std::vector<MatrixView> all;
+    if (!hf_) {
+      KILN_ASSIGN_OR_RETURN(all, L_.stacked(s.gguf_name(layer), E, rows(s), cols(s)));
+    }
+    for (int64_t e = 0; e < E; ++e) {
+      const std::string name = s.name(hf_, layer, e);
+      MatrixView m;
+      if (hf_) {
+        KILN_ASSIGN_OR_RETURN(m, L_.matrix(name, rows(s), cols(s)));
+      } else {
+        m = all[e];
+      }
+      KILN_ASSIGN_OR_RETURN(s.matrix(w_, layer, e), cut_matrix(s, c_, p_, m, name, w_.owned));
+    }
+    return {};
   }
-  return {};
+
+  const Loader& L_;
+  bool hf_;
+  const ModelConfig& c_;
+  const RankPlan& p_;
+  ModelWeights& w_;
+};
+
+// Every present entry of layer i, in file order; the special cases stay explicit.
+Status load_layer(LayerLoader& ld, const ModelConfig& c, int64_t i, const RankPlan& p,
+                  LayerWeights& w) {
+  if (c.is_moe(i)) {
+    w.moe.experts.resize(static_cast<size_t>(c.num_experts));
+    w.moe.has_shared = c.num_shared_experts > 0;
+  }
+  if (!c.is_kda(i)) {
+    w.mla.k_b.resize(static_cast<size_t>(p.mla_heads.size()));
+    w.mla.v_b.resize(static_cast<size_t>(p.mla_heads.size()));
+  }
+  // W_UK/W_UV come from kv_b unless a GGUF file holds attn_k_b / attn_v_b.
+  const bool split_kv_b = !ld.hf() && ld.has(tensor_with(Special::kKB), i);
+  Status st;
+  for_each_layer_tensor(c, i, [&](const TensorSpec& s) {
+    if (!st.ok()) return;
+    if (s.special == Special::kOptional && !ld.has(s, i)) return;
+    if (s.special == Special::kKvB) {
+      if (!split_kv_b) st = ld.load_kv_b(s, i, w.mla);
+      return;
+    }
+    if ((s.special == Special::kKB || s.special == Special::kVB) && !split_kv_b) return;
+    st = ld.load(s, i);
+  });
+  return st;
 }
 
-Status load_layer(const Loader& L, const Names& n, const ModelConfig& c, int64_t i,
-                  const RankPlan& p, LayerWeights& w, WeightStore& owned) {
-  const int64_t D = c.hidden_size;
-  KILN_ASSIGN_OR_RETURN(w.attn_norm, L.floats(n.layer(i, "input_layernorm.weight", "attn_norm.weight"), {D}, owned));
-  KILN_ASSIGN_OR_RETURN(w.ffn_norm, L.floats(n.layer(i, "post_attention_layernorm.weight", "ffn_norm.weight"), {D}, owned));
-  if (c.is_kda(i)) {
-    KILN_RETURN_IF_ERROR(load_kda(L, n, c, i, p, w.kda, owned));
-  } else {
-    KILN_RETURN_IF_ERROR(load_mla(L, n, c, i, p, w.mla, owned));
-  }
-  if (c.is_moe(i)) return load_moe(L, n, c, i, p, w.moe, owned);
-  return load_mlp(L, n.layer(i, "mlp.gate_proj.weight", "ffn_gate.weight"),
-                  n.layer(i, "mlp.up_proj.weight", "ffn_up.weight"),
-                  n.layer(i, "mlp.down_proj.weight", "ffn_down.weight"), c.intermediate_size, D,
-                  p.dense_ffn, w.dense, owned);
-}
-
-// Every matrix of the weights, in load order.
-std::vector<MatrixView*> all_matrices(ModelWeights& w) {
-  std::vector<MatrixView*> out = {&w.embed, &w.lm_head};
-  auto mlp = [&](MlpWeights& m) { out.insert(out.end(), {&m.gate, &m.up, &m.down}); };
-  for (LayerWeights& l : w.layers) {
-    KdaWeights& k = l.kda;
-    out.insert(out.end(), {&k.q, &k.k, &k.v, &k.f_a, &k.f_b, &k.b, &k.g_a, &k.g_b, &k.o});
-    MlaWeights& a = l.mla;
-    out.insert(out.end(), {&a.q, &a.kv_a, &a.o});
-    for (MatrixView& v : a.k_b) out.push_back(&v);
-    for (MatrixView& v : a.v_b) out.push_back(&v);
-    mlp(l.dense);
-    out.push_back(&l.moe.router);
-    for (MlpWeights& e : l.moe.experts) mlp(e);
-    mlp(l.moe.shared);
-  }
+// Every matrix view of the weights.
+std::vector<MatrixView*> all_matrices(ModelWeights& w, const ModelConfig& c) {
+  std::vector<MatrixView*> out;
+  for_each_weight(w, c, [&](const TensorSpec&, int64_t, int64_t, MatrixView& m) {
+    out.push_back(&m);
+  });
   return out;
 }
 
@@ -292,13 +251,13 @@ std::vector<MatrixView*> all_matrices(ModelWeights& w) {
 // memory is its share: views of the file would keep whole page-cache folios mapped, and those
 // hold the neighbouring ranks' rows too. Views that already start an owned buffer (row-parallel
 // cuts, transposed W_UK) stay as they are.
-void own_all(ModelWeights& w, const LoadProgress& progress) {
+void own_all(ModelWeights& w, const ModelConfig& c, const LoadProgress& progress) {
   std::unordered_set<const std::byte*> already;
   for (const auto& b : w.owned.bytes) already.insert(b.data());
   std::vector<MatrixView*> todo;
   int64_t total = 0;
-  for (MatrixView* m : all_matrices(w)) {
-    if (m->data == nullptr || m->rows == 0 || already.count(m->data) != 0) continue;
+  for (MatrixView* m : all_matrices(w, c)) {
+    if (already.count(m->data) != 0) continue;
     todo.push_back(m);
     total += m->rows * dtype_row_bytes(m->dtype, m->cols);
   }
@@ -329,72 +288,52 @@ StatusOr<ModelWeights> load_weights(const Checkpoint& ck) {
 StatusOr<ModelWeights> load_weights(const Checkpoint& ck, const RankPlan& plan,
                                     const LoadProgress& progress) {
   const ModelConfig& c = ck.config();
-  const Names n{ck.format() == CheckpointFormat::kHf};
+  const bool hf = ck.format() == CheckpointFormat::kHf;
   Loader L(ck);
   ModelWeights w;
   w.layers_loaded = plan.layers;
   w.vocab = plan.vocab;
-  const int64_t D = c.hidden_size, vocab = c.vocab_size;
-  MatrixView embed;
-  KILN_ASSIGN_OR_RETURN(embed, L.matrix(n.hf ? "model.embed_tokens.weight" : "token_embd.weight", vocab, D));
-  if (plan.first_stage()) w.embed = column_parallel(embed, plan.vocab);
+  LayerLoader ld(L, hf, c, plan, w);
+  // The embedding is read on every stage: a tied lm_head is its rows.
+  const TensorSpec& embed_spec = tensor_of(Block::kEmbedding);
+  const std::string embed_name = embed_spec.name(hf, -1);
+  KILN_ASSIGN_OR_RETURN(MatrixView embed, L.matrix(embed_name, c.vocab_size, c.hidden_size));
+  if (plan.first_stage()) {
+    KILN_ASSIGN_OR_RETURN(w.embed, cut_matrix(embed_spec, c, plan, embed, embed_name, w.owned));
+  }
   if (plan.last_stage()) {
-    KILN_ASSIGN_OR_RETURN(w.final_norm, L.floats(n.hf ? "model.norm.weight" : "output_norm.weight", {D}, w.owned));
-    const std::string head = n.hf ? "lm_head.weight" : "output.weight";
-    MatrixView lm = embed;
-    if (!c.tie_word_embeddings && (n.hf || L.has(head))) {
-      KILN_ASSIGN_OR_RETURN(lm, L.matrix(head, vocab, D));
+    KILN_RETURN_IF_ERROR(ld.load(tensor_of(Block::kFinalNorm), -1));
+    const TensorSpec& head = tensor_of(Block::kLmHead);
+    if (!c.tie_word_embeddings && (hf || ld.has(head, -1))) {
+      KILN_RETURN_IF_ERROR(ld.load(head, -1));
+    } else {
+      KILN_ASSIGN_OR_RETURN(w.lm_head, cut_matrix(head, c, plan, embed, embed_name, w.owned));
     }
-    w.lm_head = column_parallel(lm, plan.vocab);
   }
   w.layers.resize(static_cast<size_t>(c.num_layers));
   for (int64_t i = plan.layers.begin; i < plan.layers.end; ++i) {
-    KILN_RETURN_IF_ERROR(load_layer(L, n, c, i, plan, w.layers[i], w.owned));
+    KILN_RETURN_IF_ERROR(load_layer(ld, c, i, plan, w.layers[i]));
   }
   if (plan.tensor > 1 || plan.pipeline > 1) {
-    own_all(w, progress);
+    own_all(w, c, progress);
   } else if (progress) {
     int64_t total = 0;  // one rank reads the mapped file in place: nothing to copy
-    for (MatrixView* m : all_matrices(w)) {
-      if (m->data != nullptr) total += m->rows * dtype_row_bytes(m->dtype, m->cols);
-    }
+    for (MatrixView* m : all_matrices(w, c)) total += m->rows * dtype_row_bytes(m->dtype, m->cols);
     progress(total, total);
   }
   return w;
 }
 
-namespace {
-// Bytes a matmul reads: a column-sliced (row-parallel) view reads only its part of each row.
-uint64_t bytes_of(const MatrixView& m) {
-  return static_cast<uint64_t>(m.rows * dtype_row_bytes(m.dtype, m.cols));
-}
-uint64_t bytes_of(const MlpWeights& m) { return bytes_of(m.gate) + bytes_of(m.up) + bytes_of(m.down); }
-}  // namespace
-
 uint64_t ModelWeights::active_bytes_per_token(const ModelConfig& c) const {
-  uint64_t total = bytes_of(lm_head);
-  for (int64_t i = layers_loaded.begin; i < layers_loaded.end; ++i) {
-    const LayerWeights& l = layers[i];
-    if (c.is_kda(i)) {
-      const KdaWeights& k = l.kda;
-      for (const MatrixView* m : {&k.q, &k.k, &k.v, &k.f_a, &k.f_b, &k.b, &k.g_a, &k.g_b, &k.o}) {
-        total += bytes_of(*m);
-      }
-    } else {
-      total += bytes_of(l.mla.q) + bytes_of(l.mla.kv_a) + bytes_of(l.mla.o);
-      for (const MatrixView& m : l.mla.k_b) total += bytes_of(m);
-      for (const MatrixView& m : l.mla.v_b) total += bytes_of(m);
+  uint64_t total = 0;
+  for_each_weight(*this, c, [&](const TensorSpec& s, int64_t, int64_t index, const MatrixView& m) {
+    if (s.block == Block::kEmbedding) return;
+    if (s.block != Block::kExperts) {
+      total += view_bytes(m);
+    } else if (index == 0) {
+      total += view_bytes(m) * static_cast<uint64_t>(c.experts_per_token);
     }
-    if (c.is_moe(i)) {
-      total += bytes_of(l.moe.router);
-      if (!l.moe.experts.empty()) {
-        total += bytes_of(l.moe.experts[0]) * static_cast<uint64_t>(c.experts_per_token);
-      }
-      if (l.moe.has_shared) total += bytes_of(l.moe.shared);
-    } else {
-      total += bytes_of(l.dense);
-    }
-  }
+  });
   return total;
 }
 

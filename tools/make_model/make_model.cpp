@@ -12,10 +12,12 @@
 #include <fmt/format.h>
 
 #include "tools/make_model/make_model_vocab.h"
+#include "kernels/base/check.h"
 #include "kernels/ref/quant_k.h"
 #include "shard/gguf.h"
 #include "shard/mapped_file.h"
 #include "shard/safetensors.h"
+#include "shard/tensor_table.h"
 
 namespace kiln {
 namespace fs = std::filesystem;
@@ -167,25 +169,23 @@ bool use_more_bits(int64_t i, int64_t n) {
   return i < n / 8 || i >= 7 * n / 8 || (i - n / 8) % 3 == 2;
 }
 
-// The GGUF type of 2-D tensor `gg` (layer `layer`, −1 for none) in a file of model dtype `t`.
+// The GGUF type of matrix `s` (layer `layer`, −1 for none) in a file of model dtype `t`.
 // Only kQ4_K is a mix: llama.cpp's Q4_K_M (llama_tensor_get_type, LLAMA_FTYPE_MOSTLY_Q4_K_M):
-//   output.weight                                   → Q6_K
-//   token_embd.weight                               → Q4_K (Q6_K only when there is no output)
-//   attn_v.weight of the use_more_bits(i, n) ones   → Q6_K (i, n count attn_v tensors: KDA layers)
-//   ffn_down* of layers use_more_bits(layer, L)     → Q6_K (dense, routed experts and shared)
+//   lm_head (Mix::kOutput)                          → Q6_K
+//   the embedding                                   → Q4_K (Q6_K only when there is no lm_head)
+//   KDA v (Mix::kAttnV) of the use_more_bits(i, n)  → Q6_K (i, n count those tensors: KDA layers)
+//   FFN down (Mix::kFfnDown) of use_more_bits(layer, L) layers → Q6_K (dense, routed, shared)
 //   every other matrix                              → Q4_K
-// The router (ffn_gate_inp) stays f32 as for q8_0, 1-D tensors are always f32, and
+// The router stays f32 as for q8_0 (tensor_dtype), 1-D tensors are always f32, and
 // round_through turns rows that are not whole 256-blocks into Q8_0 (or f16).
-DType gguf_type(DType t, const std::string& gg, int64_t layer, int64_t n_layers,
+DType gguf_type(DType t, const TensorSpec& s, int64_t layer, int64_t n_layers,
                 int64_t attn_v_index, int64_t n_attn_v) {
-  if (gg.find("ffn_gate_inp") != std::string::npos) return is_block_type(t) ? DType::kF32 : t;
-  if (t != DType::kQ4_K) return t;
-  if (gg == "output.weight") return DType::kQ6_K;
-  if (gg.find("attn_v.weight") != std::string::npos && use_more_bits(attn_v_index, n_attn_v)) {
-    return DType::kQ6_K;
-  }
-  if (gg.find("ffn_down") != std::string::npos && use_more_bits(layer, n_layers)) {
-    return DType::kQ6_K;
+  if (s.kind == Kind::kRouter || t != DType::kQ4_K) return tensor_dtype(s, t);
+  switch (s.mix) {
+    case Mix::kOutput: return DType::kQ6_K;
+    case Mix::kAttnV: return use_more_bits(attn_v_index, n_attn_v) ? DType::kQ6_K : DType::kQ4_K;
+    case Mix::kFfnDown: return use_more_bits(layer, n_layers) ? DType::kQ6_K : DType::kQ4_K;
+    case Mix::kNone: break;
   }
   return DType::kQ4_K;
 }
@@ -211,15 +211,12 @@ class Emitter {
   // as f32.
   DType hf_dtype(DType t) const { return is_block_type(t) ? DType::kF32 : t; }
 
-  // The GGUF type of matrix `gg` in this file (see gguf_type). Call once per tensor, in file
-  // order: attn_v tensors are counted as they come, as llama.cpp does.
-  DType matrix_type(const std::string& gg) {
-    int64_t layer = -1;
-    if (gg.rfind("blk.", 0) == 0) layer = std::stoll(gg.substr(4));
-    const bool attn_v = gg.find("attn_v.weight") != std::string::npos;
-    const DType t = gguf_type(opt_.dtype, gg, layer, config_.num_layers, attn_v_seen_,
+  // The GGUF type of matrix `s` of `layer` in this file (see gguf_type). Call once per tensor,
+  // in file order: KDA v tensors are counted as they come, as llama.cpp does.
+  DType matrix_type(const TensorSpec& s, int64_t layer) {
+    const DType t = gguf_type(opt_.dtype, s, layer, config_.num_layers, attn_v_seen_,
                               config_.num_kda_layers());
-    if (attn_v) ++attn_v_seen_;
+    if (s.mix == Mix::kAttnV) ++attn_v_seen_;
     return t;
   }
 
@@ -250,95 +247,64 @@ class Emitter {
   GgufWriter gg_;
 };
 
-// A matrix [rows][cols] (HF) = GGUF {cols, rows}, stored in the model dtype.
-// `t` is the model dtype; the tensor's own type comes from Emitter::matrix_type.
-void emit_matrix(Emitter& em, const std::string& hf, const std::string& gg, int64_t rows,
-                 int64_t cols, float stddev, DType t) {
-  std::vector<float> v = normal_values(em.opt().seed, hf, rows * cols, 0.0f, stddev);
-  Encoded e = round_through(v, cols, t == em.opt().dtype ? em.matrix_type(gg) : t);
-  em.hf(hf, {rows, cols}, std::move(v), em.hf_dtype(e.dtype));
-  em.gguf(gg, {cols, rows}, std::move(e));
+// A matrix [rows][cols] (HF) = GGUF {cols, rows}, N(0, 1/cols) (the embedding N(0, 1)).
+void emit_matrix(Emitter& em, const ModelConfig& c, const TensorSpec& s, int64_t layer) {
+  const int64_t rows = size_of(c, s.rows), cols = size_of(c, s.cols);
+  const std::string hf = s.hf_name(layer);
+  const float sd = s.init == Init::kEmbedding ? 1.0f : 1.0f / std::sqrt(static_cast<float>(cols));
+  std::vector<float> v = normal_values(em.opt().seed, hf, rows * cols, 0.0f, sd);
+  Encoded e = round_through(v, cols, em.matrix_type(s, layer));
+  em.hf(hf, s.hf_shape(c), std::move(v), em.hf_dtype(e.dtype));
+  em.gguf(s.gguf_name(layer), s.gguf_shape(c), std::move(e));
 }
 
-// A small f32 tensor; `gguf_values` may differ (ssm_a holds −exp(A_log)).
-void emit_f32(Emitter& em, const std::string& hf, const std::vector<int64_t>& hf_shape,
-              const std::string& gg, const std::vector<int64_t>& ne, const std::vector<float>& v,
-              const std::vector<float>* gguf_values = nullptr) {
-  em.hf(hf, hf_shape, v, DType::kF32);
-  em.gguf(gg, ne, {DType::kF32, f32_bytes(gguf_values ? *gguf_values : v)});
-}
-
-
-std::string hf_layer(int64_t i, const char* name) {
-  return fmt::format("model.layers.{}.{}", i, name);
-}
-std::string gg_layer(int64_t i, const char* name) { return fmt::format("blk.{}.{}", i, name); }
-
-std::vector<float> norm_values(const MakeModelOptions& o, const std::string& name, int64_t n) {
-  return normal_values(o.seed, name, n, 1.0f, 0.1f);
-}
-
-void emit_kda(Emitter& em, const ModelConfig& c, int64_t i) {
-  const MakeModelOptions& o = em.opt();
-  const DType t = o.dtype;
-  const int64_t D = c.hidden_size, H = c.kda_num_heads, K = c.kda_head_dim, C = H * K;
-  const int64_t r = c.kda_gate_rank, taps = c.kda_conv_kernel;
-  const float sd = 1.0f / std::sqrt(static_cast<float>(D));
-  emit_matrix(em, hf_layer(i, "self_attn.q_proj.weight"), gg_layer(i, "attn_q.weight"), C, D, sd, t);
-  emit_matrix(em, hf_layer(i, "self_attn.k_proj.weight"), gg_layer(i, "attn_k.weight"), C, D, sd, t);
-  emit_matrix(em, hf_layer(i, "self_attn.v_proj.weight"), gg_layer(i, "attn_v.weight"), C, D, sd, t);
-  for (const char* qkv : {"q", "k", "v"}) {
-    const std::string hf = hf_layer(i, fmt::format("self_attn.{}_conv1d.weight", qkv).c_str());
-    emit_f32(em, hf, {C, 1, taps}, gg_layer(i, fmt::format("ssm_conv1d_{}.weight", qkv).c_str()),
-             {taps, 1, C, 1}, normal_values(o.seed, hf, C * taps, 0.0f, 0.5f));
+// The values of a small f32 tensor drawn as `init` says.
+std::vector<float> float_values(const MakeModelOptions& o, Init init, const std::string& name,
+                                int64_t n) {
+  std::vector<float> v(static_cast<size_t>(n));
+  Rng rng(o.seed, name);
+  switch (init) {
+    case Init::kNorm: return normal_values(o.seed, name, n, 1.0f, 0.1f);
+    case Init::kConv: return normal_values(o.seed, name, n, 0.0f, 0.5f);
+    case Init::kBias: return normal_values(o.seed, name, n, 0.0f, 0.05f);
+    case Init::kDtBias:  // softplus⁻¹(dt) with dt log-uniform in [1e-3, 1e-1]
+      for (float& x : v) {
+        const double d =
+            std::exp(std::fma(rng.uniform(), std::log(1e-1) - std::log(1e-3), std::log(1e-3)));
+        x = static_cast<float>(std::log(std::expm1(d)));
+      }
+      return v;
+    case Init::kALog:  // A = U(1, 16)
+      for (float& x : v) x = static_cast<float>(std::log(std::fma(15.0, rng.uniform(), 1.0)));
+      return v;
+    case Init::kMatrix:
+    case Init::kEmbedding: break;
   }
-  emit_matrix(em, hf_layer(i, "self_attn.f_a_proj.weight"), gg_layer(i, "ssm_f_a.weight"), r, D, sd, t);
-  emit_matrix(em, hf_layer(i, "self_attn.f_b_proj.weight"), gg_layer(i, "ssm_f_b.weight"), C, r,
-              1.0f / std::sqrt(static_cast<float>(r)), t);
-  // dt_bias = softplus⁻¹(dt) with dt log-uniform in [1e-3, 1e-1]; A = U(1, 16).
-  {
-    const std::string hf = hf_layer(i, "self_attn.dt_bias");
-    Rng rng(o.seed, hf);
-    std::vector<float> dt(static_cast<size_t>(C));
-    for (float& x : dt) {
-      const double d = std::exp(std::fma(rng.uniform(), std::log(1e-1) - std::log(1e-3), std::log(1e-3)));
-      x = static_cast<float>(std::log(std::expm1(d)));
-    }
-    emit_f32(em, hf, {C}, gg_layer(i, "ssm_dt.bias"), {C}, dt);
-    const std::string a_name = hf_layer(i, "self_attn.A_log");
-    Rng ra(o.seed, a_name);
-    std::vector<float> a_log(static_cast<size_t>(H)), a_neg(static_cast<size_t>(H));
-    for (int64_t h = 0; h < H; ++h) {
-      a_log[h] = static_cast<float>(std::log(std::fma(15.0, ra.uniform(), 1.0)));
-      a_neg[h] = -std::exp(a_log[h]);
-    }
-    emit_f32(em, a_name, {1, 1, H, 1}, gg_layer(i, "ssm_a"), {1, H, 1, 1}, a_log, &a_neg);
-  }
-  emit_matrix(em, hf_layer(i, "self_attn.b_proj.weight"), gg_layer(i, "ssm_beta.weight"), H, D, sd, t);
-  emit_matrix(em, hf_layer(i, "self_attn.g_a_proj.weight"), gg_layer(i, "ssm_g_a.weight"), r, D, sd, t);
-  emit_matrix(em, hf_layer(i, "self_attn.g_b_proj.weight"), gg_layer(i, "ssm_g_b.weight"), C, r,
-              1.0f / std::sqrt(static_cast<float>(r)), t);
-  const std::string on = hf_layer(i, "self_attn.o_norm.weight");
-  emit_f32(em, on, {K}, gg_layer(i, "ssm_norm.weight"), {K}, norm_values(o, on, K));
-  emit_matrix(em, hf_layer(i, "self_attn.o_proj.weight"), gg_layer(i, "attn_output.weight"), D, C,
-              1.0f / std::sqrt(static_cast<float>(C)), t);
+  KILN_CHECK(false);
+  return v;
 }
 
-void emit_mla(Emitter& em, const ModelConfig& c, int64_t i) {
-  const MakeModelOptions& o = em.opt();
-  const DType t = o.dtype;
-  const int64_t D = c.hidden_size, H = c.mla_num_heads, N = c.qk_nope_head_dim;
-  const int64_t P = c.qk_rope_head_dim, R = c.kv_lora_rank, V = c.v_head_dim;
-  const float sd = 1.0f / std::sqrt(static_cast<float>(D));
-  emit_matrix(em, hf_layer(i, "self_attn.q_proj.weight"), gg_layer(i, "attn_q.weight"), H * (N + P), D, sd, t);
-  emit_matrix(em, hf_layer(i, "self_attn.kv_a_proj_with_mqa.weight"),
-              gg_layer(i, "attn_kv_a_mqa.weight"), R + P, D, sd, t);
-  const std::string kvn = hf_layer(i, "self_attn.kv_a_layernorm.weight");
-  emit_f32(em, kvn, {R}, gg_layer(i, "attn_kv_a_norm.weight"), {R}, norm_values(o, kvn, R));
-  // kv_b [H*(N+V)][R]: generated in HF layout, rounded in GGUF's split layout (k_b transposed
-  // per head to [R][N], v_b [V][R]) and assembled back so both files hold the same values.
-  const std::string kvb = hf_layer(i, "self_attn.kv_b_proj.weight");
-  std::vector<float> w = normal_values(o.seed, kvb, H * (N + V) * R, 0.0f,
+// A small f32 tensor; GGUF holds −exp of the values for Special::kNegExp (ssm_a).
+void emit_floats(Emitter& em, const ModelConfig& c, const TensorSpec& s, int64_t layer) {
+  const std::string hf = s.hf_name(layer);
+  const std::vector<float> v =
+      float_values(em.opt(), s.init, hf, size_of(c, s.rows) * size_of(c, s.cols));
+  std::vector<float> gg = v;
+  if (s.special == Special::kNegExp) {
+    for (float& x : gg) x = -std::exp(x);
+  }
+  em.hf(hf, s.hf_shape(c), v, DType::kF32);
+  em.gguf(s.gguf_name(layer), s.gguf_shape(c), {DType::kF32, f32_bytes(gg)});
+}
+
+// kv_b [H*(N+V)][R]: generated in HF layout, rounded in GGUF's split layout (k_b transposed
+// per head to [R][N], v_b [V][R]) and assembled back so both files hold the same values.
+void emit_kv_b(Emitter& em, const ModelConfig& c, const TensorSpec& s, int64_t i) {
+  const int64_t H = c.mla_num_heads, N = c.qk_nope_head_dim, R = c.kv_lora_rank, V = c.v_head_dim;
+  const TensorSpec& k_b = tensor_with(Special::kKB);
+  const TensorSpec& v_b = tensor_with(Special::kVB);
+  const std::string kvb = s.hf_name(i);
+  std::vector<float> w = normal_values(em.opt().seed, kvb, H * (N + V) * R, 0.0f,
                                        1.0f / std::sqrt(static_cast<float>(R)));
   std::vector<float> kb(static_cast<size_t>(H * R * N)), vb(static_cast<size_t>(H * V * R));
   for (int64_t h = 0; h < H; ++h) {
@@ -349,8 +315,8 @@ void emit_mla(Emitter& em, const ModelConfig& c, int64_t i) {
       std::copy_n(&w[(h * (N + V) + N + v) * R], R, &vb[(h * V + v) * R]);
     }
   }
-  Encoded ekb = round_through(kb, N, em.matrix_type(gg_layer(i, "attn_k_b.weight")));
-  Encoded evb = round_through(vb, R, em.matrix_type(gg_layer(i, "attn_v_b.weight")));
+  Encoded ekb = round_through(kb, N, em.matrix_type(k_b, i));
+  Encoded evb = round_through(vb, R, em.matrix_type(v_b, i));
   for (int64_t h = 0; h < H; ++h) {
     for (int64_t n = 0; n < N; ++n) {
       for (int64_t r = 0; r < R; ++r) w[(h * (N + V) + n) * R + r] = kb[(h * R + r) * N + n];
@@ -359,91 +325,40 @@ void emit_mla(Emitter& em, const ModelConfig& c, int64_t i) {
       std::copy_n(&vb[(h * V + v) * R], R, &w[(h * (N + V) + N + v) * R]);
     }
   }
-  const bool widen = is_block_type(ekb.dtype) || is_block_type(evb.dtype) || ekb.dtype != evb.dtype;
+  const bool widen =
+      is_block_type(ekb.dtype) || is_block_type(evb.dtype) || ekb.dtype != evb.dtype;
   const DType hf_t = widen ? DType::kF32 : ekb.dtype;
-  em.hf(kvb, {H * (N + V), R}, std::move(w), hf_t);
-  em.gguf(gg_layer(i, "attn_k_b.weight"), {N, R, H}, std::move(ekb));
-  em.gguf(gg_layer(i, "attn_v_b.weight"), {R, V, H}, std::move(evb));
-  emit_matrix(em, hf_layer(i, "self_attn.o_proj.weight"), gg_layer(i, "attn_output.weight"), D,
-              H * V, 1.0f / std::sqrt(static_cast<float>(H * V)), t);
-}
-
-void emit_dense(Emitter& em, const ModelConfig& c, int64_t i) {
-  const DType t = em.opt().dtype;
-  const int64_t D = c.hidden_size, F = c.intermediate_size;
-  const float sd = 1.0f / std::sqrt(static_cast<float>(D)), sf = 1.0f / std::sqrt(static_cast<float>(F));
-  emit_matrix(em, hf_layer(i, "mlp.gate_proj.weight"), gg_layer(i, "ffn_gate.weight"), F, D, sd, t);
-  emit_matrix(em, hf_layer(i, "mlp.up_proj.weight"), gg_layer(i, "ffn_up.weight"), F, D, sd, t);
-  emit_matrix(em, hf_layer(i, "mlp.down_proj.weight"), gg_layer(i, "ffn_down.weight"), D, F, sf, t);
+  em.hf(kvb, s.hf_shape(c), std::move(w), hf_t);
+  em.gguf(k_b.gguf_name(i), k_b.gguf_shape(c), std::move(ekb));
+  em.gguf(v_b.gguf_name(i), v_b.gguf_shape(c), std::move(evb));
 }
 
 // Per-expert tensors in HF; stacked {in, out, E} in GGUF.
-void emit_experts(Emitter& em, const ModelConfig& c, int64_t i, const char* hf_w,
-                  const char* gg_name, int64_t rows, int64_t cols) {
-  const MakeModelOptions& o = em.opt();
-  const int64_t E = c.num_experts;
-  const DType t = em.matrix_type(gg_layer(i, gg_name));
+void emit_experts(Emitter& em, const ModelConfig& c, const TensorSpec& s, int64_t i) {
+  const int64_t rows = size_of(c, s.rows), cols = size_of(c, s.cols);
+  const DType t = em.matrix_type(s, i);
   Encoded all{t, {}};
-  for (int64_t e = 0; e < E; ++e) {
-    const std::string hf = fmt::format("model.layers.{}.block_sparse_moe.experts.{}.{}.weight", i, e, hf_w);
-    std::vector<float> v = normal_values(o.seed, hf, rows * cols, 0.0f,
+  for (int64_t e = 0; e < c.num_experts; ++e) {
+    const std::string hf = s.hf_name(i, e);
+    std::vector<float> v = normal_values(em.opt().seed, hf, rows * cols, 0.0f,
                                          1.0f / std::sqrt(static_cast<float>(cols)));
     Encoded enc = round_through(v, cols, t);
-    em.hf(hf, {rows, cols}, std::move(v), em.hf_dtype(enc.dtype));
+    em.hf(hf, s.hf_shape(c), std::move(v), em.hf_dtype(enc.dtype));
     all.dtype = enc.dtype;
     all.bytes += enc.bytes;
   }
-  em.gguf(gg_layer(i, gg_name), {cols, rows, E}, std::move(all));
+  em.gguf(s.gguf_name(i), s.gguf_shape(c), std::move(all));
 }
 
-void emit_moe(Emitter& em, const ModelConfig& c, int64_t i) {
-  const MakeModelOptions& o = em.opt();
-  const DType t = o.dtype;
-  const int64_t D = c.hidden_size, E = c.num_experts, F = c.moe_intermediate_size;
-  const float sd = 1.0f / std::sqrt(static_cast<float>(D));
-  // The router stays f32 in quantised files (llama.cpp does not quantise ffn_gate_inp).
-  emit_matrix(em, hf_layer(i, "block_sparse_moe.gate.weight"), gg_layer(i, "ffn_gate_inp.weight"),
-              E, D, sd, t);
-  const std::string bias = hf_layer(i, "block_sparse_moe.gate.e_score_correction_bias");
-  emit_f32(em, bias, {E}, gg_layer(i, "exp_probs_b.bias"), {E},
-           normal_values(o.seed, bias, E, 0.0f, 0.05f));
-  emit_experts(em, c, i, "w1", "ffn_gate_exps.weight", F, D);
-  emit_experts(em, c, i, "w3", "ffn_up_exps.weight", F, D);
-  emit_experts(em, c, i, "w2", "ffn_down_exps.weight", D, F);
-  if (c.num_shared_experts > 0) {
-    const int64_t Fs = F * c.num_shared_experts;
-    emit_matrix(em, hf_layer(i, "block_sparse_moe.shared_experts.gate_proj.weight"),
-                gg_layer(i, "ffn_gate_shexp.weight"), Fs, D, sd, t);
-    emit_matrix(em, hf_layer(i, "block_sparse_moe.shared_experts.up_proj.weight"),
-                gg_layer(i, "ffn_up_shexp.weight"), Fs, D, sd, t);
-    emit_matrix(em, hf_layer(i, "block_sparse_moe.shared_experts.down_proj.weight"),
-                gg_layer(i, "ffn_down_shexp.weight"), D, Fs, 1.0f / std::sqrt(static_cast<float>(Fs)), t);
-  }
-}
-
+// Every tensor of the table in file order. W_UK and W_UV are written with kv_b.
 void emit_all(Emitter& em, const ModelConfig& c) {
-  const MakeModelOptions& o = em.opt();
-  const int64_t D = c.hidden_size;
-  emit_matrix(em, "model.embed_tokens.weight", "token_embd.weight", c.vocab_size, D, 1.0f, o.dtype);
-  for (int64_t i = 0; i < c.num_layers; ++i) {
-    const std::string an = hf_layer(i, "input_layernorm.weight");
-    emit_f32(em, an, {D}, gg_layer(i, "attn_norm.weight"), {D}, norm_values(o, an, D));
-    if (c.is_kda(i)) {
-      emit_kda(em, c, i);
-    } else {
-      emit_mla(em, c, i);
-    }
-    const std::string fn = hf_layer(i, "post_attention_layernorm.weight");
-    emit_f32(em, fn, {D}, gg_layer(i, "ffn_norm.weight"), {D}, norm_values(o, fn, D));
-    if (c.is_moe(i)) {
-      emit_moe(em, c, i);
-    } else {
-      emit_dense(em, c, i);
-    }
-  }
-  emit_f32(em, "model.norm.weight", {D}, "output_norm.weight", {D}, norm_values(o, "model.norm.weight", D));
-  emit_matrix(em, "lm_head.weight", "output.weight", c.vocab_size, D,
-              1.0f / std::sqrt(static_cast<float>(D)), o.dtype);
+  for_each_tensor(c, Range{0, c.num_layers}, [&](const TensorSpec& s, int64_t layer) {
+    if (s.special == Special::kKB || s.special == Special::kVB) return;
+    if (s.special == Special::kKvB) return emit_kv_b(em, c, s, layer);
+    if (s.kind == Kind::kFloats) return emit_floats(em, c, s, layer);
+    if (s.stack == Stack::kExperts) return emit_experts(em, c, s, layer);
+    emit_matrix(em, c, s, layer);
+  });
 }
 
 }  // namespace
