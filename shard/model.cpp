@@ -1,24 +1,16 @@
 // The Kimi-Linear decoder: embedding → N pre-norm residual blocks (KDA or MLA attention, then a
 // dense MLP or MoE) → final RMSNorm → lm_head. In a tensor × pipeline job each rank runs its
 // stage's layers on its slices; the parallel layers (parallel_layers.h) reduce the row-parallel
-// outputs, move hidden states between stages and gather the vocab-parallel logits.
+// outputs, move hidden states between stages and gather the vocab-parallel logits. Every op runs
+// on the model's Backend, in its memory.
 #include "shard/model.h"
 
 #include <algorithm>
 #include <new>
-#include <numeric>
 #include <span>
 
 #include "kernels/base/check.h"
-#include "kernels/cpu/norm.h"
 #include "shard/memory_budget.h"
-#ifdef KILN_HAVE_CUDA
-#include "shard/cuda_model.h"
-#else
-namespace kiln {
-class CudaModel {};  // never made in a build without CUDA
-}  // namespace kiln
-#endif
 
 namespace kiln {
 
@@ -70,25 +62,25 @@ StatusOr<std::unique_ptr<KimiLinearModel>> KimiLinearModel::load(const std::stri
     group_vocab.push_back(m->plan_.vocab);
   }
   m->parallel_ = parallel;
-  m->embedding_ = VocabParallelEmbedding(m->weights_.embed, m->plan_.vocab, c.vocab_size, parallel.tp);
-  m->lm_head_ = ParallelLMHead(m->weights_.lm_head, group_vocab, c.vocab_size, parallel.tp,
-                               m->plan_.tp_rank);
-  m->pipeline_ = PipelineLink(parallel.pp, m->plan_.pp_stage, m->plan_.pipeline, m->plan_.tp_rank);
   m->shard_config_ = shard_config_for(c, m->plan_);
+  BackendOptions o{parallel.device, parallel.gpu, &m->weights_, {}};
+  o.shape = {m->shard_config_, std::max(m->shard_config_.intermediate_size,
+                                        m->plan_.shared_ffn.size()),
+             m->plan_.vocab.size(), c.vocab_size, parallel.tp != nullptr};
+  KILN_ASSIGN_OR_RETURN(m->backend_, make_backend(o));
+  // A backend that copied the weights to its device does not read the host views again.
+  if (m->backend_->weight_bytes() > 0) m->checkpoint_->release_pages();
+  const ModelWeights& w = m->backend_->weights();
+  m->embedding_ = VocabParallelEmbedding(w.embed, m->plan_.vocab, c.vocab_size, parallel.tp);
+  m->lm_head_ = ParallelLMHead(w.lm_head, w.final_norm, c.rms_norm_eps, group_vocab,
+                               c.vocab_size, parallel.tp, m->plan_.tp_rank);
+  m->pipeline_ = PipelineLink(parallel.pp, m->plan_.pp_stage, m->plan_.pipeline, m->plan_.tp_rank);
+  m->row_parallel_ = RowParallelLinear(parallel.tp);
   int64_t n_kda = 0, n_mla = 0;
   for (int64_t i = 0; i < c.num_layers; ++i) {
     const bool mine = i >= m->plan_.layers.begin && i < m->plan_.layers.end;
     m->state_index_.push_back(!mine ? -1 : c.is_kda(i) ? n_kda++ : n_mla++);
   }
-#ifdef KILN_HAVE_CUDA
-  if (parallel.device == Device::kCuda) {
-    KILN_ASSIGN_OR_RETURN(m->cuda_, CudaModel::create(c, m->shard_config_, m->weights_, m->plan_,
-                                                      m->state_index_, group_vocab, parallel));
-    m->parallel_.gpu = &m->cuda_->context();
-    // The host copy is not read again by the forward; let the kernel drop its pages.
-    m->checkpoint_->release_pages();
-  }
-#endif
   return m;
 } catch (const std::bad_alloc&) {
   return Status(StatusCode::kResourceExhausted,
@@ -96,59 +88,45 @@ StatusOr<std::unique_ptr<KimiLinearModel>> KimiLinearModel::load(const std::stri
                             format_byte_count(available_memory_bytes())));
 }
 
-Status KimiLinearModel::reserve(int64_t max_tokens) {
-#ifdef KILN_HAVE_CUDA
-  if (cuda_) return cuda_->reserve(max_tokens);
-#endif
-  (void)max_tokens;
-  return {};
-}
+Status KimiLinearModel::reserve(int64_t max_tokens) { return backend_->reserve(max_tokens); }
 
-int64_t KimiLinearModel::device_weight_bytes() const {
-#ifdef KILN_HAVE_CUDA
-  if (cuda_) return cuda_->weight_bytes();
-#endif
-  return 0;
-}
+int64_t KimiLinearModel::device_weight_bytes() const { return backend_->weight_bytes(); }
 
 StatusOr<std::unique_ptr<StateCache>> KimiLinearModel::new_state(int64_t n_slots,
                                                                  int64_t max_context) const {
   return StateCache::create_fixed(shard_config_, n_slots, max_context, plan_.layers, 64,
-                                  {parallel_.device, parallel_.gpu});
+                                  backend_->state_storage());
 }
 
 StatusOr<std::unique_ptr<StateCache>> KimiLinearModel::new_paged_state(
     int64_t n_slots, int64_t n_pages, int64_t page_tokens) const {
   return StateCache::create(shard_config_, n_slots, n_pages, page_tokens, plan_.layers,
-                            {parallel_.device, parallel_.gpu});
+                            backend_->state_storage());
 }
 
-void KimiLinearModel::run_layers(BatchContext& b) {
+void KimiLinearModel::run_layers(StateCache& state) {
   const ModelConfig& c = shard_config_;
-  const int64_t T = b.n_tokens, D = c.hidden_size;
-  float* h = h_.data();
-  float* x = x_.data();
-  float* delta = delta_.data();
+  Backend& be = *backend_;
+  const int64_t T = be.rows().n_tokens(), D = c.hidden_size;
+  const float eps = c.rms_norm_eps;
+  float* h = be.buffer(Buf::kHidden);
+  float* x = be.buffer(Buf::kNormed);
+  float* delta = be.buffer(Buf::kDelta);
+  BlockContext b{be, state, row_parallel_, hook_ ? &hook_ : nullptr};
   for (int64_t i = plan_.layers.begin; i < plan_.layers.end; ++i) {
-    const LayerWeights& w = weights_.layers[i];
+    const LayerWeights& w = be.weights().layers[static_cast<size_t>(i)];
     b.layer = i;
-    cpu::rms_norm(h, w.attn_norm.data(), T, D, c.rms_norm_eps, x);
+    be.rms_norm(h, D, w.attn_norm, eps, x, D);
     if (c.is_kda(i)) {
       kda_forward(c, w.kda, state_index_[i], b, x, delta);
     } else {
       mla_forward(c, w.mla, state_index_[i], b, x, delta);
     }
-    reduce_row_parallel(parallel_.tp, delta, T * D);  // o_proj is row-parallel
     b.dump("attn_out", delta, T, D);
-    cpu::add_rms_norm(h, delta, w.ffn_norm.data(), T, D, c.rms_norm_eps, x);
-    if (c.is_moe(i)) {
-      moe_forward(c, w.moe, b, x, delta);  // routed + shared summed locally: one all-reduce
-    } else {
-      mlp_forward(w.dense, b.pool, ws_, x, T, b.n_decode, delta);
-    }
-    reduce_row_parallel(parallel_.tp, delta, T * D);  // down projections are row-parallel
+    be.add_rms_norm(h, delta, w.ffn_norm, eps, x);
+    ffn_forward(c, w, b, x, delta);
     b.dump("ffn_out", delta, T, D);
-    for (int64_t j = 0; j < T * D; ++j) h[j] += delta[j];
+    be.add(h, delta, T * D);
     b.dump("residual", h, T, D);
   }
 }
@@ -202,89 +180,31 @@ Status KimiLinearModel::forward(cpu::ThreadPool& pool, StateCache& state, const 
           state.capacity(s.slot));
     }
   }
-  const int64_t out_rows = batch.n_logit_rows();
-  const std::vector<BatchSpan>& seqs = batch.spans;
-  // Rows: the decode spans first (blocks.h, kDecodeSpanMax), then the others, each group in the
-  // order given; span_of[i] is seqs[i]'s span.
-  std::vector<SeqSpan> spans;
-  std::vector<int64_t> span_of(seqs.size(), -1);
-  ids_.clear();
-  int64_t n_decode = 0;
-  for (const bool decode : {true, false}) {
-    for (size_t i = 0; i < seqs.size(); ++i) {
-      const BatchSpan& s = seqs[i];
-      if ((s.n <= kDecodeSpanMax) != decode) continue;
-      span_of[i] = static_cast<int64_t>(spans.size());
-      spans.push_back({s.slot, state.length(s.slot), static_cast<int64_t>(ids_.size()), s.n});
-      const std::span<const int32_t> tokens = batch.tokens(s);
-      ids_.insert(ids_.end(), tokens.begin(), tokens.end());
-      if (decode) n_decode += s.n;
-    }
-  }
-  const int64_t T = static_cast<int64_t>(ids_.size());
   logits.clear();
-  if (T == 0) return {};
-  if (state.storage().device != parallel_.device) {
+  if (batch.n_tokens() == 0) return {};
+  Backend& be = *backend_;
+  if (state.storage().device != be.device()) {
     return invalid_argument("the state cache is on {} but the model runs on {}",
-                            device_name(state.storage().device), device_name(parallel_.device));
+                            device_name(state.storage().device), device_name(be.device()));
   }
-  // The batch rows whose logits are wanted, in output order.
-  out_rows_.clear();
-  for (size_t i = 0; i < seqs.size(); ++i) {
-    if (span_of[i] < 0) continue;
-    const SeqSpan& sp = spans[static_cast<size_t>(span_of[i])];
-    for (int64_t r = seqs[i].all_logits ? sp.begin : sp.begin + sp.n - 1; r < sp.begin + sp.n;
-         ++r) {
-      out_rows_.push_back(static_cast<int32_t>(r));
-    }
-  }
-#ifdef KILN_HAVE_CUDA
-  if (cuda_) {
-    cuda_->set_activation_hook(hook_ ? &hook_ : nullptr);
-    KILN_RETURN_IF_ERROR(cuda_->forward(state, spans, ids_, out_rows_, kda_chunk_, logits));
-    for (const SeqSpan& sp : spans) state.set_length(sp.slot, sp.pos0 + sp.n);
-    return {};
-  }
-#endif
-  h_.resize(static_cast<size_t>(T * D));
-  x_.resize(static_cast<size_t>(T * D));
-  delta_.resize(static_cast<size_t>(T * D));
-
-  BatchContext b{pool, state, spans, T, n_decode, ws_, hook_ ? &hook_ : nullptr, kda_chunk_};
+  KILN_RETURN_IF_ERROR(be.begin(pool, state, batch, kda_chunk_));
+  const int64_t T = be.rows().n_tokens();
+  float* h = be.buffer(Buf::kHidden);
   if (plan_.first_stage()) {
-    embedding_.forward(ids_.data(), T, h_.data());
-    b.dump("embedding", h_.data(), T, D);
+    embedding_.forward(be, h);
+    if (hook_) hook_(0, "embedding", be.host_view(h, T * D), T, D);
   } else {
-    pipeline_.receive_hidden(h_.data(), T * D);
+    pipeline_.receive_hidden(h, T * D);
   }
-  run_layers(b);
-  for (const SeqSpan& sp : spans) state.set_length(sp.slot, sp.pos0 + sp.n);
-  if (!plan_.last_stage()) {
-    pipeline_.send_hidden(h_.data(), T * D);
-  } else {
-    // Final norm only on the rows whose logits are wanted, gathered into x with the decode
-    // rows first (as in the batch), then the LM head; logits rows go back to output order.
-    head_rows_.resize(out_rows_.size());
-    std::iota(head_rows_.begin(), head_rows_.end(), 0);
-    const auto decode_end = std::stable_partition(
-        head_rows_.begin(), head_rows_.end(), [&](int32_t i) { return out_rows_[i] < n_decode; });
-    for (size_t i = 0; i < head_rows_.size(); ++i) {
-      cpu::rms_norm(h_.data() + out_rows_[head_rows_[i]] * D, weights_.final_norm.data(), 1, D,
-                    c.rms_norm_eps, x_.data() + static_cast<int64_t>(i) * D);
-    }
-    logits.resize(static_cast<size_t>(out_rows * vocab));
-    const bool in_order = std::is_sorted(head_rows_.begin(), head_rows_.end());
-    if (!in_order) head_logits_.resize(logits.size());
-    float* dst = in_order ? logits.data() : head_logits_.data();
-    lm_head_.forward(pool, x_.data(), out_rows, decode_end - head_rows_.begin(), dst);
-    if (!in_order) {
-      for (size_t i = 0; i < head_rows_.size(); ++i) {
-        std::copy_n(head_logits_.data() + static_cast<int64_t>(i) * vocab, vocab,
-                    logits.data() + static_cast<int64_t>(head_rows_[i]) * vocab);
-      }
-    }
-  }
-  pipeline_.logits_to_first_stage(logits, out_rows * vocab);
+  run_layers(state);
+  for (const SeqSpan& sp : be.rows().spans) state.set_length(sp.slot, sp.pos0 + sp.n);
+  if (!plan_.last_stage()) pipeline_.send_hidden(h, T * D);
+  if (!pipeline_.has_logits()) return {};
+  const int64_t n = batch.n_logit_rows() * vocab;
+  float* y = be.output(logits, n);
+  if (plan_.last_stage()) lm_head_.forward(be, h, y);
+  pipeline_.logits_to_first_stage(y, n);
+  be.to_host(y, n, logits.data());
   return {};
 }
 

@@ -1,7 +1,8 @@
 // KimiLinearModel: the whole decoder on one rank (kimi-linear.md §6.1). forward() runs a batch of
 // sequences of different lengths at once, each with its own state slot, and returns logits for
 // the rows asked for.
-// Thread safety: one forward at a time (it owns the scratch workspace and uses the pool).
+// The forward is written once against a Backend (backend.h): the CPU's or the GPU's.
+// Thread safety: one forward at a time (the backend owns the workspace; the CPU uses the pool).
 #pragma once
 
 #include <cstdint>
@@ -11,6 +12,7 @@
 #include <vector>
 
 #include "kernels/cpu/thread_pool.h"
+#include "shard/backend.h"
 #include "shard/batch.h"
 #include "shard/blocks.h"
 #include "shard/checkpoint.h"
@@ -23,8 +25,6 @@
 
 namespace kiln {
 
-class CudaModel;
-
 // Where this rank sits in a tensor × pipeline job. The default is a single rank with the whole
 // model. Communicators are owned by the caller and must outlive the model.
 struct ParallelContext {
@@ -33,9 +33,10 @@ struct ParallelContext {
   Communicator* pp = nullptr;    // ranks with this tp_rank, one per stage (rank = stage); needed
                                  // when pipeline > 1
   LoadProgress progress;         // optional: bytes of this rank's share loaded so far
-  // Where the forward runs. kCuda: the weights are uploaded to `gpu`'s device (a context the
-  // caller owns, e.g. WorldContext's; null = the model makes its own on device 0), state caches
-  // live in device memory, and tp/pp may be device communicators (Communicator::device_memory).
+  // Where the forward runs (the backend make_backend makes). kCuda: the weights are uploaded to
+  // `gpu`'s device (a context the caller owns, e.g. WorldContext's; null = the backend makes its
+  // own on device 0), state caches live in device memory, and tp/pp must take device pointers
+  // (Communicator::device_memory: NCCL, or an MPI group behind a StagingCommunicator).
   Device device = Device::kCpu;
   cuda::Context* gpu = nullptr;
 };
@@ -61,7 +62,7 @@ class KimiLinearModel {
   // A paged cache for the server: n_pages pages of page_tokens tokens, assigned by the caller.
   StatusOr<std::unique_ptr<StateCache>> new_paged_state(int64_t n_slots, int64_t n_pages,
                                                         int64_t page_tokens) const;
-  Device device() const { return parallel_.device; }
+  Device device() const { return backend_->device(); }
   // Sizes the device workspace for batches of up to max_tokens tokens (a GPU model allocates it
   // here, once, so serving never allocates per step; a larger batch later grows it). A no-op on
   // the CPU, whose workspace grows on demand.
@@ -69,9 +70,9 @@ class KimiLinearModel {
   // Bytes of weights resident on the model's device (0 on the CPU: they are file mappings).
   int64_t device_weight_bytes() const;
   const Checkpoint& checkpoint() const { return *checkpoint_; }
-  const ModelWeights& weights() const { return weights_; }
+  const ModelWeights& weights() const { return weights_; }  // host views
 
-  // Runs one batch: each span's resets and new pages are applied to its slot, then its tokens are
+  // Runs one batch (pool: the CPU backend's threads; unused on a device): each span's resets and new pages are applied to its slot, then its tokens are
   // appended to the slot (positions continue from state.length(slot)). logits: [rows][vocab],
   // rows per span in order: all its tokens (all_logits) or its last one. InvalidArgument, before
   // the state is touched, for a slot, token id or page id out of range or a span outside the
@@ -89,26 +90,21 @@ class KimiLinearModel {
 
  private:
   KimiLinearModel();
-  void run_layers(BatchContext& b);
+  void run_layers(StateCache& state);
 
   std::unique_ptr<Checkpoint> checkpoint_;
   ModelConfig shard_config_;
   RankPlan plan_;
   ParallelContext parallel_;
+  ModelWeights weights_;                 // host views; the backend's copy may be on a device
+  std::unique_ptr<Backend> backend_;
   VocabParallelEmbedding embedding_;
   ParallelLMHead lm_head_;
   PipelineLink pipeline_;
-  ModelWeights weights_;
+  RowParallelLinear row_parallel_;
   std::vector<int64_t> state_index_;  // per layer: index among KDA layers or among MLA layers
-  Workspace ws_;
-  std::vector<float> h_, x_, delta_;  // residual stream, normed input, block output: [T][D]
-  std::vector<int32_t> ids_;
-  std::vector<int32_t> out_rows_;  // batch rows whose logits are returned
-  std::vector<int32_t> head_rows_;  // indices into out_rows_, decode rows first (LM head order)
-  std::vector<float> head_logits_;  // LM head output in that order, when it is not output order
   ActivationHook hook_;
   int64_t kda_chunk_ = 16;
-  std::unique_ptr<CudaModel> cuda_;  // the forward on the GPU (Device::kCuda)
 };
 
 }  // namespace kiln

@@ -3,7 +3,6 @@
 #include <algorithm>
 #include <cstring>
 
-#include "kernels/cpu/gemm.h"
 
 namespace kiln {
 
@@ -29,46 +28,39 @@ StatusOr<MatrixView> row_parallel(const MatrixView& w, const Range& r, const std
   return MatrixView::contiguous(w.dtype, owned.back().data(), w.rows, r.size());
 }
 
-void reduce_row_parallel(Communicator* tp, float* y, int64_t n) {
-  if (tp != nullptr) tp->all_reduce_sum(y, n);
+void RowParallelLinear::forward(Backend& be, const MatrixView& w, const float* x,
+                                int64_t x_stride, float* y, int64_t rows) const {
+  be.matmul(w, x, x_stride, y, w.rows);
+  reduce(y, rows * w.rows);
 }
 
-void VocabParallelEmbedding::forward(const int32_t* ids, int64_t n, float* h) const {
-  if (vocab_.size() == vocab_size_) {
-    cpu::embedding_lookup(rows_, ids, n, h);
-    return;
-  }
-  const int64_t D = rows_.cols;
-  std::fill_n(h, n * D, 0.0f);
-  for (int64_t t = 0; t < n; ++t) {
-    if (ids[t] >= vocab_.begin && ids[t] < vocab_.end) {
-      const int32_t local = ids[t] - static_cast<int32_t>(vocab_.begin);
-      cpu::embedding_lookup(rows_, &local, 1, h + t * D);
-    }
-  }
-  reduce_row_parallel(tp_, h, n * D);
+void RowParallelLinear::reduce(float* y, int64_t n) const {
+  if (tp_ != nullptr) tp_->all_reduce_sum(y, n);
 }
 
-void ParallelLMHead::forward(cpu::ThreadPool& pool, const float* x, int64_t rows,
-                             int64_t n_decode, float* logits) {
-  const int64_t D = rows_.cols;
+void VocabParallelEmbedding::forward(Backend& be, float* h) const {
+  be.embed(rows_, vocab_, h);
+  if (vocab_.size() != vocab_size_) {
+    RowParallelLinear(tp_).reduce(h, be.rows().n_tokens() * rows_.cols);
+  }
+}
+
+void ParallelLMHead::forward(Backend& be, const float* h, float* logits) {
   if (tp_ == nullptr) {
-    cpu::matmul(pool, rows_, x, D, rows, logits, vocab_size_, n_decode);
+    be.lm_head(rows_, norm_, eps_, h, logits);
     return;
   }
+  const int64_t rows = static_cast<int64_t>(be.rows().out_rows.size());
   const int64_t mine = group_vocab_[static_cast<size_t>(tp_rank_)].size();
-  local_.resize(static_cast<size_t>(rows * mine));
-  cpu::matmul(pool, rows_, x, D, rows, local_.data(), mine, n_decode);
-  std::vector<int64_t> counts;
-  for (const Range& r : group_vocab_) counts.push_back(rows * r.size());
-  gathered_.resize(static_cast<size_t>(rows * vocab_size_));
-  tp_->all_gather_v(local_.data(), rows * mine, gathered_.data(), counts);
+  float* local = be.buffer(Buf::kLogitsLocal);
+  float* gathered = be.buffer(Buf::kLogitsGathered);
+  be.lm_head(rows_, norm_, eps_, h, local);
+  counts_.clear();
+  for (const Range& r : group_vocab_) counts_.push_back(rows * r.size());
+  tp_->all_gather_v(local, rows * mine, gathered, counts_);
   int64_t off = 0;
   for (const Range& r : group_vocab_) {  // rank-major chunks [rows][|r|] → columns r of each row
-    for (int64_t row = 0; row < rows; ++row) {
-      std::copy_n(gathered_.data() + off + row * r.size(), r.size(),
-                  logits + row * vocab_size_ + r.begin);
-    }
+    be.copy2d(gathered + off, r.size(), logits + r.begin, vocab_size_, rows, r.size());
     off += rows * r.size();
   }
 }
@@ -81,14 +73,13 @@ void PipelineLink::send_hidden(const float* hidden, int64_t n) {
   pp_->send(hidden, n * static_cast<int64_t>(sizeof(float)), stage_ + 1);
 }
 
-void PipelineLink::logits_to_first_stage(std::vector<float>& logits, int64_t n) {
+void PipelineLink::logits_to_first_stage(float* logits, int64_t n) {
   if (stages_ == 1 || tp_rank_ != 0) return;
   const int64_t bytes = n * static_cast<int64_t>(sizeof(float));
   if (stage_ == stages_ - 1) {
-    pp_->send(logits.data(), bytes, 0);
+    pp_->send(logits, bytes, 0);
   } else if (stage_ == 0) {
-    logits.resize(static_cast<size_t>(n));
-    pp_->recv(logits.data(), bytes, stages_ - 1);
+    pp_->recv(logits, bytes, stages_ - 1);
   }
 }
 

@@ -1,5 +1,6 @@
 // The parallel layers: the only code that cuts a weight by a rank's plan or calls a collective
-// (architecture.md §4). Column-parallel = this rank's output rows of a weight; row-parallel = its
+// (architecture.md §4). They run the math on a Backend and the collectives on backend memory
+// (a GPU rank's communicators take device pointers: NCCL, or host staging for MPI). Column-parallel = this rank's output rows of a weight; row-parallel = its
 // input columns, whose partial outputs are summed over the TP group; the vocab-parallel
 // embedding and lm_head own a range of vocabulary rows. A layer with a null communicator runs on
 // one rank and does no communication.
@@ -11,7 +12,7 @@
 
 #include "kernels/base/matrix.h"
 #include "kernels/base/status.h"
-#include "kernels/cpu/thread_pool.h"
+#include "shard/backend.h"
 #include "shard/communicator.h"
 #include "shard/partition.h"
 
@@ -26,9 +27,22 @@ MatrixView column_parallel(const MatrixView& w, const Range& r);
 StatusOr<MatrixView> row_parallel(const MatrixView& w, const Range& r, const std::string& name,
                                   std::vector<std::vector<std::byte>>& owned);
 
-// Sums the partial outputs of row-parallel layers over the TP group, in place ([n] floats).
-// Blocks whose outputs add up (MoE: routed experts + shared expert) reduce once, at the end.
-void reduce_row_parallel(Communicator* tp, float* y, int64_t n);
+// The row-parallel linear (vLLM's RowParallelLinear): this rank's input columns of a weight, whose
+// partial outputs are summed over the TP group. No group: one rank, no communication.
+class RowParallelLinear {
+ public:
+  explicit RowParallelLinear(Communicator* tp = nullptr) : tp_(tp) {}
+  // y [rows][w.rows] = Σ over the group of w · x (x: [rows][x_stride]); rows = the backend's
+  // batch rows.
+  void forward(Backend& be, const MatrixView& w, const float* x, int64_t x_stride, float* y,
+               int64_t rows) const;
+  // Sums n floats of partial outputs over the group, in place: for blocks whose row-parallel
+  // outputs add up before one reduction (MoE: routed experts + shared expert).
+  void reduce(float* y, int64_t n) const;
+
+ private:
+  Communicator* tp_ = nullptr;
+};
 
 // Embedding rows of this rank's vocab range; ids elsewhere contribute zeros, and the TP group's
 // sum gives every rank the full rows.
@@ -37,8 +51,8 @@ class VocabParallelEmbedding {
   VocabParallelEmbedding() = default;
   VocabParallelEmbedding(MatrixView rows, Range vocab, int64_t vocab_size, Communicator* tp)
       : rows_(rows), vocab_(vocab), vocab_size_(vocab_size), tp_(tp) {}
-  // h: [n][D]
-  void forward(const int32_t* ids, int64_t n, float* h) const;
+  // h: [T][D] for the backend's batch rows.
+  void forward(Backend& be, float* h) const;
 
  private:
   MatrixView rows_;
@@ -47,32 +61,33 @@ class VocabParallelEmbedding {
   Communicator* tp_ = nullptr;
 };
 
-// lm_head rows of this rank's vocab range; logits of all ranks are gathered so each rank of the
-// TP group holds [rows][vocab].
+// lm_head rows of this rank's vocab range (with the final norm); logits of all ranks are
+// gathered so each rank of the TP group holds [rows][vocab].
 class ParallelLMHead {
  public:
   ParallelLMHead() = default;
   // group_vocab: the vocab range of every rank of the TP group, in rank order.
-  ParallelLMHead(MatrixView rows, std::vector<Range> group_vocab, int64_t vocab_size,
-                 Communicator* tp, int tp_rank)
-      : rows_(rows), group_vocab_(std::move(group_vocab)), vocab_size_(vocab_size), tp_(tp),
-        tp_rank_(tp_rank) {}
-  // x: [rows][D] normed, the first n_decode rows from decode spans (cpu::matmul's int8_tokens);
-  // logits: [rows][vocab]. Scratch grows once and is reused.
-  void forward(cpu::ThreadPool& pool, const float* x, int64_t rows, int64_t n_decode,
-               float* logits);
+  ParallelLMHead(MatrixView rows, FloatView norm, float eps, std::vector<Range> group_vocab,
+                 int64_t vocab_size, Communicator* tp, int tp_rank)
+      : rows_(rows), norm_(norm), eps_(eps), group_vocab_(std::move(group_vocab)),
+        vocab_size_(vocab_size), tp_(tp), tp_rank_(tp_rank) {}
+  // h: the residual stream [T][D]; logits [out rows][vocab] (backend memory) for the batch's
+  // output rows, in output order.
+  void forward(Backend& be, const float* h, float* logits);
 
  private:
   MatrixView rows_;
+  FloatView norm_;
+  float eps_ = 0.0f;
   std::vector<Range> group_vocab_;
   int64_t vocab_size_ = 0;
   Communicator* tp_ = nullptr;
   int tp_rank_ = 0;
-  std::vector<float> local_, gathered_;
+  std::vector<int64_t> counts_;
 };
 
-// Stage-to-stage traffic of a pipeline: hidden states forward, logits from the last stage's
-// first TP rank back to global rank 0. With one stage it does nothing.
+// Stage-to-stage traffic of a pipeline, on backend memory: hidden states forward, logits from
+// the last stage's first TP rank back to global rank 0. With one stage it does nothing.
 class PipelineLink {
  public:
   PipelineLink() = default;
@@ -82,8 +97,10 @@ class PipelineLink {
   void receive_hidden(float* hidden, int64_t n);
   // To the next stage (every stage but the last).
   void send_hidden(const float* hidden, int64_t n);
-  // Moves [n] logits from the last stage to stage 0 (tp_rank 0 only); resizes on the receiver.
-  void logits_to_first_stage(std::vector<float>& logits, int64_t n);
+  // True where a forward returns logits: the last stage, and stage 0's first TP rank.
+  bool has_logits() const { return stage_ == stages_ - 1 || (stage_ == 0 && tp_rank_ == 0); }
+  // Moves [n] logits from the last stage to stage 0 (tp_rank 0 only).
+  void logits_to_first_stage(float* logits, int64_t n);
 
  private:
   Communicator* pp_ = nullptr;

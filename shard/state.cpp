@@ -10,9 +10,6 @@
 #include "kernels/base/check.h"
 #include "kernels/base/checked_math.h"
 #include "shard/memory_budget.h"
-#ifdef KILN_HAVE_CUDA
-#include "kernels/cuda/runtime.h"
-#endif
 
 namespace kiln {
 
@@ -54,33 +51,28 @@ StateCache::StateCache(const ModelConfig& config, int64_t n_slots, int64_t n_pag
     latent_ = host_.data() + kda_floats_;
     return;
   }
-#ifdef KILN_HAVE_CUDA
-  KILN_CHECK(storage.gpu != nullptr);
+  KILN_CHECK(status != nullptr);
+  if (storage.memory == nullptr) {
+    *status = device_available(storage.device);
+    KILN_CHECK_MSG(!status->ok(), "a device state cache needs the backend's DeviceMemory");
+    return;
+  }
   const int64_t bytes = (kda_floats_ + latent_floats_) * static_cast<int64_t>(sizeof(float));
-  auto buf = cuda::DeviceBuffer::allocate(
+  auto buf = storage.memory->allocate(
       bytes, fmt::format("the state cache ({} sequences: KDA state, {} MLA pages of {} tokens)",
                          n_slots, n_pages, page_tokens));
   if (!buf.ok()) {
-    KILN_CHECK(status != nullptr);
     *status = buf.status();
     return;
   }
-  auto owner = std::make_shared<cuda::DeviceBuffer>(std::move(buf).value());
-  kda_ = owner->as<float>();
+  device_ = std::move(buf).value();
+  kda_ = static_cast<float*>(device_.get());
   latent_ = kda_ + kda_floats_;
-  device_ = owner;
   zero(kda_, kda_floats_ + latent_floats_);
-#else
-  KILN_CHECK(status != nullptr);
-  *status = device_available(storage.device);
-#endif
 }
 
 StateCache::~StateCache() {
-#ifdef KILN_HAVE_CUDA
-  // Queued kernels may still use the memory.
-  if (device_ != nullptr) storage_.gpu->synchronize();
-#endif
+  if (device_ != nullptr) storage_.memory->synchronize();  // queued work may still use it
 }
 
 void StateCache::zero(float* p, int64_t n) {
@@ -88,11 +80,7 @@ void StateCache::zero(float* p, int64_t n) {
     std::fill_n(p, n, 0.0f);
     return;
   }
-#ifdef KILN_HAVE_CUDA
-  storage_.gpu->bind();  // the calling thread (e.g. the server's engine) may not have it current
-  KILN_CUDA_CHECK(cudaMemsetAsync(p, 0, static_cast<size_t>(n) * sizeof(float),
-                                  storage_.gpu->stream()));
-#endif
+  storage_.memory->zero(p, n * static_cast<int64_t>(sizeof(float)));
 }
 
 StatusOr<uint64_t> StateCache::plan_bytes(const ModelConfig& config, int64_t n_slots,

@@ -5,6 +5,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <string>
 #include <vector>
 
 #include "kernels/base/device.h"
@@ -14,15 +15,22 @@
 
 namespace kiln {
 
-namespace cuda {
-class Context;
-}
+// Device memory for state caches, provided by a device backend: one allocation, zeroing queued
+// in the order of the backend's work, and a wait for that work.
+class DeviceMemory {
+ public:
+  virtual ~DeviceMemory() = default;
+  // `bytes` of device memory, freed when the owner goes; ResourceExhausted naming `what`.
+  virtual StatusOr<std::shared_ptr<void>> allocate(int64_t bytes,
+                                                   const std::string& what) const = 0;
+  virtual void zero(void* p, int64_t bytes) const = 0;
+  virtual void synchronize() const = 0;
+};
 
-// Where a cache keeps its floats: host memory, or the device memory of a CUDA context (whose
-// stream orders the zeroing of reset slots before the next forward).
+// Where a cache keeps its floats: host memory, or a device backend's memory.
 struct StateStorage {
   Device device = Device::kCpu;
-  cuda::Context* gpu = nullptr;  // with Device::kCuda
+  std::shared_ptr<const DeviceMemory> memory;  // with a device
 };
 
 struct StateSizes {

@@ -23,6 +23,7 @@
 
 #ifdef KILN_HAVE_CUDA
 #include "cluster/comm/nccl_communicator.h"
+#include "cluster/comm/staging_communicator.h"
 #include "kernels/cuda/runtime.h"
 #endif
 
@@ -225,7 +226,9 @@ struct Group {
 
 // Collective over MPI_COMM_WORLD: the group of the ranks with this `color`, ordered by `key`. With
 // a GPU, a group of two or more ranks on distinct GPUs gets an NcclCommunicator (made over the
-// group's MPI communicator, which is then freed); otherwise an MpiCommunicator.
+// group's MPI communicator, which is then freed); a group of two or more GPU ranks sharing a
+// GPU, an MpiCommunicator behind host staging (device pointers, as NCCL); otherwise an
+// MpiCommunicator.
 StatusOr<Group> make_group(int color, int key, const World& w, const cuda::Context* gpu) {
   MPI_Comm comm = MPI_COMM_NULL;
   KILN_MPI_CHECK(MPI_Comm_split(MPI_COMM_WORLD, color, key, &comm));
@@ -235,6 +238,10 @@ StatusOr<Group> make_group(int color, int key, const World& w, const cuda::Conte
   if (gpu != nullptr && mpi->size() > 1 && distinct_gpus(comm, w, *gpu)) {
     KILN_ASSIGN_OR_RETURN(group.comm, NcclCommunicator::create(comm, *gpu));
     group.nccl = true;
+    return group;
+  }
+  if (gpu != nullptr && mpi->size() > 1) {  // the model hands it device buffers
+    group.comm = stage_through_host(std::move(mpi), *gpu);
     return group;
   }
 #else

@@ -65,8 +65,9 @@ StatusOr<int> choose_rank_gpu(int requested, const char* rank_gpus, int world_ra
 // * CUDA ranks (DeviceChoice kCuda): the context owns the rank's cuda::Context (device, stream,
 //   cuBLAS handle). The TP and PP groups use NCCL (Communicator::device_memory() is true: device
 //   pointers, enqueued on gpu()->stream()) when every rank of the group has its own GPU (distinct
-//   host and PCI bus id); a group whose ranks share a GPU keeps MPI with host buffers, since NCCL
-//   refuses two ranks on one device. A group of one rank is always MPI. world_comm() is always
+//   host and PCI bus id); a group whose ranks share a GPU (NCCL refuses two ranks on one device)
+//   keeps MPI behind host staging (cluster/comm/staging_communicator.h), so it too takes device
+//   pointers. A group of one rank is always MPI. world_comm() is always
 //   MPI: it carries the control plane (step plans, agree_or_abort).
 class WorldContext {
  public:

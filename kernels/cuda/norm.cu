@@ -56,13 +56,15 @@ __device__ __forceinline__ void scale_row(const float* x, const float* w, float 
   }
 }
 
-// Block b normalises row src_row(b) of x into row b of y.
-__global__ void rms_norm_kernel(const float* x, const int32_t* rows, const float* w, int64_t dim,
-                                float eps, float* y) {
+// Block b normalises row src_row(b) of x (rows x_stride floats apart) into row b of y (rows
+// y_stride apart).
+__global__ void rms_norm_kernel(const float* x, int64_t x_stride, const int32_t* rows,
+                                const float* w, int64_t dim, float eps, float* y,
+                                int64_t y_stride) {
   const int64_t src = rows ? static_cast<int64_t>(rows[blockIdx.x]) : blockIdx.x;
-  const float* xr = x + src * dim;
+  const float* xr = x + src * x_stride;
   const float inv = rms_inv(sum_squares(xr, dim), dim, eps);
-  scale_row(xr, w, inv, dim, y + static_cast<int64_t>(blockIdx.x) * dim);
+  scale_row(xr, w, inv, dim, y + static_cast<int64_t>(blockIdx.x) * y_stride);
 }
 
 __global__ void add_rms_norm_kernel(float* h, const float* delta, const float* w, int64_t dim,
@@ -108,11 +110,16 @@ void check_rows(int64_t n_rows, int64_t dim) {
 
 void rms_norm(Context& ctx, const float* x, const float* w, int64_t n_rows, int64_t dim,
               float eps, float* y) {
+  rms_norm_strided(ctx, x, dim, w, n_rows, dim, eps, y, dim);
+}
+
+void rms_norm_strided(Context& ctx, const float* x, int64_t x_stride, const float* w,
+                      int64_t n_rows, int64_t dim, float eps, float* y, int64_t y_stride) {
   check_rows(n_rows, dim);
   if (n_rows == 0) return;
-  KILN_CHECK(x != nullptr && y != nullptr);
-  rms_norm_kernel<<<static_cast<unsigned>(n_rows), kThreads, 0, ctx.stream()>>>(x, nullptr, w, dim,
-                                                                                 eps, y);
+  KILN_CHECK(x != nullptr && y != nullptr && x_stride >= dim && y_stride >= dim);
+  rms_norm_kernel<<<static_cast<unsigned>(n_rows), kThreads, 0, ctx.stream()>>>(
+      x, x_stride, nullptr, w, dim, eps, y, y_stride);
   KILN_CUDA_LAUNCH_CHECK();
 }
 
@@ -121,8 +128,8 @@ void rms_norm_rows(Context& ctx, const float* x, const int32_t* rows, int64_t n_
   check_rows(n_rows, dim);
   if (n_rows == 0) return;
   KILN_CHECK(x != nullptr && rows != nullptr && y != nullptr);
-  rms_norm_kernel<<<static_cast<unsigned>(n_rows), kThreads, 0, ctx.stream()>>>(x, rows, w, dim,
-                                                                                 eps, y);
+  rms_norm_kernel<<<static_cast<unsigned>(n_rows), kThreads, 0, ctx.stream()>>>(
+      x, dim, rows, w, dim, eps, y, dim);
   KILN_CUDA_LAUNCH_CHECK();
 }
 

@@ -93,6 +93,10 @@ void add_inplace(Context& ctx, float* y, const float* x, int64_t n);
 // y[r] = w ⊙ x[r] / sqrt(mean(x[r]²) + eps), rows of `dim`; y may alias x.
 void rms_norm(Context& ctx, const float* x, const float* w, int64_t n_rows, int64_t dim,
               float eps, float* y);
+// rms_norm on rows x_stride (x) and y_stride (y) floats apart, e.g. a column range of wider
+// rows; y may alias x row for row.
+void rms_norm_strided(Context& ctx, const float* x, int64_t x_stride, const float* w,
+                      int64_t n_rows, int64_t dim, float eps, float* y, int64_t y_stride);
 // The final norm on chosen rows: y[i] = rms_norm(x[rows[i]]) for i < n_rows (rows: device ints).
 void rms_norm_rows(Context& ctx, const float* x, const int32_t* rows, int64_t n_rows,
                    const float* w, int64_t dim, float eps, float* y);
