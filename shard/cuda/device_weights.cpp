@@ -7,8 +7,11 @@
 #include <algorithm>
 #include <cstring>
 #include <functional>
+#include <string>
+#include <vector>
 
 #include "kernels/base/check.h"
+#include "shard/tensor_table.h"
 
 namespace kiln {
 namespace {
@@ -22,8 +25,9 @@ class Uploader {
   using Fill = std::function<void(std::byte* dst)>;
   using Place = std::function<void(const std::byte* device_address)>;
 
-  // A matrix in its stored dtype with packed rows; `matmul`: read by cuda::matmul.
-  void matrix(const MatrixView& w, MatrixView& dst, bool matmul = true) {
+  // A matrix in its stored dtype with packed rows; `matmul`: read by cuda::matmul. `dst` may be
+  // the view `w` was copied from.
+  void matrix(const MatrixView w, MatrixView& dst, bool matmul = true) {
     if (w.data == nullptr || w.rows == 0) return;
     const int64_t row_bytes = dtype_row_bytes(w.dtype, w.cols);
     dst = {w.dtype, nullptr, w.rows, w.cols, row_bytes};
@@ -32,7 +36,7 @@ class Uploader {
     if (matmul) matmuls_.push_back(&dst);
   }
 
-  void floats(const FloatView& v, FloatView& dst) {
+  void floats(const FloatView v, FloatView& dst) {
     if (v.empty()) return;
     const size_t bytes = static_cast<size_t>(v.size()) * sizeof(float);
     dst.n = v.size();
@@ -41,12 +45,13 @@ class Uploader {
         [&dst](const std::byte* p) { dst.ptr = reinterpret_cast<const float*>(p); });
   }
 
-  // One matrix (`which`) of every routed expert, of one shape and dtype, back to back.
-  Status experts(const std::vector<MlpWeights>& src, std::vector<MlpWeights>& dst,
-                 MatrixView MlpWeights::*which, const char* what) {
-    const MatrixView& w0 = src.front().*which;
-    for (const MlpWeights& e : src) {
-      const MatrixView& w = e.*which;
+  // One matrix of every routed expert, of one shape and dtype, back to back (each view is
+  // re-pointed to its expert's place); `what` names the tensor in the error.
+  Status experts(const std::vector<MatrixView*>& dst, const std::string& what) {
+    std::vector<MatrixView> views;
+    for (const MatrixView* m : dst) views.push_back(*m);
+    const MatrixView w0 = views.front();
+    for (const MatrixView& w : views) {
       if (w.dtype != w0.dtype || w.rows != w0.rows || w.cols != w0.cols) {
         return unimplemented("the CUDA backend needs every routed expert's {} to share one dtype "
                              "and shape ({} [{}][{}] vs {} [{}][{}])",
@@ -55,18 +60,16 @@ class Uploader {
       }
     }
     const int64_t row_bytes = dtype_row_bytes(w0.dtype, w0.cols), stride = w0.rows * row_bytes;
-    std::vector<MatrixView> views;
-    for (const MlpWeights& e : src) views.push_back(e.*which);
-    add(static_cast<int64_t>(src.size()) * stride,
+    add(static_cast<int64_t>(views.size()) * stride,
         [views, row_bytes, stride](std::byte* out) {
           for (size_t e = 0; e < views.size(); ++e) {
             fill_rows(views[e], row_bytes, out + static_cast<int64_t>(e) * stride);
           }
         },
-        [&dst, which, w0, row_bytes, stride](const std::byte* p) {
+        [dst, w0, row_bytes, stride](const std::byte* p) {
           for (size_t e = 0; e < dst.size(); ++e) {
-            dst[e].*which = {w0.dtype, p + static_cast<int64_t>(e) * stride, w0.rows, w0.cols,
-                             row_bytes};
+            *dst[e] = {w0.dtype, p + static_cast<int64_t>(e) * stride, w0.rows, w0.cols,
+                       row_bytes};
           }
         });
     return {};
@@ -112,67 +115,33 @@ class Uploader {
   int64_t total_ = 0;
 };
 
-void mlp(Uploader& up, const MlpWeights& w, MlpWeights& d) {
-  up.matrix(w.gate, d.gate);
-  up.matrix(w.up, d.up);
-  up.matrix(w.down, d.down);
-}
-
-// Every tensor of the rank's share, host → device view (the one walk over ModelWeights' fields).
+// Every tensor of the rank's share, host → device view, walked by the tensor table: the device
+// ModelWeights starts as a copy of the host views (its layers sized once, so the uploader may
+// keep the fields' addresses) and each view is re-pointed into the allocation. A routed expert
+// entry's views arrive expert by expert and are packed at a fixed stride.
 Status walk(Uploader& up, const ModelConfig& c, const ModelWeights& h, ModelWeights& d) {
-  up.matrix(h.embed, d.embed, /*matmul=*/false);
-  up.matrix(h.lm_head, d.lm_head);
-  up.floats(h.final_norm, d.final_norm);
-  d.layers.resize(h.layers.size());  // sized once: the uploader keeps addresses of its fields
-  for (int64_t i = h.layers_loaded.begin; i < h.layers_loaded.end; ++i) {
-    const LayerWeights& l = h.layers[static_cast<size_t>(i)];
-    LayerWeights& dl = d.layers[static_cast<size_t>(i)];
-    up.floats(l.attn_norm, dl.attn_norm);
-    up.floats(l.ffn_norm, dl.ffn_norm);
-    if (c.is_kda(i)) {
-      const KdaWeights& k = l.kda;
-      KdaWeights& dk = dl.kda;
-      for (MatrixView KdaWeights::*m : {&KdaWeights::q, &KdaWeights::k, &KdaWeights::v,
-                                        &KdaWeights::f_a, &KdaWeights::f_b, &KdaWeights::b,
-                                        &KdaWeights::g_a, &KdaWeights::g_b, &KdaWeights::o}) {
-        up.matrix(k.*m, dk.*m);
-      }
-      for (FloatView KdaWeights::*f : {&KdaWeights::conv_q, &KdaWeights::conv_k,
-                                       &KdaWeights::conv_v, &KdaWeights::a_neg,
-                                       &KdaWeights::dt_bias, &KdaWeights::o_norm}) {
-        up.floats(k.*f, dk.*f);
-      }
-    } else {
-      const MlaWeights& m = l.mla;
-      MlaWeights& dm = dl.mla;
-      up.matrix(m.q, dm.q);
-      up.matrix(m.kv_a, dm.kv_a);
-      up.floats(m.kv_a_norm, dm.kv_a_norm);
-      dm.k_b.resize(m.k_b.size());
-      dm.v_b.resize(m.v_b.size());
-      for (size_t hd = 0; hd < m.k_b.size(); ++hd) up.matrix(m.k_b[hd], dm.k_b[hd]);
-      for (size_t hd = 0; hd < m.v_b.size(); ++hd) up.matrix(m.v_b[hd], dm.v_b[hd]);
-      up.matrix(m.o, dm.o);
-    }
-    if (!c.is_moe(i)) {
-      mlp(up, l.dense, dl.dense);
-      continue;
-    }
-    const MoeWeights& m = l.moe;
-    MoeWeights& dm = dl.moe;
-    up.matrix(m.router, dm.router);
-    up.floats(m.bias, dm.bias);
-    KILN_CHECK(!m.experts.empty());
-    dm.experts.resize(m.experts.size());
-    KILN_RETURN_IF_ERROR(up.experts(m.experts, dm.experts, &MlpWeights::gate, "gate_proj"));
-    KILN_RETURN_IF_ERROR(up.experts(m.experts, dm.experts, &MlpWeights::up, "up_proj"));
-    KILN_RETURN_IF_ERROR(up.experts(m.experts, dm.experts, &MlpWeights::down, "down_proj"));
-    dm.has_shared = m.has_shared;
-    if (m.has_shared) mlp(up, m.shared, dm.shared);
-  }
+  d.embed = h.embed;
+  d.lm_head = h.lm_head;
+  d.final_norm = h.final_norm;
   d.vocab = h.vocab;
   d.layers_loaded = h.layers_loaded;
-  return {};
+  d.layers = h.layers;
+  Status status;
+  std::vector<MatrixView*> experts;
+  for_each_weight(
+      d, c,
+      [&](const TensorSpec& s, int64_t layer, int64_t, MatrixView& m) {
+        if (s.stack != Stack::kExperts) {
+          up.matrix(m, m, /*matmul=*/s.block != Block::kEmbedding);
+          return;
+        }
+        experts.push_back(&m);
+        if (experts.size() < d.layers[static_cast<size_t>(layer)].moe.experts.size()) return;
+        if (status.ok()) status = up.experts(experts, s.name(false, layer));
+        experts.clear();
+      },
+      [&](const TensorSpec&, int64_t, FloatView& f) { up.floats(f, f); });
+  return status;
 }
 
 }  // namespace
